@@ -1,0 +1,38 @@
+# django-conversions — developer commands. `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV ?= .venv
+# Extra pip requirement pinning the Django line, e.g. DJANGO="Django>=6.0,<7" (CI tests both).
+DJANGO ?= Django>=5.2,<5.3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell echo '$(DJANGO)' | tr -c 'A-Za-z0-9.' '_')
+PYTEST_ARGS ?=
+DEMO_SERVE ?= 1
+
+.PHONY: test test-sqlite test-postgres lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' '$(DJANGO)'
+	touch $@
+
+## Run the whole suite on SQLite, then again on the local PostgreSQL server.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	CONVERSIONS_TEST_DB=postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-sqlite: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(STAMP)
+	CONVERSIONS_TEST_DB=postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf .venv .venv-* example_project/demo.sqlite3 .pytest_cache

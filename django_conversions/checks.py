@@ -1,0 +1,210 @@
+"""System checks: every misconfiguration that can be seen at startup, each with a fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
+
+from django_conversions.conf import SETTING_NAME
+
+
+def _setting_errors() -> tuple[Any, list[Error]]:
+    from django_conversions.conf import conversions_settings
+
+    try:
+        conversions_settings.user_settings  # noqa: B018  (validates the keys)
+    except ImproperlyConfigured as err:
+        return None, [Error(str(err), hint="Fix or remove the listed keys.", id="conversions.E001")]
+    return conversions_settings, []
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    conf, errors = _setting_errors()
+    if conf is None:
+        return errors
+    messages: list[Any] = []
+    messages += _check_order_model(conf)
+    messages += _check_adapter(conf)
+    messages += _check_encryption_keys(conf)
+    messages += _check_providers(conf)
+    messages += _check_task_backend(conf)
+    messages += _check_numbers(conf)
+    return messages
+
+
+def _check_order_model(conf: Any) -> list[Any]:
+    label = conf.raw("ORDER_MODEL")
+    if not label:
+        return [
+            Warning(
+                f"{SETTING_NAME}['ORDER_MODEL'] is not set, so no order is tracked automatically.",
+                hint="Set it to your order model, e.g. 'shop.Order', or call track() yourself.",
+                id="conversions.W002",
+            )
+        ]
+    try:
+        apps.get_model(label)
+    except (LookupError, ValueError):
+        return [
+            Error(
+                f"{SETTING_NAME}['ORDER_MODEL'] = {label!r} is not an installed model.",
+                hint="Use 'app_label.ModelName' of a model in an app listed in INSTALLED_APPS.",
+                id="conversions.E002",
+            )
+        ]
+    return []
+
+
+def _check_adapter(conf: Any) -> list[Any]:
+    from django_conversions.adapters import OrderAdapter
+
+    path = conf.raw("ORDER_ADAPTER")
+    try:
+        adapter = conf.ORDER_ADAPTER
+    except ImproperlyConfigured as err:
+        return [
+            Error(
+                str(err),
+                hint="Give the dotted path of an OrderAdapter subclass.",
+                id="conversions.E003",
+            )
+        ]
+    if not (isinstance(adapter, type) and issubclass(adapter, OrderAdapter)):
+        return [
+            Error(
+                f"{SETTING_NAME}['ORDER_ADAPTER'] = {path!r} is not a subclass of "
+                "django_conversions.adapters.OrderAdapter.",
+                hint="Subclass OrderAdapter and override should_track() and to_conversion().",
+                id="conversions.E004",
+            )
+        ]
+    return []
+
+
+def _check_encryption_keys(conf: Any) -> list[Any]:
+    from django_conversions.fields import get_fernet
+
+    if not conf.raw("ENCRYPTION_KEYS"):
+        return [
+            Warning(
+                "API keys are encrypted with a key derived from SECRET_KEY: changing SECRET_KEY "
+                "makes the stored API keys unreadable.",
+                hint=f"Set {SETTING_NAME}['ENCRYPTION_KEYS'] = [<Fernet.generate_key()>] and run "
+                "manage.py conversions_rotate_keys.",
+                id="conversions.W001",
+            )
+        ]
+    try:
+        get_fernet()
+    except ImproperlyConfigured as err:
+        return [
+            Error(str(err), hint="Generate keys with Fernet.generate_key().", id="conversions.E005")
+        ]
+    return []
+
+
+def _check_providers(conf: Any) -> list[Any]:
+    from django_conversions.providers import registry
+
+    registry.reset()
+    try:
+        known = set(registry.ids())
+    except ImproperlyConfigured as err:
+        return [
+            Error(
+                str(err),
+                hint="List Provider subclasses in CONVERSIONS['PROVIDERS'].",
+                id="conversions.E006",
+            )
+        ]
+    return _check_sites(conf, known)
+
+
+def _check_sites(conf: Any, known: set[str]) -> list[Any]:
+    """Stored sites: unknown providers and insecure endpoints (skipped before migrate)."""
+    from django_conversions.models import TrackingSite
+
+    messages: list[Any] = []
+    try:
+        sites = list(TrackingSite.objects.all())
+    except DatabaseError:
+        return []
+    for site in sites:
+        if site.provider not in known:
+            messages.append(
+                Error(
+                    f"Tracking site {site.name!r} uses provider {site.provider!r}, "
+                    "which is not registered.",
+                    hint=f"Known providers: {', '.join(sorted(known))}; register others in "
+                    f"{SETTING_NAME}['PROVIDERS'].",
+                    obj=site,
+                    id="conversions.E007",
+                )
+            )
+        problem = site.endpoint_problem()
+        if problem:
+            messages.append(
+                Error(
+                    f"Tracking site {site.name!r}: {problem}.",
+                    hint="Edit the site's endpoint URL in the admin.",
+                    obj=site,
+                    id="conversions.E008",
+                )
+            )
+    return messages
+
+
+def _check_task_backend(conf: Any) -> list[Any]:
+    alias = conf.raw("TASK_BACKEND")
+    if not alias:
+        return []
+    tasks_setting = getattr(settings, "TASKS", None)
+    if tasks_setting is not None and alias not in tasks_setting:
+        return [
+            Error(
+                f"{SETTING_NAME}['TASK_BACKEND'] = {alias!r} is not a backend alias in TASKS.",
+                hint=f"Use one of {sorted(tasks_setting)}, or None to deliver with the "
+                "conversions_deliver command only.",
+                id="conversions.E009",
+            )
+        ]
+    return []
+
+
+def _check_numbers(conf: Any) -> list[Any]:
+    messages: list[Any] = []
+    for name in (
+        "LEASE_SECONDS",
+        "CLAIM_BATCH_SIZE",
+        "BATCH_SIZE",
+        "READ_TIMEOUT",
+        "CONNECT_TIMEOUT",
+        "RETRY_MAX_AGE",
+    ):
+        value = conf.raw(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}[{name!r}] must be a positive number, not {value!r}.",
+                    hint="See the settings reference in README.md.",
+                    id="conversions.E010",
+                )
+            )
+    schedule = conf.raw("RETRY_SCHEDULE")
+    if not schedule or any(
+        isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in schedule
+    ):
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['RETRY_SCHEDULE'] must be a non-empty list of seconds.",
+                hint="For example (1, 2, 4, 8, 30, 60, 300, 900, 1800, 3600).",
+                id="conversions.E011",
+            )
+        )
+    return messages

@@ -1,0 +1,136 @@
+"""The ``CONVERSIONS`` settings dict, read lazily with documented defaults.
+
+``conversions_settings.LEASE_SECONDS`` reads ``settings.CONVERSIONS["LEASE_SECONDS"]`` or its
+default. Values are cached and the cache is dropped on ``setting_changed`` so
+``override_settings`` works in tests. Unknown keys are rejected with the list of valid ones;
+dotted paths are imported on first use with an error that names the setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+SETTING_NAME = "CONVERSIONS"
+
+# Every key is documented in README.md ("Settings reference"); keep the two in step.
+DEFAULTS: dict[str, Any] = {
+    # "app_label.ModelName" of the host's order model; None tracks nothing automatically.
+    "ORDER_MODEL": None,
+    # Dotted path to an OrderAdapter subclass.
+    "ORDER_ADAPTER": "django_conversions.adapters.OrderAdapter",
+    # Default adapter: the attribute that holds the order status, and the values that mean "paid".
+    # With ORDER_STATUS_FIELD = None an order is tracked when it is created.
+    "ORDER_STATUS_FIELD": "status",
+    "ORDER_PAID_STATUSES": ("paid", "completed", "complete", "fulfilled", "shipped"),
+    # Default adapter: the related manager holding the order lines (None: no items).
+    "ORDER_ITEMS_RELATION": "items",
+    # Event name given to tracked orders.
+    "ORDER_EVENT_NAME": "purchase",
+    # Allow http:// endpoints (local sandboxes); production endpoints must be https.
+    "ALLOW_INSECURE_ENDPOINTS": False,
+    # Alias in TASKS used to enqueue delivery after commit; None = no task, the sweep delivers.
+    "TASK_BACKEND": "default",
+    # How long a claimed event may stay "sending" before another worker may take it.
+    "LEASE_SECONDS": 300,
+    # How many events a worker claims at once.
+    "CLAIM_BATCH_SIZE": 100,
+    # Fernet keys (url-safe base64, 32 bytes) for API keys at rest; the first encrypts.
+    "ENCRYPTION_KEYS": (),
+    # Extra provider classes, as dotted paths.
+    "PROVIDERS": (),
+    # HTTP timeouts in seconds.
+    "CONNECT_TIMEOUT": 5.0,
+    "READ_TIMEOUT": 10.0,
+    # Seconds to wait before each retry; the last value repeats until RETRY_MAX_AGE has passed.
+    "RETRY_SCHEDULE": (1, 2, 4, 8, 30, 60, 300, 900, 1800, 3600),
+    # Give up on an event this many seconds after it was created (default: 3 days).
+    "RETRY_MAX_AGE": 3 * 24 * 3600,
+    # Random extra delay, as a fraction of each wait, so retries from many events spread out.
+    "RETRY_JITTER": 0.2,
+    # Events per request on providers with a batch endpoint.
+    "BATCH_SIZE": 100,
+    # Response bodies stored on a delivery attempt are cut to this many characters.
+    "RESPONSE_BODY_LIMIT": 2000,
+    # Country calling code (digits, e.g. "40") for phone numbers written without one.
+    "DEFAULT_PHONE_COUNTRY_CODE": None,
+    # Per-provider consent policy overrides: {"vtmarketing": {"requires_consent": False}}.
+    "CONSENT_POLICY": {},
+    # Session key and lifetime of the scan session id kept by the middleware.
+    "SCAN_SESSION_KEY": "conversions_scan_session",
+    "SCAN_SESSION_MAX_AGE": 30 * 24 * 3600,
+    "SCAN_SESSION_PARAM": "scnv",
+    # Retention: delete finished events after this many days; scrub personal data after that many.
+    "RETENTION_DAYS": 180,
+    "SCRUB_AFTER_DAYS": 30,
+}
+
+# Settings holding dotted paths, imported on access.
+IMPORT_STRINGS = frozenset({"ORDER_ADAPTER"})
+
+
+class ConversionsSettings:
+    """Attribute access to ``settings.CONVERSIONS`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, SETTING_NAME, None) or {}
+        if not isinstance(value, dict):
+            raise ImproperlyConfigured(f"settings.{SETTING_NAME} must be a dict.")
+        unknown = sorted(set(value) - set(DEFAULTS))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Unknown key(s) in settings.{SETTING_NAME}: {', '.join(unknown)}. "
+                f"Valid keys are: {', '.join(sorted(DEFAULTS))}."
+            )
+        return value
+
+    def raw(self, name: str) -> Any:
+        """The configured value without importing dotted paths."""
+        if name not in DEFAULTS:
+            raise AttributeError(f"{SETTING_NAME} has no setting {name!r}")
+        return self.user_settings.get(name, DEFAULTS[name])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(f"{SETTING_NAME} has no setting {name!r}")
+        if name in self._cache:
+            return self._cache[name]
+        value = self.raw(name)
+        if name in IMPORT_STRINGS and isinstance(value, str):
+            value = import_setting(name, value)
+        self._cache[name] = value
+        return value
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+def import_setting(name: str, dotted_path: str) -> Any:
+    try:
+        return import_string(dotted_path)
+    except ImportError as err:
+        raise ImproperlyConfigured(
+            f"{SETTING_NAME}[{name!r}] = {dotted_path!r} could not be imported: {err}"
+        ) from err
+
+
+conversions_settings = ConversionsSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        conversions_settings.reload()
+        from django_conversions import providers
+
+        providers.registry.reset()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,64 @@
+"""The consent policy, in one place.
+
+A conversion carries ``consent``: ``"granted"``, ``"denied"``, ``"pending"`` or ``None``
+(unknown). Each provider has a policy, overridable per provider id in
+``CONVERSIONS["CONSENT_POLICY"]``:
+
+``requires_consent``
+    Send nothing unless consent is ``"granted"`` (the event is skipped with a reason).
+``identifiers_with``
+    The consent values under which customer identifiers (hashed or raw) may be sent. For any
+    other value the event goes out without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+UNKNOWN = None
+
+
+@dataclass(frozen=True)
+class ConsentPolicy:
+    requires_consent: bool = False
+    identifiers_with: frozenset[str | None] = frozenset({"granted", UNKNOWN})
+
+    def skip_reason(self, consent: str | None) -> str | None:
+        if self.requires_consent and consent != "granted":
+            return f"consent {consent or 'unknown'}: this provider needs consent 'granted'"
+        return None
+
+    def allows_identifiers(self, consent: str | None) -> bool:
+        return consent in self.identifiers_with
+
+
+# Defaults per provider id: Scanova takes hashes unless consent is denied or pending;
+# VTmarketing receives the raw email, so it needs explicit consent.
+DEFAULT_POLICIES: dict[str, ConsentPolicy] = {
+    "scanova": ConsentPolicy(requires_consent=False),
+    "vtmarketing": ConsentPolicy(requires_consent=True, identifiers_with=frozenset({"granted"})),
+}
+
+
+def policy_for(provider_id: str) -> ConsentPolicy:
+    from django_conversions.conf import conversions_settings
+
+    policy = DEFAULT_POLICIES.get(provider_id, ConsentPolicy())
+    overrides: dict[str, Any] = dict(conversions_settings.CONSENT_POLICY.get(provider_id, {}))
+    if not overrides:
+        return policy
+    unknown = set(overrides) - {"requires_consent", "identifiers_with"}
+    if unknown:
+        raise ImproperlyConfigured(
+            f"CONVERSIONS['CONSENT_POLICY'][{provider_id!r}] has unknown keys {sorted(unknown)}; "
+            "use 'requires_consent' and 'identifiers_with'."
+        )
+    if "identifiers_with" in overrides:
+        overrides["identifiers_with"] = frozenset(overrides["identifiers_with"])
+    if overrides.get("requires_consent") is False and "identifiers_with" not in overrides:
+        # Not requiring consent means identifiers may go out unless consent was refused.
+        overrides["identifiers_with"] = frozenset({"granted", UNKNOWN})
+    return replace(policy, **overrides)

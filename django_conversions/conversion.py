@@ -1,0 +1,343 @@
+"""What a conversion is, independent of any provider: ``Conversion``, ``Customer``, ``LineItem``.
+
+The dataclasses normalise and validate on construction, so every provider receives the same
+clean values: event names in ``lowercase_underscore``, money as ``Decimal`` rounded to the
+currency's minor unit, upper-case ISO 4217 currencies, trimmed lower-case emails, phones in
+E.164 where the number allows it. A bad value raises ``InvalidConversion`` naming the field.
+
+``Conversion.to_snapshot()`` gives the JSON stored on each outbox row and
+``Conversion.from_snapshot()`` turns it back into an equal ``Conversion``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from django_conversions import currencies
+from django_conversions.exceptions import InvalidConversion
+
+CONSENT_VALUES = ("granted", "denied", "pending")
+EVENT_NAME_MAX = 64
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def normalize_event_name(name: str) -> str:
+    """``"Purchase Complete"`` -> ``"purchase_complete"`` (the rule Scanova applies on receipt)."""
+    if not isinstance(name, str):
+        raise InvalidConversion("event_name", "must be a string")
+    normalized = _NON_WORD.sub("_", name.strip().lower()).strip("_")
+    if not normalized:
+        raise InvalidConversion("event_name", f"{name!r} has no letters or digits")
+    if len(normalized) > EVENT_NAME_MAX:
+        raise InvalidConversion("event_name", f"longer than {EVENT_NAME_MAX} characters")
+    return normalized
+
+
+def to_decimal(value: Any, field_name: str) -> Decimal:
+    """A finite, non-negative Decimal from a Decimal, int, str or float (floats via their repr)."""
+    if isinstance(value, bool):
+        raise InvalidConversion(field_name, "must be a number, not a boolean")
+    try:
+        amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidConversion(field_name, f"{value!r} is not a number") from None
+    if not amount.is_finite():
+        raise InvalidConversion(field_name, f"{value!r} is not a finite number")
+    if amount < 0:
+        raise InvalidConversion(field_name, f"{value!r} is negative")
+    return amount
+
+
+def normalize_currency(code: str) -> str:
+    if not isinstance(code, str):
+        raise InvalidConversion("currency", "must be a 3-letter ISO 4217 code")
+    normalized = code.strip().upper()
+    if not currencies.is_known(normalized):
+        raise InvalidConversion("currency", f"{code!r} is not an ISO 4217 currency code")
+    return normalized
+
+
+def round_money(amount: Decimal, currency: str | None) -> Decimal:
+    """Round half-up to the currency's minor unit (two digits when the currency is unknown)."""
+    digits = currencies.minor_units(currency) if currency else 2
+    return amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+
+
+def normalize_email(email: str) -> str:
+    normalized = email.strip().lower()
+    try:
+        validate_email(normalized)
+    except ValidationError:
+        raise InvalidConversion("customer.email", "is not a valid email address") from None
+    return normalized
+
+
+def normalize_phone(phone: str, default_country_code: str | None = None) -> str:
+    """E.164 (``+`` and digits) where possible; national numbers need a default country code.
+
+    ``"+40 (775) 123-123"`` -> ``"+40775123123"``; ``"0040775123123"`` -> ``"+40775123123"``;
+    ``"0775123123"`` with country code ``"40"`` -> ``"+40775123123"``, without one it stays
+    ``"0775123123"`` (digits only), since the country can't be guessed.
+    """
+    text = phone.strip()
+    digits = re.sub(r"\D", "", text)
+    if not 4 <= len(digits) <= 17:
+        raise InvalidConversion("customer.phone", "is not a phone number")
+    if text.startswith("+"):
+        return "+" + digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    if default_country_code:
+        return f"+{default_country_code}{digits.lstrip('0')}"
+    return digits
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _clean_text(value: Any, field_name: str, max_length: int = 255) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if len(text) > max_length:
+        raise InvalidConversion(field_name, f"longer than {max_length} characters")
+    return text or None
+
+
+def _phone_country_code() -> str | None:
+    from django_conversions.conf import conversions_settings
+
+    return conversions_settings.DEFAULT_PHONE_COUNTRY_CODE
+
+
+@dataclass(frozen=True)
+class Customer:
+    """The buyer. Everything is optional; providers take what they need (see privacy docs)."""
+
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    city: str | None = None
+    country: str | None = None
+    external_id: str | None = None
+    # SHA-256 hex of the normalised email / phone, kept instead of the raw value for providers
+    # that only need the hash (see Provider.minimize); computed from the raw value when present.
+    email_sha256: str | None = None
+    phone_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("first_name", "last_name", "city", "country", "external_id"):
+            object.__setattr__(self, name, _clean_text(getattr(self, name), f"customer.{name}"))
+        for name in ("email_sha256", "phone_sha256"):
+            digest = getattr(self, name)
+            if digest is not None and not _SHA256_HEX.fullmatch(str(digest)):
+                raise InvalidConversion(f"customer.{name}", "must be 64 lower-case hex digits")
+        email = _clean_text(self.email, "customer.email", 254)
+        object.__setattr__(self, "email", normalize_email(email) if email else None)
+        phone = _clean_text(self.phone, "customer.phone", 32)
+        phone = normalize_phone(phone, _phone_country_code()) if phone else None
+        object.__setattr__(self, "phone", phone)
+
+    @property
+    def email_hash(self) -> str | None:
+        return sha256_hex(self.email) if self.email else self.email_sha256
+
+    @property
+    def phone_hash(self) -> str | None:
+        """SHA-256 of the E.164 phone; None for a phone without a country code."""
+        if self.phone:
+            return sha256_hex(self.phone) if self.phone.startswith("+") else None
+        return self.phone_sha256
+
+    def is_empty(self) -> bool:
+        return not any(dataclasses.asdict(self).values())
+
+
+@dataclass(frozen=True)
+class LineItem:
+    """One order line: the product id as in the provider's product feed, and the quantity."""
+
+    id: str
+    quantity: int = 1
+    price: Decimal | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        item_id = _clean_text(self.id, "items.id", 128)
+        if not item_id:
+            raise InvalidConversion("items.id", "is required")
+        object.__setattr__(self, "id", item_id)
+        if isinstance(self.quantity, bool) or not isinstance(self.quantity, int):
+            try:
+                quantity = int(str(self.quantity))
+            except ValueError:
+                raise InvalidConversion("items.quantity", "must be a whole number") from None
+            object.__setattr__(self, "quantity", quantity)
+        if self.quantity < 1:
+            raise InvalidConversion("items.quantity", "must be at least 1")
+        if self.price is not None:
+            object.__setattr__(self, "price", to_decimal(self.price, "items.price"))
+        object.__setattr__(self, "name", _clean_text(self.name, "items.name"))
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A conversion to report: a purchase, signup, lead or any backend action."""
+
+    event_name: str
+    order_id: str | None = None
+    value: Decimal | None = None
+    currency: str | None = None
+    shipping: Decimal | None = None
+    coupons: tuple[str, ...] = ()
+    status: str | None = None
+    customer: Customer | None = None
+    items: tuple[LineItem, ...] = ()
+    scan_session_id: str | None = None
+    consent: str | None = None
+    properties: Mapping[str, Any] | None = None
+    occurred_at: datetime | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "event_name", normalize_event_name(self.event_name))
+        set_(self, "order_id", _clean_text(self.order_id, "order_id", 128))
+        set_(self, "status", _clean_text(self.status, "status", 64))
+        if self.currency is not None:
+            set_(self, "currency", normalize_currency(self.currency))
+        for name in ("value", "shipping"):
+            amount = getattr(self, name)
+            if amount is not None:
+                set_(self, name, round_money(to_decimal(amount, name), self.currency))
+        if isinstance(self.coupons, str):
+            set_(self, "coupons", (self.coupons,))
+        set_(
+            self,
+            "coupons",
+            tuple(c for c in (_clean_text(c, "coupons") for c in self.coupons) if c),
+        )
+        set_(self, "items", tuple(self._line_item(item) for item in self.items))
+        if isinstance(self.customer, Mapping):
+            set_(self, "customer", Customer(**self.customer))
+        if self.scan_session_id is not None:
+            set_(self, "scan_session_id", normalize_scan_session_id(self.scan_session_id))
+        if self.consent is not None:
+            consent = str(self.consent).strip().lower() or None
+            if consent is not None and consent not in CONSENT_VALUES:
+                raise InvalidConversion("consent", f"must be one of {', '.join(CONSENT_VALUES)}")
+            set_(self, "consent", consent)
+        if self.properties is not None:
+            if not isinstance(self.properties, Mapping):
+                raise InvalidConversion("properties", "must be a mapping")
+            set_(self, "properties", dict(self.properties))
+        if self.occurred_at is not None:
+            if not isinstance(self.occurred_at, datetime):
+                raise InvalidConversion("occurred_at", "must be a datetime")
+            if timezone.is_naive(self.occurred_at):
+                set_(self, "occurred_at", timezone.make_aware(self.occurred_at))
+
+    @staticmethod
+    def _line_item(item: LineItem | Mapping[str, Any]) -> LineItem:
+        if isinstance(item, LineItem):
+            return item
+        if isinstance(item, Mapping):
+            return LineItem(**item)
+        raise InvalidConversion("items", f"expected LineItem, got {type(item).__name__}")
+
+    @property
+    def total(self) -> Decimal | None:
+        """The value including shipping, as ``value`` is defined to be."""
+        return self.value
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable dict; ``from_snapshot`` reverses it exactly."""
+        data: dict[str, Any] = {"event_name": self.event_name}
+        for name in ("order_id", "status", "currency", "scan_session_id", "consent"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        for name in ("value", "shipping"):
+            if getattr(self, name) is not None:
+                data[name] = str(getattr(self, name))
+        if self.coupons:
+            data["coupons"] = list(self.coupons)
+        if self.customer is not None and not self.customer.is_empty():
+            data["customer"] = {k: v for k, v in dataclasses.asdict(self.customer).items() if v}
+        if self.items:
+            data["items"] = [_item_snapshot(item) for item in self.items]
+        if self.properties is not None:
+            data["properties"] = self.properties
+        if self.occurred_at is not None:
+            data["occurred_at"] = self.occurred_at.isoformat()
+        return data
+
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> Conversion:
+        values = dict(data)
+        if "customer" in values:
+            values["customer"] = Customer(**values["customer"])
+        values["items"] = tuple(LineItem(**item) for item in values.get("items", ()))
+        values["coupons"] = tuple(values.get("coupons", ()))
+        for name in ("value", "shipping"):
+            if name in values:
+                values[name] = Decimal(values[name])
+        if "occurred_at" in values:
+            values["occurred_at"] = parse_datetime(values["occurred_at"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Conversion:
+        return dataclasses.replace(self, **changes)
+
+
+def _item_snapshot(item: LineItem) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": item.id, "quantity": item.quantity}
+    if item.price is not None:
+        data["price"] = str(item.price)
+    if item.name is not None:
+        data["name"] = item.name
+    return data
+
+
+def normalize_scan_session_id(value: Any) -> str | None:
+    """The canonical text of a scan session UUID; other text is kept as given (trimmed).
+
+    A malformed id is not an error of the conversion: only providers that need the id (Scanova)
+    refuse it, each with its own reason, while the others still receive the event.
+    """
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    text = str(value).strip()[:128]
+    if not text:
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
+
+
+def is_uuid(text: str | None) -> bool:
+    try:
+        return text is not None and str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def as_items(rows: Iterable[Any]) -> tuple[LineItem, ...]:
+    return tuple(row if isinstance(row, LineItem) else LineItem(**row) for row in rows)

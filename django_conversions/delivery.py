@@ -1,0 +1,477 @@
+"""Delivery: claim due events, send them through their provider, record, schedule.
+
+This module is the one place for the delivery policy. Providers say what an answer means
+(``Outcome``); here it becomes a status: delivered, retried later with exponential backoff and
+jitter (never sooner than the provider's Retry-After), failed for good, skipped, or the whole
+site paused (a refused API key) or held back (429, or our own rate budget running out).
+
+Claims are safe with many workers on many machines: ``SELECT … FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, a compare-and-set UPDATE elsewhere. A claim is a lease: if the worker dies, the
+events become due again when ``LEASE_SECONDS`` have passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from django_conversions import http
+from django_conversions.conf import conversions_settings
+from django_conversions.conversion import Conversion
+from django_conversions.models import (
+    ConversionEvent,
+    DeliveryAttempt,
+    EventStatus,
+    TrackingSite,
+)
+from django_conversions.providers.base import OutboundEvent, Outcome, Provider, Result
+from django_conversions.signals import event_delivered, event_failed
+
+logger = logging.getLogger("django_conversions.delivery")
+
+RATE_WINDOW = timedelta(minutes=1)
+
+
+@dataclass
+class DeliveryReport:
+    """Counts of what a delivery run did, by what happened to each event."""
+
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deferred: int = 0  # not sent: site paused or held back; still pending
+    retry_at: list[tuple[int, datetime]] = field(default_factory=list)
+
+    def add(self, other: DeliveryReport) -> None:
+        for name in ("delivered", "retrying", "failed", "skipped", "deferred"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.retry_at.extend(other.retry_at)
+
+    @property
+    def handled(self) -> int:
+        return self.delivered + self.retrying + self.failed + self.skipped + self.deferred
+
+    def __str__(self) -> str:
+        return (
+            f"delivered {self.delivered}, retrying {self.retrying}, failed {self.failed}, "
+            f"skipped {self.skipped}, deferred {self.deferred}"
+        )
+
+
+# --- the retry policy ------------------------------------------------------------------------
+
+
+def retry_delay(
+    attempts: int, retry_after: float | None = None, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt.
+
+    The schedule (``RETRY_SCHEDULE``) gives the base wait, its last step repeating; jitter adds
+    up to ``RETRY_JITTER`` of it so that events failing together don't retry together; a
+    provider's Retry-After is a floor.
+    """
+    schedule = list(conversions_settings.RETRY_SCHEDULE) or [60]
+    base = float(schedule[min(max(attempts, 1), len(schedule)) - 1])
+    delay = base * (1 + conversions_settings.RETRY_JITTER * rand())
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def gives_up(event: ConversionEvent, next_attempt_at: datetime) -> bool:
+    """Retry until RETRY_MAX_AGE after the event was recorded, then fail it."""
+    deadline = event.created_at + timedelta(seconds=conversions_settings.RETRY_MAX_AGE)
+    return next_attempt_at > deadline
+
+
+# --- claiming --------------------------------------------------------------------------------
+
+
+def _due(now: datetime) -> Q:
+    expired_lease = Q(status=EventStatus.SENDING, lease_expires_at__lt=now)
+    return Q(status=EventStatus.PENDING, next_attempt_at__lte=now) | expired_lease
+
+
+def _sendable_sites(now: datetime) -> Q:
+    return Q(site__is_active=True, site__paused_at__isnull=True) & (
+        Q(site__held_until__isnull=True) | Q(site__held_until__lte=now)
+    )
+
+
+def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[ConversionEvent]:
+    """Take up to ``limit`` due events for this worker, marking them ``sending`` with a lease."""
+    now = timezone.now()
+    using = router.db_for_write(ConversionEvent)
+    candidates: QuerySet[ConversionEvent] = ConversionEvent.objects.using(using).filter(
+        _due(now), _sendable_sites(now)
+    )
+    if event_ids is not None:
+        candidates = candidates.filter(pk__in=list(event_ids))
+    candidates = candidates.order_by("next_attempt_at", "pk")
+    token = uuid.uuid4()
+    lease = now + timedelta(seconds=conversions_settings.LEASE_SECONDS)
+    claim_values = {"status": EventStatus.SENDING, "claim_token": token, "lease_expires_at": lease}
+    if connections[using].features.has_select_for_update_skip_locked:
+        with transaction.atomic(using=using):
+            ids = list(
+                candidates.select_for_update(skip_locked=True, of=("self",)).values_list(
+                    "pk", flat=True
+                )[:limit]
+            )
+            ConversionEvent.objects.using(using).filter(pk__in=ids).update(**claim_values)
+    else:
+        # Compare-and-set: the UPDATE re-checks "still due", so of two workers racing for the
+        # same rows only one changes them (SQLite serialises writers).
+        ids = list(candidates.values_list("pk", flat=True)[:limit])
+        ConversionEvent.objects.using(using).filter(_due(now), pk__in=ids).update(**claim_values)
+    return list(
+        ConversionEvent.objects.using(using)
+        .filter(claim_token=token, status=EventStatus.SENDING)
+        .select_related("site")
+        .order_by("next_attempt_at", "pk")
+    )
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def deliver_due(max_events: int | None = None) -> DeliveryReport:
+    """Deliver everything due now (optionally at most ``max_events``) and return the counts."""
+    report = DeliveryReport()
+    batch = conversions_settings.CLAIM_BATCH_SIZE
+    while max_events is None or report.handled < max_events:
+        limit = batch if max_events is None else min(batch, max_events - report.handled)
+        events = claim(limit)
+        if not events:
+            break
+        report.add(deliver_claimed(events))
+    return report
+
+
+def deliver_events(event_ids: Sequence[int]) -> DeliveryReport:
+    """Deliver these events now if they are due (used after commit and by "retry now")."""
+    report = DeliveryReport()
+    ids = list(event_ids)
+    batch = conversions_settings.CLAIM_BATCH_SIZE
+    for start in range(0, len(ids), batch):
+        events = claim(batch, ids[start : start + batch])
+        if events:
+            report.add(deliver_claimed(events))
+    return report
+
+
+def deliver_claimed(events: Sequence[ConversionEvent]) -> DeliveryReport:
+    report = DeliveryReport()
+    by_site: dict[int, list[ConversionEvent]] = defaultdict(list)
+    for event in events:
+        by_site[event.site_id].append(event)
+    for site_events in by_site.values():
+        try:
+            report.add(SiteDelivery(site_events[0].site, site_events).run())
+        except Exception:
+            # A bug must not leave events stuck in "sending": hand them back for later.
+            logger.exception("Delivery to site %s crashed", site_events[0].site_id)
+            _release(site_events, "delivery error; will retry")
+            report.deferred += len(site_events)
+    return report
+
+
+class SiteDelivery:
+    """Sends one site's claimed events and records what happened to each."""
+
+    def __init__(self, site: TrackingSite, events: Sequence[ConversionEvent]) -> None:
+        self.site = site
+        self.events = list(events)
+        self.provider: Provider = site.provider_instance()
+        self.report = DeliveryReport()
+
+    def run(self) -> DeliveryReport:
+        blocked = self.site.endpoint_problem() or self.provider.site_problem()
+        key = None if blocked else self.site.current_key()
+        if not blocked and key is None:
+            blocked = "the site has no active API key; add one to resume"
+        elif key is not None and not key.is_readable:
+            blocked = f"API key {key.label or key.pk!s} can't be decrypted: {key.key}"
+        if blocked:
+            self._pause(blocked)
+            return self.report
+        assert key is not None and isinstance(key.key, str)
+        outbound = self._outbound()
+        size = self.site_batch_size()
+        for start in range(0, len(outbound), size):
+            chunk = outbound[start : start + size]
+            wait = reserve_request(self.site, self.provider.rate_limit_per_minute)
+            if wait:
+                self._hold(
+                    timezone.now() + timedelta(seconds=wait),
+                    "our rate budget for this minute is spent",
+                )
+                self._release_rest(outbound[start:], "waiting for the provider's rate limit window")
+                break
+            results = self.provider.send(
+                http.get_session(), key.key, [o for _, o in chunk], timeout=_timeout()
+            )
+            if self._record([e for e, _ in chunk], results):
+                self._release_rest(
+                    outbound[start + size :], self.site.paused_reason or "site held back"
+                )
+                break
+        type(key).objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        return self.report
+
+    def site_batch_size(self) -> int:
+        return max(1, conversions_settings.BATCH_SIZE) if self.provider.supports_batch else 1
+
+    def _outbound(self) -> list[tuple[ConversionEvent, OutboundEvent]]:
+        outbound = []
+        for event in self.events:
+            try:
+                conversion = Conversion.from_snapshot(event.snapshot)
+            except Exception as err:
+                self._finish(event, Result(Outcome.FAILED, f"stored conversion unreadable: {err}"))
+                continue
+            outbound.append((event, OutboundEvent(event.event_id, conversion, event.created_at)))
+        return outbound
+
+    def _record(self, events: Sequence[ConversionEvent], results: Sequence[Result]) -> bool:
+        """Store the results; True when the rest of the site's events must wait."""
+        stop = False
+        with transaction.atomic(using=router.db_for_write(ConversionEvent)):
+            attempts = [
+                _attempt_row(event, result)
+                for event, result in zip(events, results, strict=True)
+                if result.exchange is not None
+            ]
+            DeliveryAttempt.objects.bulk_create(attempts)
+            for event, result in zip(events, results, strict=True):
+                stop = self._apply(event, result) or stop
+        return stop
+
+    def _apply(self, event: ConversionEvent, result: Result) -> bool:
+        now = timezone.now()
+        if result.outcome == Outcome.AUTH_FAILED:
+            # The key is wrong, not the event: pause the site; the event keeps its attempts.
+            self.site.pause(f"{self.provider.name} refused the API key: {result.reason}")
+            self._requeue(event, now, f"waiting: site paused ({result.reason})")
+            self.report.deferred += 1
+            return True
+        if result.outcome == Outcome.RETRY:
+            event.attempts += 1
+            next_at = now + timedelta(seconds=retry_delay(event.attempts, result.retry_after))
+            if gives_up(event, next_at):
+                reason = f"gave up after {event.attempts} attempts: {result.reason}"
+                self._finish(event, Result(Outcome.FAILED, reason), count_attempt=False)
+                return False
+            self._requeue(event, next_at, f"attempt {event.attempts} failed: {result.reason}")
+            self.report.retrying += 1
+            self.report.retry_at.append((event.pk, next_at))
+            if result.http_status == 429:
+                self._hold(now + timedelta(seconds=result.retry_after or 0), result.reason)
+                return True
+            return False
+        self._finish(event, result)
+        return False
+
+    def _finish(
+        self, event: ConversionEvent, result: Result, *, count_attempt: bool = True
+    ) -> None:
+        status = {
+            Outcome.DELIVERED: EventStatus.DELIVERED,
+            Outcome.FAILED: EventStatus.FAILED,
+            Outcome.INELIGIBLE: EventStatus.SKIPPED,
+        }[result.outcome]
+        if count_attempt and result.exchange is not None:
+            event.attempts += 1
+        event.status = status
+        event.last_error = "" if status == EventStatus.DELIVERED else result.reason
+        event.delivered_at = timezone.now() if status == EventStatus.DELIVERED else None
+        event.claim_token = None
+        event.lease_expires_at = None
+        event.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "last_error",
+                "delivered_at",
+                "claim_token",
+                "lease_expires_at",
+                "updated_at",
+            ]
+        )
+        if status == EventStatus.DELIVERED:
+            self.report.delivered += 1
+            _send_after_commit(event_delivered, event=event)
+        elif status == EventStatus.FAILED:
+            self.report.failed += 1
+            logger.warning(
+                "Event %s to site %s failed: %s", event.event_id, self.site.pk, event.last_error
+            )
+            _send_after_commit(event_failed, event=event, reason=event.last_error)
+        else:
+            self.report.skipped += 1
+
+    def _requeue(self, event: ConversionEvent, when: datetime, reason: str) -> None:
+        event.status = EventStatus.PENDING
+        event.next_attempt_at = when
+        event.last_error = reason[:2000]
+        event.claim_token = None
+        event.lease_expires_at = None
+        event.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "next_attempt_at",
+                "last_error",
+                "claim_token",
+                "lease_expires_at",
+                "updated_at",
+            ]
+        )
+
+    def _pause(self, reason: str) -> None:
+        self.site.pause(reason)
+        logger.warning("Paused site %s: %s", self.site.pk, reason)
+        _release(self.events, f"waiting: site paused ({reason})")
+        self.report.deferred += len(self.events)
+
+    def _hold(self, until: datetime, reason: str) -> None:
+        TrackingSite.objects.filter(pk=self.site.pk).update(held_until=until)
+        self.site.held_until = until
+        logger.info("Holding site %s until %s: %s", self.site.pk, until.isoformat(), reason)
+
+    def _release_rest(
+        self, rest: Sequence[tuple[ConversionEvent, OutboundEvent]], reason: str
+    ) -> None:
+        events = [event for event, _ in rest]
+        _release(events, f"waiting: {reason}", not_before=self.site.held_until)
+        self.report.deferred += len(events)
+
+
+def _release(
+    events: Sequence[ConversionEvent], reason: str, not_before: datetime | None = None
+) -> None:
+    """Give claimed events back unchanged but for the reason shown in the admin."""
+    ConversionEvent.objects.filter(
+        pk__in=[e.pk for e in events], status=EventStatus.SENDING
+    ).update(
+        status=EventStatus.PENDING,
+        claim_token=None,
+        lease_expires_at=None,
+        last_error=reason[:2000],
+        next_attempt_at=not_before or timezone.now(),
+    )
+
+
+def _attempt_row(event: ConversionEvent, result: Result) -> DeliveryAttempt:
+    exchange = result.exchange
+    assert exchange is not None
+    limit = conversions_settings.RESPONSE_BODY_LIMIT
+    return DeliveryAttempt(
+        event=event,
+        duration_ms=exchange.duration_ms,
+        url=exchange.url[:500],
+        http_status=exchange.status,
+        request_headers=dict(exchange.request_headers),
+        response_headers=dict(exchange.response_headers),
+        response_body=exchange.response_body[:limit],
+        error=(exchange.error or ("" if result.outcome == Outcome.DELIVERED else result.reason))[
+            :2000
+        ],
+        outcome=result.outcome,
+        batch_size=exchange.batch_size,
+    )
+
+
+def _timeout() -> tuple[float, float]:
+    return (float(conversions_settings.CONNECT_TIMEOUT), float(conversions_settings.READ_TIMEOUT))
+
+
+def _send_after_commit(signal: Any, **kwargs: Any) -> None:
+    def send() -> None:
+        signal.send_robust(sender=ConversionEvent, **kwargs)
+
+    transaction.on_commit(send)
+
+
+# --- rate limit shared by all workers --------------------------------------------------------
+
+
+def reserve_request(site: TrackingSite, per_minute: int | None) -> float:
+    """Count one request against the site's per-minute budget; seconds to wait if it's spent.
+
+    A fixed one-minute window kept on the site row, updated with conditional UPDATEs so that
+    all workers on all machines share it.
+    """
+    if not per_minute:
+        return 0.0
+    now = timezone.now()
+    window = now.replace(second=0, microsecond=0)
+    rows = TrackingSite.objects.filter(pk=site.pk)
+    for _ in range(2):
+        if rows.filter(rate_window_start=window, rate_window_count__lt=per_minute).update(
+            rate_window_count=F("rate_window_count") + 1
+        ):
+            return 0.0
+        fresh = rows.filter(Q(rate_window_start__lt=window) | Q(rate_window_start__isnull=True))
+        if fresh.update(rate_window_start=window, rate_window_count=1):
+            return 0.0
+        if not rows.filter(rate_window_start__gt=window).exists():
+            break
+    return max(0.5, (window + RATE_WINDOW - now).total_seconds())
+
+
+# --- admin and API actions -------------------------------------------------------------------
+
+
+def retry_now(events: Iterable[ConversionEvent]) -> DeliveryReport:
+    """Send these events again now, rebuilding from the order where it still exists."""
+    from django_conversions.outbox import rebuild_snapshot
+
+    ids = []
+    for event in events:
+        if (
+            event.status == EventStatus.SENDING
+            and event.lease_expires_at
+            and event.lease_expires_at > timezone.now()
+        ):
+            continue  # a worker has it right now
+        error = rebuild_snapshot(event)
+        if error:
+            ConversionEvent.objects.filter(pk=event.pk).update(
+                status=EventStatus.FAILED, last_error=error
+            )
+            continue
+        event.status = EventStatus.PENDING
+        event.next_attempt_at = timezone.now()
+        event.claim_token = None
+        event.lease_expires_at = None
+        event.save()
+        ids.append(event.pk)
+    if not ids:
+        return DeliveryReport()
+    return deliver_events(ids)
+
+
+def resume_site(site: TrackingSite) -> DeliveryReport:
+    """Un-pause a site and send what waited for it."""
+    site.resume()
+    ConversionEvent.objects.filter(site=site, status=EventStatus.PENDING).update(
+        next_attempt_at=timezone.now()
+    )
+    ids = list(
+        ConversionEvent.objects.filter(site=site, status=EventStatus.PENDING).values_list(
+            "pk", flat=True
+        )
+    )
+    return deliver_events(ids)

@@ -1,0 +1,262 @@
+"""The outbox and its configuration: TrackingSite, ApiKey, ConversionEvent, DeliveryAttempt."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from django_conversions.fields import EncryptedTextField, mask_secret
+from django_conversions.providers.base import Outcome, Provider, SiteConfig
+
+
+def provider_choices() -> list[tuple[str, str]]:
+    from django_conversions.providers import registry
+
+    return registry.as_choices()
+
+
+class TrackingSite(models.Model):
+    """A destination: one site (account) at one provider, with its API keys."""
+
+    name = models.CharField(_("name"), max_length=100)
+    provider = models.CharField(_("provider"), max_length=50, choices=provider_choices)
+    provider_site_id = models.CharField(
+        _("provider site id"),
+        max_length=64,
+        blank=True,
+        help_text=_("The site's id at the provider (Scanova: site_id). Blank if it has none."),
+    )
+    endpoint_url = models.URLField(
+        _("endpoint base URL"),
+        blank=True,
+        help_text=_(
+            "Blank for the provider's documented URL. Otherwise a base URL (scheme, host, "
+            "optional port and path prefix) to which the provider's paths are appended."
+        ),
+    )
+    event_names = models.CharField(
+        _("event names"),
+        max_length=500,
+        blank=True,
+        help_text=_("Comma-separated event names this site receives; blank for every event."),
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
+    paused_reason = models.CharField(_("paused because"), max_length=500, blank=True)
+    # A provider asked us to slow down (429): nothing is sent to this site before this time.
+    held_until = models.DateTimeField(_("held until"), null=True, blank=True, editable=False)
+    # Fixed one-minute window counter shared by all workers, for the provider's rate limit.
+    rate_window_start = models.DateTimeField(null=True, blank=True, editable=False)
+    rate_window_count = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("tracking site")
+        verbose_name_plural = _("tracking sites")
+        ordering = ("name", "pk")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.provider})"
+
+    @property
+    def is_paused(self) -> bool:
+        return self.paused_at is not None
+
+    def accepts(self, event_name: str) -> bool:
+        names = self.event_name_list()
+        return not names or event_name in names
+
+    def event_name_list(self) -> list[str]:
+        from django_conversions.conversion import normalize_event_name
+
+        return [normalize_event_name(n) for n in self.event_names.split(",") if n.strip()]
+
+    def provider_instance(self) -> Provider:
+        from django_conversions.conf import conversions_settings
+        from django_conversions.providers import registry
+
+        config = SiteConfig(
+            provider_site_id=self.provider_site_id,
+            endpoint_url=self.endpoint_url,
+            batch_size=conversions_settings.BATCH_SIZE,
+        )
+        return registry.get_class(self.provider)(config)
+
+    def endpoint_problem(self) -> str | None:
+        """Why the endpoint URL may not be used, or None."""
+        from django_conversions.conf import conversions_settings
+
+        url = self.endpoint_url.strip().lower()
+        if url.startswith("http://") and not conversions_settings.ALLOW_INSECURE_ENDPOINTS:
+            return (
+                "the endpoint URL uses http://; use https:// or set "
+                "CONVERSIONS['ALLOW_INSECURE_ENDPOINTS'] = True (local sandboxes only)"
+            )
+        return None
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        problem = self.endpoint_problem()
+        if problem:
+            raise ValidationError({"endpoint_url": problem})
+
+    def current_key(self) -> ApiKey | None:
+        """The newest active key: adding a key is how a key is rotated."""
+        return self.api_keys.filter(is_active=True).order_by("-created_at", "-pk").first()
+
+    def pause(self, reason: str) -> None:
+        self.paused_at = timezone.now()
+        self.paused_reason = reason[:500]
+        TrackingSite.objects.filter(pk=self.pk).update(
+            paused_at=self.paused_at, paused_reason=self.paused_reason
+        )
+
+    def resume(self) -> None:
+        self.paused_at = None
+        self.paused_reason = ""
+        self.held_until = None
+        TrackingSite.objects.filter(pk=self.pk).update(
+            paused_at=None, paused_reason="", held_until=None
+        )
+
+
+class ApiKey(models.Model):
+    """A provider API key. Only ciphertext is stored; the admin shows the last 4 characters."""
+
+    site = models.ForeignKey(
+        TrackingSite, on_delete=models.CASCADE, related_name="api_keys", verbose_name=_("site")
+    )
+    label = models.CharField(_("label"), max_length=100, blank=True)
+    key = EncryptedTextField(_("API key"))
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+        ordering = ("-created_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"{self.label or 'API key'} {self.masked}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.is_active and self.revoked_at is None:
+            self.revoked_at = timezone.now()
+        super().save(*args, **kwargs)
+        # A new working key is the fix for a paused site: resume it.
+        if self.is_active and self.is_readable and self.site.is_paused:
+            self.site.resume()
+
+    @property
+    def masked(self) -> str:
+        return mask_secret(self.key)
+
+    @property
+    def is_readable(self) -> bool:
+        return isinstance(self.key, str) and bool(self.key)
+
+    def revoke(self) -> None:
+        self.is_active = False
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["is_active", "revoked_at"])
+
+
+class EventStatus(models.TextChoices):
+    PENDING = "pending", _("pending")
+    SENDING = "sending", _("sending")
+    DELIVERED = "delivered", _("delivered")
+    FAILED = "failed", _("failed")
+    SKIPPED = "skipped", _("skipped")
+
+
+class ConversionEvent(models.Model):
+    """One conversion for one site: the outbox row and its delivery state."""
+
+    site = models.ForeignKey(
+        TrackingSite, on_delete=models.CASCADE, related_name="events", verbose_name=_("site")
+    )
+    event_id = models.UUIDField(_("event id"), default=uuid.uuid4, unique=True, editable=False)
+    event_name = models.CharField(_("event name"), max_length=64, db_index=True)
+    dedup_key = models.CharField(_("dedup key"), max_length=255)
+    order_reference = models.CharField(_("order"), max_length=128, blank=True, db_index=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=EventStatus.choices, default=EventStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt"), default=timezone.now)
+    last_error = models.TextField(_("reason"), blank=True)
+    snapshot = models.JSONField(_("conversion"), default=dict, blank=True)
+    source_content_type = models.ForeignKey(
+        ContentType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source_object_id = models.CharField(max_length=64, blank=True)
+    source = GenericForeignKey("source_content_type", "source_object_id")
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
+    # Claim bookkeeping: which worker took the event and until when it may keep it.
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("conversion event")
+        verbose_name_plural = _("conversion events")
+        ordering = ("-created_at", "-pk")
+        constraints = [
+            models.UniqueConstraint(fields=("site", "dedup_key"), name="conversions_event_dedup")
+        ]
+        indexes = [
+            models.Index(fields=("status", "next_attempt_at"), name="conversions_event_due"),
+            models.Index(fields=("site", "status"), name="conversions_event_site"),
+            models.Index(
+                fields=("source_content_type", "source_object_id"), name="conversions_event_src"
+            ),
+        ]
+        permissions = [("view_personal_data", "Can see customers' personal data unmasked")]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} {self.order_reference or self.event_id} → {self.site.name}"
+
+    @property
+    def is_retrying(self) -> bool:
+        return self.status == EventStatus.PENDING and self.attempts > 0
+
+
+class DeliveryAttempt(models.Model):
+    """One request (or one event's share of a batch request) and what came back."""
+
+    event = models.ForeignKey(
+        ConversionEvent,
+        on_delete=models.CASCADE,
+        related_name="delivery_attempts",
+        verbose_name=_("event"),
+    )
+    created_at = models.DateTimeField(_("time"), default=timezone.now)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    url = models.CharField(_("URL"), max_length=500, blank=True)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    request_headers = models.JSONField(_("request headers"), default=dict, blank=True)
+    response_headers = models.JSONField(_("response headers"), default=dict, blank=True)
+    response_body = models.TextField(_("response body"), blank=True)
+    error = models.TextField(_("error"), blank=True)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    batch_size = models.PositiveIntegerField(_("events in request"), default=1)
+
+    class Meta:
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
+        ordering = ("-created_at", "-pk")
+
+    def __str__(self) -> str:
+        status = self.http_status or "no answer"
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {status} {self.get_outcome_display()}"

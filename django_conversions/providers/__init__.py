@@ -1,0 +1,63 @@
+"""The provider registry: ``TrackingSite.provider`` id -> Provider class.
+
+Built-in providers are listed here; more come from ``CONVERSIONS["PROVIDERS"]`` (dotted paths),
+registered explicitly rather than discovered by import side effects.
+"""
+
+from __future__ import annotations
+
+from django.utils.module_loading import import_string
+
+from django_conversions.exceptions import UnknownProvider
+from django_conversions.providers.base import Provider
+
+BUILTIN_PROVIDERS = (
+    "django_conversions.providers.scanova.ScanovaProvider",
+    "django_conversions.providers.vtmarketing.VTMarketingProvider",
+)
+
+
+class ProviderRegistry:
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Provider]] | None = None
+
+    def _load(self) -> dict[str, type[Provider]]:
+        if self._classes is None:
+            from django_conversions.conf import conversions_settings, import_setting
+
+            classes: dict[str, type[Provider]] = {}
+            for path in BUILTIN_PROVIDERS:
+                cls = import_string(path)
+                classes[cls.id] = cls
+            for path in conversions_settings.raw("PROVIDERS"):
+                cls = import_setting("PROVIDERS", path)
+                if not (isinstance(cls, type) and issubclass(cls, Provider)):
+                    raise UnknownProvider(
+                        f"CONVERSIONS['PROVIDERS'] entry {path!r} is not a Provider subclass."
+                    )
+                classes[cls.id] = cls
+            self._classes = classes
+        return self._classes
+
+    def get_class(self, provider_id: str) -> type[Provider]:
+        try:
+            return self._load()[provider_id]
+        except KeyError:
+            raise UnknownProvider(
+                f"No provider with id {provider_id!r}. Known ids: {', '.join(self.ids())}. "
+                "Register extra providers in CONVERSIONS['PROVIDERS']."
+            ) from None
+
+    def ids(self) -> list[str]:
+        return sorted(self._load())
+
+    def as_choices(self) -> list[tuple[str, str]]:
+        return sorted((cls.id, cls.name) for cls in self._load().values())
+
+    def reset(self) -> None:
+        self._classes = None
+
+
+registry = ProviderRegistry()
+
+__all__ = ["Provider", "ProviderRegistry", "registry"]

@@ -1,0 +1,82 @@
+"""Settings for the test suite. DATABASE=postgres (or CONVERSIONS_TEST_DB=postgres) uses the
+local PostgreSQL server; the default is SQLite."""
+
+from __future__ import annotations
+
+import os
+from importlib.util import find_spec
+
+SECRET_KEY = "test-secret-key-not-for-production"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_conversions",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+STATIC_URL = "/static/"
+
+if os.environ.get("CONVERSIONS_TEST_DB", "sqlite") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("PGDATABASE", "test"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "TEST": {"NAME": os.environ.get("CONVERSIONS_TEST_DB_NAME", "test_django_conversions")},
+        }
+    }
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+# Django 6 ships django.tasks; Django 5.2 uses the django-tasks backport.
+_TASKS_MODULE = "django.tasks" if find_spec("django.tasks") else "django_tasks"
+TASKS = {"default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
+
+CONVERSIONS = {
+    "ORDER_MODEL": "testapp.Order",
+    "ENCRYPTION_KEYS": ["FWy1bLl2Ou0H6dkejRys2oRrqzIuK56OTdRWaJHiJfE="],
+    # Tests talk to local servers over http.
+    "ALLOW_INSECURE_ENDPOINTS": True,
+    "RETRY_JITTER": 0,
+}
+
+LOGGING_CONFIG = None

@@ -1,0 +1,39 @@
+"""A typical shop order, read by the default adapter through settings alone."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+
+
+class Order(models.Model):
+    number = models.CharField(max_length=32, unique=True)
+    status = models.CharField(max_length=16, default="new")
+    total = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    currency = models.CharField(max_length=3, default="EUR")
+    shipping = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    coupon_code = models.CharField(max_length=100, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    phone = models.CharField(max_length=32, blank=True)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    country = models.CharField(max_length=100, blank=True)
+    scan_session_id = models.CharField(max_length=64, blank=True)
+    tracking_consent = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items")
+    sku = models.CharField(max_length=64)
+    quantity = models.PositiveIntegerField(default=1)
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.sku}"
