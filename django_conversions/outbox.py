@@ -85,6 +85,14 @@ def track(
             if site.pk not in existing
         ]
         created = _insert(new, using)
+        if len(created) < len(new):  # a concurrent save won some rows: return its events
+            lost = [row.site_id for row in new if row.site_id not in created]
+            existing.update(
+                (event.site_id, event)
+                for event in ConversionEvent.objects.using(using).filter(
+                    dedup_key=key, site__in=lost
+                )
+            )
     events = [existing.get(site.pk) or created.get(site.pk) for site in targets]
     fresh = list(created.values()) + rebuilt
     if fresh:

@@ -3,7 +3,9 @@ local PostgreSQL server; the default is SQLite."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from importlib.util import find_spec
 
 SECRET_KEY = "test-secret-key-not-for-production"
@@ -61,11 +63,23 @@ if os.environ.get("CONVERSIONS_TEST_DB", "sqlite") == "postgres":
             "USER": os.environ.get("PGUSER", "postgres"),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("PGPORT", "5432"),
-            "TEST": {"NAME": os.environ.get("CONVERSIONS_TEST_DB_NAME", "test_django_conversions")},
+            # One test database per pytest process, so concurrent runs don't drop each other's.
+            "TEST": {"NAME": f"test_django_conversions_{os.getpid()}"},
         }
     }
 else:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    # A file, not :memory:, so that worker subprocesses started by tests share the database.
+    _SQLITE_TEST_FILE = os.environ.get("CONVERSIONS_TEST_SQLITE") or os.path.join(
+        tempfile.gettempdir(), f"django_conversions_test_{os.getpid()}.sqlite3"
+    )
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _SQLITE_TEST_FILE,
+            "TEST": {"NAME": _SQLITE_TEST_FILE},
+            "OPTIONS": {"timeout": 20},
+        }
+    }
 
 # Django 6 ships django.tasks; Django 5.2 uses the django-tasks backport.
 _TASKS_MODULE = "django.tasks" if find_spec("django.tasks") else "django_tasks"
@@ -78,5 +92,8 @@ CONVERSIONS = {
     "ALLOW_INSECURE_ENDPOINTS": True,
     "RETRY_JITTER": 0,
 }
+
+# Worker subprocesses started by tests receive their overrides as JSON in the environment.
+CONVERSIONS.update(json.loads(os.environ.get("CONVERSIONS_TEST_OVERRIDES", "{}")))
 
 LOGGING_CONFIG = None

@@ -1,0 +1,371 @@
+"""Delivery policy: retries, backoff, Retry-After, pauses, holds, give-up, leases."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import responses
+from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
+
+from django_conversions import Conversion, Customer, track
+from django_conversions.delivery import (
+    claim,
+    deliver_due,
+    reserve_request,
+    resume_site,
+    retry_delay,
+    retry_now,
+)
+from django_conversions.models import ApiKey, ConversionEvent, DeliveryAttempt, EventStatus
+from django_conversions.signals import event_delivered, event_failed
+from tests.conftest import SCANOVA_KEY
+
+SCANOVA_URL = "https://track.example.test/server-events"
+BATCH_URL = "https://track.example.test/server-events/batch"
+VT_URL = "https://vt.example.test/v1/event/"
+
+
+def conversions(**extra):
+    return override_settings(CONVERSIONS={**settings.CONVERSIONS, "TASK_BACKEND": None, **extra})
+
+
+def record(order_id: str = "1001", **fields) -> list[ConversionEvent]:
+    values = {
+        "event_name": "purchase",
+        "order_id": order_id,
+        "value": Decimal("10.50"),
+        "currency": "EUR",
+        "scan_session_id": str(uuid.uuid4()),
+        "customer": Customer(email="ana@example.com"),
+        "consent": "granted",
+    }
+    values.update(fields)
+    return track(Conversion(**values))
+
+
+def make_due(*events: ConversionEvent) -> None:
+    """Time travel: the scheduled retry is now."""
+    ConversionEvent.objects.filter(pk__in=[e.pk for e in events]).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def event_ids_sent(calls) -> list[str]:
+    return [json.loads(call.request.body)["event_id"] for call in calls]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_500_500_200_is_delivered_with_one_event_id(scanova_site, mocked_http):
+    # given
+    mocked_http.post(SCANOVA_URL, status=500, json={"detail": "upstream"})
+    mocked_http.post(SCANOVA_URL, status=500, json={"detail": "upstream"})
+    mocked_http.post(SCANOVA_URL, status=200, json={"success": True})
+    with conversions():
+        [event] = record()
+        # when: three delivery runs, each when the retry is due
+        first = deliver_due()
+        make_due(event)
+        second = deliver_due()
+        make_due(event)
+        third = deliver_due()
+    # then
+    assert (first.retrying, second.retrying, third.delivered) == (1, 1, 1)
+    event.refresh_from_db()
+    assert event.status == EventStatus.DELIVERED
+    assert event.attempts == 3
+    assert event_ids_sent(mocked_http.calls) == [str(event.event_id)] * 3
+    outcomes = list(event.delivery_attempts.order_by("pk").values_list("http_status", "outcome"))
+    assert outcomes == [(500, "retry"), (500, "retry"), (200, "delivered")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_waits_follow_the_schedule(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, status=503)
+    with conversions(RETRY_SCHEDULE=(7, 70)):
+        [event] = record()
+        before = timezone.now()
+        deliver_due()
+        event.refresh_from_db()
+        assert timedelta(seconds=7) <= event.next_attempt_at - before < timedelta(seconds=9)
+        assert "attempt 1 failed: HTTP 503" in event.last_error
+        make_due(event)
+        before = timezone.now()
+        deliver_due()
+        event.refresh_from_db()
+        assert timedelta(seconds=70) <= event.next_attempt_at - before < timedelta(seconds=72)
+
+
+def test_backoff_adds_jitter_and_honours_retry_after():
+    with override_settings(CONVERSIONS={"RETRY_SCHEDULE": (1, 2, 4), "RETRY_JITTER": 0.5}):
+        assert retry_delay(1, rand=lambda: 0.0) == 1
+        assert retry_delay(2, rand=lambda: 1.0) == 3  # 2 + 50 %
+        assert retry_delay(9, rand=lambda: 0.0) == 4  # the last step repeats
+        assert retry_delay(1, retry_after=30, rand=lambda: 0.0) == 30
+
+
+@pytest.mark.django_db(transaction=True)
+def test_429_with_retry_after_holds_the_whole_site(scanova_site, mocked_http):
+    # given: two events; the provider rate-limits the first request
+    mocked_http.post(
+        SCANOVA_URL, status=429, headers={"Retry-After": "120"}, json={"detail": "slow down"}
+    )
+    with conversions(BATCH_SIZE=1):
+        (first,) = record("1")
+        (second,) = record("2")
+        # when
+        report = deliver_due()
+    # then: one request only; both wait at least Retry-After; the site is held
+    assert len(mocked_http.calls) == 1
+    assert report.retrying == 1 and report.deferred == 1
+    scanova_site.refresh_from_db()
+    assert scanova_site.held_until >= timezone.now() + timedelta(seconds=110)
+    for event in (first, second):
+        event.refresh_from_db()
+        assert event.status == EventStatus.PENDING
+    # and nothing is claimed while the hold lasts, even when an event is due
+    make_due(first, second)
+    with conversions():
+        assert claim(10) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_429_as_http_date(scanova_site, mocked_http):
+    when = timezone.now() + timedelta(seconds=300)
+    mocked_http.post(
+        SCANOVA_URL, status=429, headers={"Retry-After": when.strftime("%a, %d %b %Y %H:%M:%S GMT")}
+    )
+    with conversions():
+        [event] = record()
+        deliver_due()
+    event.refresh_from_db()
+    assert event.next_attempt_at >= when - timedelta(seconds=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_401_pauses_the_site_and_a_new_key_resumes_it_with_nothing_lost(scanova_site, mocked_http):
+    # given: the key was revoked at the provider
+    mocked_http.post(SCANOVA_URL, status=403, json={"detail": "API key revoked"})
+    with conversions(BATCH_SIZE=1):
+        (first,) = record("1")
+        (second,) = record("2")
+        # when
+        report = deliver_due()
+    # then: the site is paused with the reason, the events wait and burned no attempt
+    scanova_site.refresh_from_db()
+    assert scanova_site.is_paused
+    assert "API key revoked" in scanova_site.paused_reason
+    assert SCANOVA_KEY not in scanova_site.paused_reason
+    assert report.deferred == 2 and len(mocked_http.calls) == 1
+    for event in (first, second):
+        event.refresh_from_db()
+        assert (event.status, event.attempts) == (EventStatus.PENDING, 0)
+    with conversions():
+        assert deliver_due().handled == 0  # a paused site sends nothing
+
+    # when: a new active key is saved
+    mocked_http.replace(responses.POST, SCANOVA_URL, json={"success": True})
+    ApiKey.objects.create(site=scanova_site, label="rotated", key="scn_live_new_key_0000000001")
+    scanova_site.refresh_from_db()
+    assert not scanova_site.is_paused
+    with conversions(BATCH_SIZE=1):
+        report = deliver_due()
+    # then: both are delivered with the new key
+    assert report.delivered == 2
+    assert mocked_http.calls[-1].request.headers["X-API-Key"] == "scn_live_new_key_0000000001"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resume_site_sends_what_waited(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with conversions():
+        [_event] = record()
+        scanova_site.pause("maintenance")
+        assert deliver_due().handled == 0
+        # when
+        report = resume_site(scanova_site)
+    assert report.delivered == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_site_without_key_is_paused_with_a_readable_reason(scanova_site, mocked_http):
+    ApiKey.objects.filter(site=scanova_site).update(is_active=False)
+    with conversions():
+        [event] = record()
+        deliver_due()
+    scanova_site.refresh_from_db()
+    assert "no active API key" in scanova_site.paused_reason
+    event.refresh_from_db()
+    assert event.status == EventStatus.PENDING and "site paused" in event.last_error
+    assert len(mocked_http.calls) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deactivated_key_is_never_used_again(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    newer = ApiKey.objects.create(
+        site=scanova_site, label="newer", key="scn_live_newer_key_00000002"
+    )
+    newer.revoke()
+    with conversions():
+        record()
+        deliver_due()
+    assert mocked_http.calls[0].request.headers["X-API-Key"] == SCANOVA_KEY
+
+
+@pytest.mark.django_db(transaction=True)
+def test_permanent_error_fails_with_the_provider_reason_and_signal(scanova_site, mocked_http):
+    failures = []
+    event_failed.connect(lambda sender, event, reason, **kw: failures.append(reason), weak=False)
+    mocked_http.post(
+        SCANOVA_URL,
+        status=422,
+        json={
+            "detail": [
+                {"loc": ["body", "currency"], "msg": "must be 3 letters", "type": "value_error"}
+            ]
+        },
+    )
+    with conversions():
+        [event] = record()
+        report = deliver_due()
+    event.refresh_from_db()
+    assert report.failed == 1 and event.status == EventStatus.FAILED
+    assert "HTTP 422" in event.last_error and "currency: must be 3 letters" in event.last_error
+    assert failures == [event.last_error]
+    event_failed.receivers.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gives_up_after_the_max_age(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, status=500)
+    with conversions(RETRY_MAX_AGE=3600, RETRY_SCHEDULE=(7200,)):
+        [event] = record()
+        deliver_due()
+    event.refresh_from_db()
+    assert event.status == EventStatus.FAILED
+    assert event.last_error.startswith("gave up after 1 attempts: HTTP 500")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_connection_error_and_timeout_are_retried(scanova_site, mocked_http):
+    import requests
+
+    mocked_http.post(SCANOVA_URL, body=requests.ConnectionError("Connection refused"))
+    with conversions():
+        [event] = record()
+        deliver_due()
+    event.refresh_from_db()
+    assert event.status == EventStatus.PENDING and "Connection refused" in event.last_error
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.http_status is None and "Connection refused" in attempt.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batch_endpoint_sends_many_events_in_one_request(scanova_site, mocked_http):
+    mocked_http.post(BATCH_URL, json={"success": True})
+    delivered = []
+    event_delivered.connect(lambda sender, event, **kw: delivered.append(event.pk), weak=False)
+    with conversions(BATCH_SIZE=50):
+        events = [record(str(n))[0] for n in range(120)]
+        report = deliver_due()
+    event_delivered.receivers.clear()
+    assert report.delivered == 120
+    sizes = [len(json.loads(c.request.body)["events"]) for c in mocked_http.calls]
+    assert sorted(sizes) == [20, 50, 50]
+    assert sorted(delivered) == sorted(e.pk for e in events)
+    assert DeliveryAttempt.objects.filter(batch_size=50).count() == 100
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_now_sends_a_failed_event_again(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, status=400, json={"detail": "site_id not found or inactive"})
+    with conversions():
+        [event] = record()
+        deliver_due()
+        event.refresh_from_db()
+        assert event.status == EventStatus.FAILED
+        # when: the cause is fixed at the provider and someone presses "retry now"
+        mocked_http.replace(responses.POST, SCANOVA_URL, json={"success": True})
+        report = retry_now([event])
+    event.refresh_from_db()
+    assert report.delivered == 1 and event.status == EventStatus.DELIVERED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expired_lease_returns_events_to_the_sweep(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with conversions(LEASE_SECONDS=60):
+        [event] = record()
+        # given: a worker claimed it and vanished
+        assert [e.pk for e in claim(10)] == [event.pk]
+        assert claim(10) == []  # the lease protects it
+        ConversionEvent.objects.filter(pk=event.pk).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        # when
+        report = deliver_due()
+    assert report.delivered == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rate_budget_is_shared_and_holds_the_site(scanova_site):
+    assert reserve_request(scanova_site, 2) == 0
+    assert reserve_request(scanova_site, 2) == 0
+    wait = reserve_request(scanova_site, 2)
+    assert 0 < wait <= 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rate_limit_defers_the_rest_of_the_site(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    from django_conversions.providers.scanova import ScanovaProvider
+
+    with conversions(BATCH_SIZE=1), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ScanovaProvider, "rate_limit_per_minute", 2)
+        for n in range(5):
+            record(str(n))
+        report = deliver_due()
+    assert (report.delivered, report.deferred) == (2, 3)
+    assert len(mocked_http.calls) == 2
+    scanova_site.refresh_from_db()
+    assert scanova_site.held_until > timezone.now()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_insecure_endpoint_pauses_the_site(make_site, mocked_http):
+    site = make_site("scanova", endpoint_url="http://track.example.test")
+    with conversions():
+        record()
+    with conversions(ALLOW_INSECURE_ENDPOINTS=False):
+        deliver_due()
+    site.refresh_from_db()
+    assert "http://" in site.paused_reason
+    assert len(mocked_http.calls) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_vtmarketing_errors_become_the_reason(vt_site, mocked_http):
+    mocked_http.post(
+        VT_URL,
+        status=400,
+        json={
+            "errors": [
+                {
+                    "message": "Missing event information",
+                    "description": "Please send event information",
+                }
+            ]
+        },
+    )
+    with conversions():
+        [event] = record()
+        deliver_due()
+    event.refresh_from_db()
+    assert event.status == EventStatus.FAILED
+    assert "Missing event information" in event.last_error

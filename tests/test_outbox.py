@@ -1,0 +1,218 @@
+"""The outbox: events are written in the order's transaction, once per order and site."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+
+from django_conversions import Conversion, Customer, track
+from django_conversions.adapters import OrderAdapter
+from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.signals import event_queued
+from tests.testapp.models import Order, OrderItem
+
+NO_TASKS = {"TASK_BACKEND": None}
+
+
+def conversions(**extra):
+    from django.conf import settings
+
+    return override_settings(CONVERSIONS={**settings.CONVERSIONS, **extra})
+
+
+def paid_order(number: str = "1001", **fields) -> Order:
+    values = {
+        "status": "paid",
+        "total": Decimal("99.99"),
+        "currency": "USD",
+        "email": "buyer@example.com",
+        "scan_session_id": str(uuid.uuid4()),
+        "tracking_consent": "granted",
+    }
+    values.update(fields)
+    return Order.objects.create(number=number, **values)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_order_leaves_no_event(scanova_site, vt_site, mocked_http):
+    # given: a checkout that fails after the order was saved
+    with conversions(**NO_TASKS), pytest.raises(RuntimeError), transaction.atomic():
+        paid_order()
+        raise RuntimeError("payment declined after save")
+    # then: nothing was recorded, nothing sent
+    assert ConversionEvent.objects.count() == 0
+    assert len(mocked_http.calls) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_committed_order_has_one_pending_event_per_active_site(scanova_site, vt_site, make_site):
+    # given: a third, inactive site
+    make_site("scanova", name="old", is_active=False)
+    # when
+    with conversions(**NO_TASKS):
+        order = paid_order()
+    # then
+    events = ConversionEvent.objects.filter(source_object_id=str(order.pk))
+    assert sorted(e.site_id for e in events) == sorted([scanova_site.pk, vt_site.pk])
+    assert {e.status for e in events} == {EventStatus.PENDING}
+    assert all(e.dedup_key == "purchase:order:1001" for e in events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_repeated_saves_keep_one_event_per_site(scanova_site, vt_site):
+    with conversions(**NO_TASKS):
+        order = paid_order()
+        first_ids = set(ConversionEvent.objects.values_list("event_id", flat=True))
+        # when: the order is saved again, paid, several times
+        for _ in range(3):
+            order.city = "Cluj"
+            order.save()
+    # then
+    assert set(ConversionEvent.objects.values_list("event_id", flat=True)) == first_ids
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unpaid_order_is_not_tracked_until_paid(scanova_site):
+    with conversions(**NO_TASKS):
+        order = paid_order(status="new")
+        assert ConversionEvent.objects.count() == 0
+        # when
+        order.status = "paid"
+        order.save()
+    # then
+    assert ConversionEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_items_come_from_the_related_manager(scanova_site):
+    # given: the lines are saved before the order turns paid (a typical checkout)
+    with conversions(**NO_TASKS):
+        order = paid_order(status="new")
+        OrderItem.objects.create(order=order, sku="sku-1", quantity=2, price=Decimal("10"))
+        OrderItem.objects.create(order=order, sku="sku-2", quantity=1)
+        # when
+        order.status = "paid"
+        order.save()
+    # then
+    snapshot = ConversionEvent.objects.get().snapshot
+    assert snapshot["items"] == [
+        {"id": "sku-1", "quantity": 2, "price": "10.00"},
+        {"id": "sku-2", "quantity": 1},
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ineligible_events_are_stored_skipped_with_the_reason(scanova_site, vt_site):
+    # when: no scan session id (Scanova) and no consent (VTmarketing)
+    with conversions(**NO_TASKS):
+        paid_order(scan_session_id="", tracking_consent="")
+    # then
+    events = {e.site.provider: e for e in ConversionEvent.objects.select_related("site")}
+    assert events["scanova"].status == EventStatus.SKIPPED
+    assert "no scan session id" in events["scanova"].last_error
+    assert events["vtmarketing"].status == EventStatus.SKIPPED
+    assert "consent" in events["vtmarketing"].last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_site_event_name_filter(make_site):
+    # given: a site that only takes signups
+    make_site("scanova", event_names="signup")
+    scan = str(uuid.uuid4())
+    with conversions(**NO_TASKS):
+        # when
+        purchase = track(Conversion(event_name="purchase", order_id="1", scan_session_id=scan))
+        signup = track(Conversion(event_name="Signup", scan_session_id=scan))
+    # then
+    assert purchase == []
+    assert [e.event_name for e in signup] == ["signup"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_track_returns_existing_events_for_a_repeated_order_id(scanova_site):
+    conversion = Conversion(
+        event_name="purchase",
+        order_id="A-1",
+        value=Decimal("5"),
+        currency="EUR",
+        scan_session_id=str(uuid.uuid4()),
+    )
+    with conversions(**NO_TASKS):
+        first = track(conversion)
+        second = track(conversion)
+    assert [e.event_id for e in first] == [e.event_id for e in second]
+    assert ConversionEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_event_queued_signal_fires_after_commit(scanova_site):
+    received = []
+
+    def receiver(sender, events, **kwargs):
+        received.append([e.event_id for e in events])
+
+    event_queued.connect(receiver)
+    try:
+        with conversions(**NO_TASKS), transaction.atomic():
+            paid_order()
+            assert received == []  # not before commit
+    finally:
+        event_queued.disconnect(receiver)
+    assert len(received) == 1 and len(received[0]) == 1
+
+
+class ExplodingAdapter(OrderAdapter):
+    def to_conversion(self, order):
+        if order.city == "broken":
+            raise ValueError("total is not a number")
+        return super().to_conversion(order)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_adapter_error_is_stored_and_a_fixed_order_replaces_it(scanova_site):
+    with conversions(ORDER_ADAPTER="tests.test_outbox.ExplodingAdapter", **NO_TASKS):
+        # when: the adapter raises inside the host's save
+        order = paid_order(city="broken")
+        # then: the save succeeded and the admin can see why nothing was sent
+        failed = ConversionEvent.objects.get()
+        assert failed.status == EventStatus.FAILED
+        assert "total is not a number" in failed.last_error
+        # when: the order is fixed and saved again
+        order.city = "Cluj"
+        order.save()
+    # then: the same row became a real pending event
+    event = ConversionEvent.objects.get()
+    assert event.pk == failed.pk
+    assert event.status == EventStatus.PENDING
+    assert event.snapshot["order_id"] == "1001"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_host_transaction_stays_usable_when_recording_fails(scanova_site):
+    # given: a malformed order inside the host's own transaction
+    adapter = conversions(ORDER_ADAPTER="tests.test_outbox.ExplodingAdapter", **NO_TASKS)
+    with adapter, transaction.atomic():
+        paid_order(number="1", city="broken")
+        # then: the host can keep using its transaction
+        paid_order(number="2")
+    assert Order.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_snapshot_keeps_only_what_each_provider_needs(scanova_site, vt_site):
+    with conversions(**NO_TASKS):
+        paid_order(phone="+40 775 123 123", first_name="Ana", city="Cluj")
+    events = {e.site.provider: e for e in ConversionEvent.objects.select_related("site")}
+    scanova_customer = events["scanova"].snapshot["customer"]
+    # Scanova only ever receives hashes: the raw email and phone are never stored for it.
+    assert "email" not in scanova_customer and "phone" not in scanova_customer
+    assert len(scanova_customer["email_sha256"]) == 64
+    assert events["vtmarketing"].snapshot["customer"]["email"] == "buyer@example.com"
+
+
+def test_customer_without_data_is_empty():
+    assert Customer().is_empty()

@@ -1,0 +1,163 @@
+"""Real worker processes against a real local HTTP server: crashes and concurrency."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.test import override_settings
+
+from django_conversions import Conversion, Customer, track
+from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
+from tests.servers import Answer, recording_server
+from tests.workers import start_command, start_python
+
+
+def conversions(**extra):
+    return override_settings(CONVERSIONS={**settings.CONVERSIONS, "TASK_BACKEND": None, **extra})
+
+
+def local_site(url: str, provider: str = "scanova") -> TrackingSite:
+    site = TrackingSite.objects.create(
+        name=f"local {provider}", provider=provider, provider_site_id="site_local", endpoint_url=url
+    )
+    ApiKey.objects.create(site=site, key="scn_local_key_0123456789abcdef")
+    return site
+
+
+def record_many(count: int) -> list[ConversionEvent]:
+    events = []
+    for n in range(count):
+        events += track(
+            Conversion(
+                event_name="purchase",
+                order_id=f"W-{n}",
+                value=Decimal("1.00"),
+                currency="EUR",
+                scan_session_id=str(uuid.uuid4()),
+                customer=Customer(email=f"c{n}@example.com"),
+            )
+        )
+    return events
+
+
+def wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_delivery_loses_nothing():
+    # given: a provider that hangs on the first request
+    with recording_server() as server, conversions(LEASE_SECONDS=2):
+        server.script.append(Answer(delay=30))
+        local_site(server.url)
+        [event] = record_many(1)
+        worker = start_command(
+            "conversions_deliver", overrides={"LEASE_SECONDS": 2, "TASK_BACKEND": None}
+        )
+        wait_until(lambda: len(server.received) == 1)
+        # when: the worker is killed with SIGKILL while the request is in flight
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        event.refresh_from_db()
+        assert event.status == EventStatus.SENDING  # left behind by the dead worker
+        # then: once the lease expires, the sweep delivers it, with the same event_id
+        time.sleep(2.2)
+        call_command("conversions_deliver", verbosity=0)
+        event.refresh_from_db()
+        assert event.status == EventStatus.DELIVERED
+        assert server.event_id_counts() == {str(event.event_id): 2}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_never_send_the_same_event_twice():
+    # given: 300 events and a provider without a batch endpoint in use (one request per event)
+    with recording_server(Answer(delay=0.002)) as server, conversions():
+        local_site(server.url)
+        events = record_many(300)
+        overrides = {"TASK_BACKEND": None, "BATCH_SIZE": 1, "CLAIM_BATCH_SIZE": 10}
+        # when: two worker processes drain the outbox at the same time
+        workers = [start_command("conversions_deliver", overrides=overrides) for _ in range(2)]
+        outputs = [w.communicate(timeout=120) for w in workers]
+        # then: every event was sent exactly once and both workers did part of the work
+        assert all(w.returncode == 0 for w in workers), outputs
+        counts = server.event_id_counts()
+        assert sorted(counts) == sorted(str(e.event_id) for e in events)
+        assert set(counts.values()) == {1}
+        assert ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count() == 300
+        delivered_by = [
+            int(re.search(r"Total: delivered (\d+)", out).group(1)) for out, _ in outputs
+        ]
+        assert sum(delivered_by) == 300 and min(delivered_by) > 0
+
+
+CONCURRENT_TRACK = """
+import time, uuid
+from decimal import Decimal
+from django.db import transaction
+from django_conversions import Conversion, track
+start = {start}
+with transaction.atomic():
+    events = track(Conversion(event_name="purchase", order_id="RACE-1", value=Decimal("3"),
+                              currency="EUR", scan_session_id="{scan}"))
+    time.sleep(max(0, start - time.time()))  # hold the insert open so both overlap
+print(",".join(sorted(str(e.event_id) for e in events)))
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_saves_of_one_order_give_one_event_per_site(make_site):
+    # given: two sites and two processes recording the same order at the same moment
+    make_site("scanova")
+    make_site("scanova", name="second scanova")
+    code = CONCURRENT_TRACK.format(start=time.time() + 1.5, scan=uuid.uuid4())
+    processes = [start_python(code, overrides={"TASK_BACKEND": None}) for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    # then: one event per site, and both callers got the same events back
+    assert ConversionEvent.objects.count() == 2
+    assert outputs[0][0].strip() == outputs[1][0].strip() != ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_task_backend_the_sweep_delivers():
+    with recording_server() as server, conversions():
+        local_site(server.url)
+        [event] = record_many(1)
+        event.refresh_from_db()
+        assert event.status == EventStatus.PENDING and server.received == []
+        # when
+        worker = start_command("conversions_deliver", overrides={"TASK_BACKEND": None})
+        out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert "delivered 1" in out
+    event.refresh_from_db()
+    assert event.status == EventStatus.DELIVERED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_loop_mode_stops_cleanly_on_sigterm():
+    with recording_server() as server, conversions():
+        local_site(server.url)
+        worker = start_command(
+            "conversions_deliver", "--loop", "--interval", "0.2", overrides={"TASK_BACKEND": None}
+        )
+        [_event] = record_many(1)
+        wait_until(lambda: len(server.received) == 1)
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "Total: delivered 1" in out
