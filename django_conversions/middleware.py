@@ -1,0 +1,56 @@
+"""``ScanSessionMiddleware``: keep the ``?scnv=<uuid>`` of a QR-scan landing for the checkout.
+
+Add it after Django's ``SessionMiddleware``::
+
+    MIDDLEWARE = [
+        ...
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django_conversions.middleware.ScanSessionMiddleware",
+        ...
+    ]
+
+On every request whose query string carries ``CONVERSIONS["SCAN_SESSION_PARAM"]`` (``scnv``),
+a well-formed UUID is kept in the session (see ``django_conversions.scan_session``); anything
+else is ignored and logged at debug level, so a mangled link never breaks the page.
+
+Consent is deliberately not taken from the URL: a link can be forwarded or crafted by someone
+else, so it cannot carry the visitor's own decision. The shop records consent where the visitor
+gives it (a checkbox at checkout, a cookie banner) and stores it on the order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from django_conversions.conf import conversions_settings
+from django_conversions.scan_session import InvalidScanSessionId, remember_scan_session
+
+logger = logging.getLogger("django_conversions.middleware")
+
+
+class ScanSessionMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        self.capture(request)
+        return self.get_response(request)
+
+    def capture(self, request: HttpRequest) -> str | None:
+        """Keep the scan session id of this request, if it carries a valid one."""
+        value = request.GET.get(conversions_settings.SCAN_SESSION_PARAM)
+        if value is None:
+            return None
+        try:
+            return remember_scan_session(request, value)
+        except InvalidScanSessionId:
+            logger.debug(
+                "Ignored a malformed %s parameter on %s: %r",
+                conversions_settings.SCAN_SESSION_PARAM,
+                request.path,
+                value[:40],
+            )
+            return None

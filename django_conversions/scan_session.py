@@ -1,0 +1,122 @@
+"""The visitor's scan session id, kept in the Django session with its own expiry.
+
+A QR scan lands the visitor on the shop with ``?scnv=<uuid>`` (Scanova's scan session id). The
+shop must carry that id to the order placed later, so it is kept in the session under
+``CONVERSIONS["SCAN_SESSION_KEY"]`` together with the time it stops counting
+(``SCAN_SESSION_MAX_AGE`` seconds after the scan). The expiry belongs to the scan id alone: the
+session itself, and whatever else it holds, keeps its own lifetime.
+
+``ScanSessionMiddleware`` calls ``remember_scan_session()`` on landing; a checkout view (or an
+API endpoint that hands the id over) calls ``get_scan_session()`` and copies the id onto the order.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from django.http import HttpRequest
+
+from django_conversions.conf import conversions_settings
+from django_conversions.exceptions import ConversionsError
+
+__all__ = [
+    "InvalidScanSessionId",
+    "forget_scan_session",
+    "get_scan_session",
+    "parse_scan_session_id",
+    "remember_scan_session",
+]
+
+
+class InvalidScanSessionId(ConversionsError, ValueError):
+    """A scan session id that is not a UUID. The message never repeats more than 40 chars."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        shown = str(value)[:40]
+        super().__init__(f"scan session id {shown!r} is not a UUID")
+
+
+def parse_scan_session_id(value: object) -> str:
+    """The canonical (lower-case, hyphenated) text of a UUID, or ``InvalidScanSessionId``.
+
+    Accepts what ``uuid.UUID`` accepts (any case, with or without hyphens or braces), so a
+    link that was re-typed or upper-cased still works.
+    """
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise InvalidScanSessionId(value)
+    text = value.strip()
+    # uuid.UUID() strips "urn:uuid:" and braces; anything that long is not a scan id.
+    if not text or len(text) > 45:
+        raise InvalidScanSessionId(value)
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InvalidScanSessionId(value) from None
+
+
+def _clock() -> float:
+    # One place to read the time, so tests can move it forward.
+    return time.time()
+
+
+def _session(request: HttpRequest) -> Any:
+    session = getattr(request, "session", None)
+    if session is None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "The scan session id is kept in the Django session: add "
+            "'django.contrib.sessions.middleware.SessionMiddleware' to MIDDLEWARE, before "
+            "'django_conversions.middleware.ScanSessionMiddleware'."
+        )
+    return session
+
+
+def remember_scan_session(
+    request: HttpRequest, value: object, *, max_age: float | None = None
+) -> str:
+    """Keep ``value`` as the visitor's scan session id; return its canonical form.
+
+    Raises ``InvalidScanSessionId`` (a ``ValueError``) when ``value`` is not a UUID; the
+    session is then left as it was. A new scan replaces the previous id and restarts its
+    expiry (``max_age`` seconds, default ``CONVERSIONS["SCAN_SESSION_MAX_AGE"]``).
+    """
+    canonical = parse_scan_session_id(value)
+    if max_age is None:
+        max_age = conversions_settings.SCAN_SESSION_MAX_AGE
+    _session(request)[conversions_settings.SCAN_SESSION_KEY] = {
+        "id": canonical,
+        "expires_at": int(_clock() + float(max_age)),
+    }
+    return canonical
+
+
+def get_scan_session(request: HttpRequest) -> str | None:
+    """The visitor's scan session id, or None when there is none or it has expired.
+
+    An expired (or unreadable) entry is removed from the session.
+    """
+    session = _session(request)
+    key = conversions_settings.SCAN_SESSION_KEY
+    stored = session.get(key)
+    if stored is None:
+        return None
+    try:
+        canonical = parse_scan_session_id(stored["id"])
+        expired = float(stored["expires_at"]) <= _clock()
+    except (InvalidScanSessionId, KeyError, TypeError, ValueError):
+        expired = True
+    if expired:
+        del session[key]
+        return None
+    return canonical
+
+
+def forget_scan_session(request: HttpRequest) -> None:
+    """Drop the scan session id (e.g. once it has been used for an order)."""
+    _session(request).pop(conversions_settings.SCAN_SESSION_KEY, None)
