@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_tasks_db",
     "django_conversions",
+    "django_conversions.contrib.sandbox",
     "tests.testapp",
 ]
 

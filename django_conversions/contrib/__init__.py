@@ -1,0 +1,1 @@
+"""Optional extras shipped with django-conversions (not needed in production)."""

@@ -1,0 +1,82 @@
+"""The sandbox in the Django admin: accounts and keys (masked), the fault switches, and what
+was received. Requests and events are read-only: they are the provider's record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+from django_conversions.contrib.sandbox.models import (
+    SandboxEvent,
+    SandboxFault,
+    SandboxKey,
+    SandboxRequest,
+    SandboxSite,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SandboxKeyInline(admin.TabularInline):
+    model = SandboxKey
+    fields = ("masked", "is_revoked", "created_at")
+    readonly_fields = ("masked", "created_at")
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # keys come from `manage.py conversions_sandbox_setup`
+
+    @admin.display(description=_("key"))
+    def masked(self, obj: SandboxKey) -> str:
+        return obj.masked
+
+
+@admin.register(SandboxSite)
+class SandboxSiteAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "provider", "site_id", "is_active", "created_at")
+    list_filter = ("provider", "is_active")
+    inlines = (SandboxKeyInline,)
+
+
+@admin.register(SandboxFault)
+class SandboxFaultAdmin(admin.ModelAdmin):
+    list_display = ("provider", "mode", "status_code", "retry_after", "delay", "remaining")
+    list_editable = ("mode", "status_code", "retry_after", "delay", "remaining")
+    list_display_links = ("provider",)
+
+
+@admin.register(SandboxRequest)
+class SandboxRequestAdmin(ReadOnlyAdmin):
+    list_display = ("received_at", "provider", "method", "path", "status_code", "fault", "events")
+    list_filter = ("provider", "status_code", "fault")
+    search_fields = ("body", "path")
+    date_hierarchy = "received_at"
+
+    @admin.display(description=_("events"))
+    def events(self, obj: SandboxRequest) -> int:
+        return len(obj.event_ids)
+
+
+@admin.register(SandboxEvent)
+class SandboxEventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "received_at",
+        "provider",
+        "site",
+        "event_name",
+        "order_id",
+        "event_id",
+        "times_received",
+    )
+    list_filter = ("provider", "site")
+    search_fields = ("order_id", "event_id")
