@@ -26,8 +26,17 @@ class ConversionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
         from django_conversions import checks  # noqa: F401  (registers the system checks)
+        from django_conversions.models import TrackingSite
         from django_conversions.signals import connect_order_model
+        from django_conversions.sites import clear_cache
+
+        for name, signal in (("saved", post_save), ("deleted", post_delete)):
+            signal.connect(
+                clear_cache, sender=TrackingSite, dispatch_uid=f"conversions_site_{name}"
+            )
 
         try:
             model = order_model()

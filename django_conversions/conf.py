@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "TASK_BACKEND": "default",
     # How long a claimed event may stay "sending" before another worker may take it.
     "LEASE_SECONDS": 300,
+    # Seconds each process keeps its list of active sites (0: read it on every tracked save).
+    "SITE_CACHE_SECONDS": 5,
     # How many events a worker claims at once.
     "CLAIM_BATCH_SIZE": 100,
     # Fernet keys (url-safe base64, 32 bytes) for API keys at rest; the first encrypts.
@@ -131,6 +133,9 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
         from django_conversions import providers
 
         providers.registry.reset()
+        from django_conversions import sites
+
+        sites.clear_cache()
 
 
 setting_changed.connect(_reload)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -20,7 +20,9 @@ from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers import registry
+from django_conversions.providers.base import Provider
 from django_conversions.signals import event_queued
+from django_conversions.sites import active_sites
 
 logger = logging.getLogger("django_conversions")
 
@@ -31,29 +33,41 @@ def dedup_key_for(conversion: Conversion, source: models.Model | None) -> str:
     """One event per order per site: keyed by order id, else by the source object."""
     if conversion.order_id:
         return f"{conversion.event_name}:order:{conversion.order_id}"[:255]
-    if source is not None and source.pk is not None:
-        return f"{conversion.event_name}:{source._meta.label_lower}:{source.pk}"[:255]
-    return f"{conversion.event_name}:event:{uuid.uuid4()}"
+    return source_key(conversion.event_name, source) or (
+        f"{conversion.event_name}:event:{uuid.uuid4()}"
+    )
 
 
-def sites_for(event_name: str, sites: Iterable[TrackingSite] | None = None) -> list[TrackingSite]:
-    """Active sites whose filter and provider take ``event_name``."""
-    if sites is None:
-        sites = TrackingSite.objects.filter(is_active=True)
-    chosen = []
-    for site in sites:
-        if not site.is_active or not site.accepts(event_name):
-            continue
-        if not registry.get_class(site.provider)().accepts_event(event_name):
-            continue
-        chosen.append(site)
-    return chosen
+def source_key(event_name: str, source: models.Model | None) -> str | None:
+    """The key of an event known only by the object that caused it (also a failed build's)."""
+    if source is None or source.pk is None:
+        return None
+    return f"{event_name}:{source._meta.label_lower}:{source.pk}"[:255]
+
+
+def sites_for(
+    event_name: str,
+    sites: Iterable[TrackingSite | int] | None = None,
+    *,
+    using: str | None = None,
+) -> list[TrackingSite]:
+    """Active sites whose filter and provider take ``event_name`` (``sites``: a subset)."""
+    candidates = active_sites(using or router.db_for_write(ConversionEvent))
+    if sites is not None:
+        wanted = {s.pk if isinstance(s, TrackingSite) else int(s) for s in sites}
+        candidates = [site for site in candidates if site.pk in wanted]
+    return [
+        site
+        for site in candidates
+        if site.accepts(event_name)
+        and registry.get_class(site.provider)().accepts_event(event_name)
+    ]
 
 
 def track(
     conversion: Conversion,
     source: models.Model | None = None,
-    sites: Iterable[TrackingSite] | None = None,
+    sites: Iterable[TrackingSite | int] | None = None,
     *,
     dedup_key: str | None = None,
     using: str | None = None,
@@ -64,40 +78,64 @@ def track(
     signup): the events commit or roll back with it, and delivery starts after commit. Repeated
     calls with the same order id (or ``dedup_key``) return the existing events instead of new
     ones. Ineligible conversions are stored as ``skipped`` with the reason; nothing is sent.
+    ``sites`` limits the sites (objects or ids) among the active ones.
     """
     using = using or router.db_for_write(ConversionEvent)
+    return in_savepoint(using, lambda: _track(conversion, source, sites, dedup_key, using))
+
+
+def in_savepoint(using: str, record: Callable[[], list[ConversionEvent]]) -> list[ConversionEvent]:
+    """Run ``record`` in one savepoint, so a failure never poisons the caller's transaction.
+
+    A unique-constraint clash means a concurrent save recorded the same order first: the
+    savepoint is rolled back and ``record`` runs again, now finding that save's events.
+    """
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic(using=using):
+                return record()
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            logger.info("A concurrent save recorded this conversion first; reading its events")
+    raise AssertionError("unreachable")
+
+
+def _track(
+    conversion: Conversion,
+    source: models.Model | None,
+    sites: Iterable[TrackingSite | int] | None,
+    dedup_key: str | None,
+    using: str,
+) -> list[ConversionEvent]:
     key = dedup_key or dedup_key_for(conversion, source)
-    targets = sites_for(conversion.event_name, sites)
+    failed_build_key = source_key(conversion.event_name, source)
+    targets = sites_for(conversion.event_name, sites, using=using)
     if not targets:
         return []
     source_fields = _source_fields(source)
-    with transaction.atomic(using=using):
-        existing = {
-            event.site_id: event
-            for event in ConversionEvent.objects.using(using).filter(
-                dedup_key=key, site__in=targets
-            )
-        }
-        rebuilt = _replace_build_failures(conversion, key, source_fields, targets, existing, using)
-        new = [
-            _new_event(conversion, site, key, source_fields)
-            for site in targets
-            if site.pk not in existing
-        ]
-        created = _insert(new, using)
-        if len(created) < len(new):  # a concurrent save won some rows: return its events
-            lost = [row.site_id for row in new if row.site_id not in created]
-            existing.update(
-                (event.site_id, event)
-                for event in ConversionEvent.objects.using(using).filter(
-                    dedup_key=key, site__in=lost
-                )
-            )
-    events = [existing.get(site.pk) or created.get(site.pk) for site in targets]
-    fresh = list(created.values()) + rebuilt
+    existing = {
+        event.site_id: event
+        for event in ConversionEvent.objects.using(using).filter(
+            dedup_key__in={key, failed_build_key} - {None}, site__in=[s.pk for s in targets]
+        )
+    }
+    fresh = [
+        _rebuild(event, conversion, key, using)
+        for event in existing.values()
+        if event.dedup_key == failed_build_key and event.last_error.startswith(BUILD_FAILED_PREFIX)
+    ]
+    new = [
+        _new_event(conversion, site, key, source_fields)
+        for site in targets
+        if site.pk not in existing
+    ]
+    ConversionEvent.objects.using(using).bulk_create(new)
+    fresh += new
     if fresh:
         _after_commit(fresh, using)
-    return [event for event in events if event is not None]
+    by_site = {**existing, **{event.site_id: event for event in new}}
+    return [by_site[site.pk] for site in targets]
 
 
 def track_order(
@@ -109,53 +147,56 @@ def track_order(
     adapter = get_adapter()
     if not adapter.should_track(order, created=created):
         return []
-    try:
-        conversion = adapter.to_conversion(order)
-    except Exception as err:
-        logger.warning(
-            "The order adapter could not build a conversion for %s pk=%s: %s",
-            order._meta.label,
-            order.pk,
-            type(err).__name__,
-        )
-        return record_build_failure(order, err, using=using)
-    return track(conversion, source=order, using=using)
+    using = using or router.db_for_write(ConversionEvent)
+
+    def record() -> list[ConversionEvent]:
+        try:
+            conversion = adapter.to_conversion(order)
+        except Exception as err:
+            logger.warning(
+                "The order adapter could not build a conversion for %s pk=%s: %s",
+                order._meta.label,
+                order.pk,
+                type(err).__name__,
+            )
+            return _record_build_failure(order, err, using)
+        return _track(conversion, order, None, None, using)
+
+    return in_savepoint(using, record)
 
 
-def record_build_failure(
-    source: models.Model, error: BaseException, *, using: str | None = None
+def _record_build_failure(
+    source: models.Model, error: BaseException, using: str
 ) -> list[ConversionEvent]:
     """Keep a failed event with the reason, so the admin shows why the order was not sent.
 
-    Saving the order again once the cause is fixed replaces these rows with real events.
+    Saving the order again once the cause is fixed turns these rows into real events.
     """
     event_name = conversions_settings.ORDER_EVENT_NAME
-    using = using or router.db_for_write(ConversionEvent)
-    key = f"{event_name}:{source._meta.label_lower}:{source.pk}"
-    reason = BUILD_FAILED_PREFIX + _error_text(error)
+    key = source_key(event_name, source)
+    assert key is not None
     source_fields = _source_fields(source)
-    targets = sites_for(event_name)
-    with transaction.atomic(using=using):
-        known = set(
-            ConversionEvent.objects.using(using)
-            .filter(site__in=targets, **source_fields, event_name=event_name)
-            .values_list("site_id", flat=True)
+    targets = sites_for(event_name, using=using)
+    known = set(
+        ConversionEvent.objects.using(using)
+        .filter(site__in=targets, event_name=event_name, **source_fields)
+        .values_list("site_id", flat=True)
+    )
+    rows = [
+        ConversionEvent(
+            site=site,
+            event_name=event_name,
+            dedup_key=key,
+            order_reference=str(source.pk),
+            status=EventStatus.FAILED,
+            last_error=BUILD_FAILED_PREFIX + _error_text(error),
+            snapshot={},
+            **source_fields,
         )
-        rows = [
-            ConversionEvent(
-                site=site,
-                event_name=event_name,
-                dedup_key=key,
-                order_reference=str(source.pk),
-                status=EventStatus.FAILED,
-                last_error=reason,
-                snapshot={},
-                **source_fields,
-            )
-            for site in targets
-            if site.pk not in known
-        ]
-        return list(_insert(rows, using).values())
+        for site in targets
+        if site.pk not in known
+    ]
+    return ConversionEvent.objects.using(using).bulk_create(rows)
 
 
 def _error_text(error: BaseException) -> str:
@@ -168,7 +209,9 @@ def _source_fields(source: models.Model | None) -> dict[str, Any]:
     if source is None or source.pk is None:
         return {}
     return {
-        "source_content_type": ContentType.objects.get_for_model(source, for_concrete_model=False),
+        "source_content_type": ContentType.objects.db_manager(source._state.db).get_for_model(
+            source, for_concrete_model=False
+        ),
         "source_object_id": str(source.pk),
     }
 
@@ -176,69 +219,35 @@ def _source_fields(source: models.Model | None) -> dict[str, Any]:
 def _new_event(
     conversion: Conversion, site: TrackingSite, key: str, source_fields: dict[str, Any]
 ) -> ConversionEvent:
-    provider = registry.get_class(site.provider)()
-    reason = provider.ineligible_reason(conversion)
-    return ConversionEvent(
+    event = ConversionEvent(
         site=site,
         event_name=conversion.event_name,
         dedup_key=key,
         order_reference=conversion.order_id or "",
-        status=EventStatus.SKIPPED if reason else EventStatus.PENDING,
-        last_error=reason or "",
-        snapshot=provider.minimize(conversion).to_snapshot(),
         **source_fields,
     )
+    _fill(event, conversion, site.provider_instance())
+    return event
 
 
-def _replace_build_failures(
-    conversion: Conversion,
-    key: str,
-    source_fields: dict[str, Any],
-    targets: Sequence[TrackingSite],
-    existing: dict[int, ConversionEvent],
-    using: str,
-) -> list[ConversionEvent]:
-    """Turn earlier "could not build" rows of this source into real events."""
-    if not source_fields:
-        return []
-    failures = ConversionEvent.objects.using(using).filter(
-        site__in=[s for s in targets if s.pk not in existing],
-        event_name=conversion.event_name,
-        status=EventStatus.FAILED,
-        last_error__startswith=BUILD_FAILED_PREFIX,
-        **source_fields,
-    )
-    rebuilt = []
-    for event in failures:
-        fresh = _new_event(conversion, event.site, key, source_fields)
-        for name in ("dedup_key", "order_reference", "status", "last_error", "snapshot"):
-            setattr(event, name, getattr(fresh, name))
-        event.attempts = 0
-        event.save(using=using)
-        existing[event.site_id] = event
-        rebuilt.append(event)
-    return rebuilt
+def _fill(event: ConversionEvent, conversion: Conversion, provider: Provider) -> None:
+    """Status and stored snapshot of an event from the provider's view of the conversion."""
+    reason = provider.ineligible_reason(conversion)
+    event.status = EventStatus.SKIPPED if reason else EventStatus.PENDING
+    event.last_error = reason or ""
+    event.snapshot = provider.minimize(conversion).to_snapshot()
 
 
-def _insert(rows: list[ConversionEvent], using: str) -> dict[int, ConversionEvent]:
-    """Insert rows; a row that lost a race with a concurrent save yields the winner's row."""
-    if not rows:
-        return {}
-    try:
-        with transaction.atomic(using=using):
-            ConversionEvent.objects.using(using).bulk_create(rows)
-        return {row.site_id: row for row in rows}
-    except IntegrityError:
-        pass
-    created: dict[int, ConversionEvent] = {}
-    for row in rows:
-        try:
-            with transaction.atomic(using=using):
-                row.save(using=using, force_insert=True)
-            created[row.site_id] = row
-        except IntegrityError:
-            logger.info("Event %s for site %s already recorded", row.dedup_key, row.site_id)
-    return created
+def _rebuild(
+    event: ConversionEvent, conversion: Conversion, key: str, using: str
+) -> ConversionEvent:
+    """Turn an earlier "could not build" row of this order into a real event."""
+    _fill(event, conversion, event.site.provider_instance())
+    event.dedup_key = key
+    event.order_reference = conversion.order_id or event.order_reference
+    event.attempts = 0
+    event.save(using=using)
+    return event
 
 
 def _after_commit(events: list[ConversionEvent], using: str) -> None:

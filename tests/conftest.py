@@ -58,6 +58,16 @@ def _skip_without_postgres(request: pytest.FixtureRequest) -> None:
         pytest.skip(missing)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_site_cache() -> Iterator[None]:
+    """Sites created by one test vanish with its rollback, which fires no signal."""
+    from django_conversions.sites import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()
+
+
 @pytest.fixture
 def make_site(db: Any) -> Callable[..., TrackingSite]:
     def make(provider: str = "scanova", *, key: str | None = None, **fields: Any) -> TrackingSite:

@@ -216,3 +216,19 @@ def test_snapshot_keeps_only_what_each_provider_needs(scanova_site, vt_site):
 
 def test_customer_without_data_is_empty():
     assert Customer().is_empty()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_site_added_in_this_process_is_used_at_once_despite_the_cache(make_site):
+    make_site("scanova")
+    scan = str(uuid.uuid4())
+    with conversions(SITE_CACHE_SECONDS=3600, **NO_TASKS):
+        assert (
+            len(track(Conversion(event_name="purchase", order_id="1", scan_session_id=scan))) == 1
+        )
+        # when: a site is added (the cached list is now stale)
+        make_site("scanova", name="new site")
+        # then
+        assert (
+            len(track(Conversion(event_name="purchase", order_id="2", scan_session_id=scan))) == 2
+        )

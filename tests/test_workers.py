@@ -83,24 +83,31 @@ def test_worker_killed_mid_delivery_loses_nothing():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_never_send_the_same_event_twice():
-    # given: 300 events and a provider without a batch endpoint in use (one request per event)
     with recording_server(Answer(delay=0.002)) as server, conversions():
         local_site(server.url)
-        events = record_many(300)
+        # given: two polling workers, and a provider answering one event per request
         overrides = {"TASK_BACKEND": None, "BATCH_SIZE": 1, "CLAIM_BATCH_SIZE": 10}
-        # when: two worker processes drain the outbox at the same time
-        workers = [start_command("conversions_deliver", overrides=overrides) for _ in range(2)]
-        outputs = [w.communicate(timeout=120) for w in workers]
-        # then: every event was sent exactly once and both workers did part of the work
+        args = ("conversions_deliver", "--loop", "--interval", "0.05")
+        workers = [start_command(*args, overrides=overrides) for _ in range(2)]
+        time.sleep(3)  # both are up and polling
+        # when: 300 events land in the outbox at once
+        events = record_many(300)
+        wait_until(
+            lambda: ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count() == 300,
+            timeout=120,
+        )
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [w.communicate(timeout=60) for w in workers]
+        # then: every event was sent exactly once, and both workers took part
         assert all(w.returncode == 0 for w in workers), outputs
         counts = server.event_id_counts()
         assert sorted(counts) == sorted(str(e.event_id) for e in events)
         assert set(counts.values()) == {1}
-        assert ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count() == 300
         delivered_by = [
             int(re.search(r"Total: delivered (\d+)", out).group(1)) for out, _ in outputs
         ]
-        assert sum(delivered_by) == 300 and min(delivered_by) > 0
+        assert sum(delivered_by) == 300 and min(delivered_by) > 0, delivered_by
 
 
 CONCURRENT_TRACK = """
