@@ -94,7 +94,8 @@ def _check_encryption_keys(conf: Any) -> list[Any]:
         return [
             Warning(
                 "API keys are encrypted with a key derived from SECRET_KEY: changing SECRET_KEY "
-                "makes the stored API keys unreadable.",
+                "without keeping the old one in SECRET_KEY_FALLBACKS makes the stored API keys "
+                "unreadable.",
                 hint=f"Set {SETTING_NAME}['ENCRYPTION_KEYS'] = [<Fernet.generate_key()>] and run "
                 "manage.py conversions_rotate_keys.",
                 id="conversions.W001",
@@ -106,7 +107,34 @@ def _check_encryption_keys(conf: Any) -> list[Any]:
         return [
             Error(str(err), hint="Generate keys with Fernet.generate_key().", id="conversions.E005")
         ]
-    return []
+    return _check_stored_keys()
+
+
+def _check_stored_keys() -> list[Any]:
+    """API keys no configured encryption key can read (skipped before migrate)."""
+    from django_conversions.models import ApiKey
+
+    try:
+        keys = list(ApiKey.objects.filter(is_active=True).select_related("site"))
+    except DatabaseError:
+        return []
+    unreadable = [key for key in keys if not key.is_readable]
+    if not unreadable:
+        return []
+    listed = ", ".join(
+        f"{key.pk} {key.label or '(no label)'!r} of site {key.site.name!r}" for key in unreadable
+    )
+    return [
+        Warning(
+            f"{len(unreadable)} active API key(s) can't be decrypted with "
+            f"{SETTING_NAME}['ENCRYPTION_KEYS']: {listed}. "
+            "Their sites are paused when they next deliver.",
+            hint=f"Add the encryption key they were stored with to {SETTING_NAME}"
+            "['ENCRYPTION_KEYS'] (after the first) and run manage.py conversions_rotate_keys, "
+            "or paste the API keys again in the admin.",
+            id="conversions.W003",
+        )
+    ]
 
 
 def _check_providers(conf: Any) -> list[Any]:

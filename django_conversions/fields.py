@@ -3,6 +3,8 @@
 Keys come from ``CONVERSIONS["ENCRYPTION_KEYS"]``: the first encrypts, every one decrypts, so a
 new key can be put first and ``manage.py conversions_rotate_keys`` re-encrypts the stored
 values. Without configured keys one is derived from ``SECRET_KEY`` (system check W001 says so).
+Keys derived from ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS`` always stay readable, so moving from
+the derived key to configured keys (or rotating ``SECRET_KEY`` the Django way) loses nothing.
 
 A value that no configured key can decrypt loads as ``UnreadableSecret`` instead of raising, so
 the admin still opens and delivery can report the problem; saving it back keeps the ciphertext.
@@ -11,6 +13,7 @@ the admin still opens and delivery can report the problem; saving it back keeps 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from typing import Any
 
@@ -19,27 +22,31 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from django_conversions.conf import conversions_settings
+from django_conversions.conf import SETTING_NAME, conversions_settings
 
 _DERIVATION_SALT = b"django-conversions:api-key-encryption:v1"
 
 
-class UnreadableSecret:
-    """A stored secret that none of the configured encryption keys can decrypt."""
+class Ciphertext:
+    """A value that is already encrypted: the field stores it as it is (used by rotation)."""
 
     def __init__(self, ciphertext: str) -> None:
         self.ciphertext = ciphertext
 
-    def __str__(self) -> str:
-        return "<unreadable: encrypted with a key missing from CONVERSIONS['ENCRYPTION_KEYS']>"
-
-    __repr__ = __str__
-
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, UnreadableSecret) and other.ciphertext == self.ciphertext
+        return type(other) is type(self) and other.ciphertext == self.ciphertext  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
         return hash(self.ciphertext)
+
+
+class UnreadableSecret(Ciphertext):
+    """A stored secret that none of the configured encryption keys can decrypt."""
+
+    def __str__(self) -> str:
+        return f"<unreadable: encrypted with a key missing from {SETTING_NAME}['ENCRYPTION_KEYS']>"
+
+    __repr__ = __str__
 
 
 def mask_secret(secret: object) -> str:
@@ -59,35 +66,67 @@ def redact(text: str, secret: object) -> str:
     return text
 
 
-def derived_key() -> bytes:
-    """A Fernet key derived from SECRET_KEY, used only when no ENCRYPTION_KEYS are configured."""
-    digest = hashlib.pbkdf2_hmac("sha256", settings.SECRET_KEY.encode(), _DERIVATION_SALT, 100_000)
+@functools.lru_cache(maxsize=8)
+def _derive(secret_key: str) -> bytes:
+    # PBKDF2 is slow on purpose: compute once per SECRET_KEY, not per encrypt/decrypt.
+    digest = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), _DERIVATION_SALT, 100_000)
     return base64.urlsafe_b64encode(digest)
+
+
+def derived_key() -> bytes:
+    """A Fernet key derived from SECRET_KEY, used to encrypt when no ENCRYPTION_KEYS are set."""
+    return _derive(settings.SECRET_KEY)
+
+
+def _fallback_keys() -> list[bytes]:
+    """Keys derived from SECRET_KEY and its fallbacks: always accepted for decryption."""
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
+    return [_derive(secret) for secret in secrets if secret]
+
+
+def configured_keys() -> list[str | bytes]:
+    """``ENCRYPTION_KEYS`` as a list (a single key may be given as a string)."""
+    keys = conversions_settings.ENCRYPTION_KEYS
+    if isinstance(keys, str | bytes):
+        return [keys]
+    if not isinstance(keys, list | tuple):
+        raise ImproperlyConfigured(
+            f"{SETTING_NAME}['ENCRYPTION_KEYS'] must be a list of Fernet keys, "
+            f"not {type(keys).__name__}."
+        )
+    return list(keys)
+
+
+def _fernet(key: str | bytes, position: int) -> Fernet:
+    try:
+        return Fernet(key)
+    except (ValueError, TypeError) as err:
+        # Name the position, never the key material itself.
+        raise ImproperlyConfigured(
+            f"{SETTING_NAME}['ENCRYPTION_KEYS'][{position}] is not a valid key: each must be 32 "
+            "url-safe base64-encoded bytes, as made by cryptography.fernet.Fernet.generate_key()."
+        ) from err
 
 
 _fernet_cache: dict[tuple[Any, ...], MultiFernet] = {}
 
 
-def configured_keys() -> list[str | bytes]:
-    keys = conversions_settings.ENCRYPTION_KEYS
-    if isinstance(keys, str | bytes):
-        keys = [keys]
-    return list(keys)
-
-
 def get_fernet() -> MultiFernet:
-    keys = configured_keys() or [derived_key()]
-    cache_key = tuple(keys)
+    """Encrypts with the first configured key (or the derived one); decrypts with any."""
+    configured = configured_keys()
+    fallbacks = _fallback_keys()
+    cache_key = (tuple(configured), tuple(fallbacks))
     if cache_key not in _fernet_cache:
-        try:
-            _fernet_cache[cache_key] = MultiFernet([Fernet(key) for key in keys])
-        except (ValueError, TypeError) as err:
-            # Never echo the key material itself.
-            raise ImproperlyConfigured(
-                "CONVERSIONS['ENCRYPTION_KEYS'] holds a malformed key: each must be 32 url-safe "
-                "base64-encoded bytes, as made by cryptography.fernet.Fernet.generate_key()."
-            ) from err
+        fernets = [_fernet(key, position) for position, key in enumerate(configured)]
+        fernets += [Fernet(key) for key in fallbacks]
+        _fernet_cache[cache_key] = MultiFernet(fernets)
     return _fernet_cache[cache_key]
+
+
+def primary_fernet() -> Fernet:
+    """The key new values are encrypted with."""
+    configured = configured_keys()
+    return _fernet(configured[0], 0) if configured else Fernet(derived_key())
 
 
 def encrypt(plaintext: str) -> str:
@@ -103,7 +142,20 @@ def decrypt(ciphertext: str) -> str | UnreadableSecret:
 
 def rotate(ciphertext: str) -> str:
     """Re-encrypt with the first configured key (raises InvalidToken if no key can read it)."""
-    return get_fernet().rotate(ciphertext.encode("ascii")).decode("ascii")
+    try:
+        token = ciphertext.encode("ascii")
+    except UnicodeError as err:
+        raise InvalidToken from err
+    return get_fernet().rotate(token).decode("ascii")
+
+
+def uses_primary_key(ciphertext: str) -> bool:
+    """Was this value encrypted with the key new values get (nothing to rotate)?"""
+    try:
+        primary_fernet().decrypt(ciphertext.encode("ascii"))
+    except (InvalidToken, UnicodeError):
+        return False
+    return True
 
 
 class EncryptedTextField(models.TextField):
@@ -119,7 +171,7 @@ class EncryptedTextField(models.TextField):
     def get_prep_value(self, value: Any) -> Any:
         if value is None or value == "":
             return value
-        if isinstance(value, UnreadableSecret):
+        if isinstance(value, Ciphertext):
             return value.ciphertext
         return encrypt(str(value))
 

@@ -1,0 +1,58 @@
+"""Small display helpers shared by the admin pages: badges, links, delivery states."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+
+from django_conversions.models import ConversionEvent, EventStatus
+
+# Delivery states as the admin shows them: "retrying" is a pending event that failed before.
+STATES: dict[str, Any] = {
+    "delivered": _("delivered"),
+    "pending": _("pending"),
+    "retrying": _("retrying"),
+    "sending": _("sending"),
+    "failed": _("failed"),
+    "skipped": _("skipped"),
+}
+# Chart colours (the same as the badges in admin.css), readable on light and dark themes.
+STATE_COLOURS = {
+    "delivered": "#2e7d32",
+    "pending": "#546e7a",
+    "retrying": "#b26a00",
+    "sending": "#1565c0",
+    "failed": "#c62828",
+    "skipped": "#9e9e9e",
+}
+
+
+def event_state(event: ConversionEvent) -> str:
+    if event.status == EventStatus.PENDING and event.attempts > 0:
+        return "retrying"
+    return str(event.status)
+
+
+def badge(state: str, label: Any) -> SafeString:
+    return format_html('<span class="conversions-badge conversions-{}">{}</span>', state, label)
+
+
+def event_changelist_url(namespace: str = "admin", **filters: Any) -> str:
+    from django.urls import reverse
+
+    url = reverse(f"{namespace}:django_conversions_conversionevent_changelist")
+    params = {("site__id__exact" if k == "site" else k): v for k, v in filters.items()}
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def overview_url(namespace: str = "admin") -> str:
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return reverse(f"{namespace}:django_conversions_overview")
+    except NoReverseMatch:  # the event admin is not registered on this admin site
+        return ""

@@ -1,0 +1,377 @@
+"""Admin for conversion events (the outbox and delivery log) and their delivery attempts.
+
+Events are written by the app, never by hand: no add form, every field read-only. Staff act on
+them through two actions, "retry now" and "mark as skipped". Personal data in the snapshot,
+reasons and response bodies is masked unless the user may see it (``view_personal_data``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import BooleanField, QuerySet, Value
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from django_conversions.admin.display import STATES, badge, event_state, overview_url
+from django_conversions.admin.masking import can_see_personal_data, mask_snapshot, mask_text
+from django_conversions.admin.sites import ADMIN_CSS
+from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus
+from django_conversions.providers import registry
+
+LIST_REASON_LENGTH = 120
+BODY_DISPLAY_LIMIT = 500
+
+# Each queryset row carries whether this request may see personal data unmasked.
+_UNMASKED = "conversions_unmasked"
+
+
+def _unmasked(obj: Any) -> bool:
+    return bool(getattr(obj, _UNMASKED, False))
+
+
+def _visible(obj: Any, text: str) -> str:
+    return text if _unmasked(obj) else mask_text(text)
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """The stored status, with "retrying" (pending after a failed attempt) told apart."""
+
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [
+            ("pending", _("pending (not tried yet)")),
+            ("retrying", _("retrying")),
+            ("sending", _("sending")),
+            ("delivered", _("delivered")),
+            ("failed", _("failed")),
+            ("skipped", _("skipped")),
+        ]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[ConversionEvent]
+    ) -> QuerySet[ConversionEvent]:
+        value = self.value()
+        if value == "pending":
+            return queryset.filter(status=EventStatus.PENDING, attempts=0)
+        if value == "retrying":
+            return queryset.filter(status=EventStatus.PENDING, attempts__gt=0)
+        if value in EventStatus.values:
+            return queryset.filter(status=value)
+        return queryset
+
+
+class ProviderFilter(admin.SimpleListFilter):
+    title = _("provider")
+    parameter_name = "provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return registry.as_choices()
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[ConversionEvent]
+    ) -> QuerySet[ConversionEvent]:
+        value = self.value()
+        return queryset.filter(site__provider=value) if value else queryset
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    """Every request made for the event, newest first. Stored headers hold only masked keys."""
+
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    ordering = ("-created_at", "-pk")
+    fields = (
+        "created_at",
+        "duration_ms",
+        "url",
+        "http_status",
+        "outcome",
+        "batch_size",
+        "error_display",
+        "body_display",
+        "headers_display",
+    )
+    readonly_fields = fields
+    verbose_name_plural = _("delivery attempts (newest first)")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryAttempt]:
+        unmasked = Value(can_see_personal_data(request), output_field=BooleanField())
+        return super().get_queryset(request).annotate(**{_UNMASKED: unmasked})
+
+    # Attempts are part of the event's record: whoever may see the event sees them.
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        user = request.user
+        return user.has_perm("django_conversions.view_conversionevent") or user.has_perm(
+            "django_conversions.change_conversionevent"
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("error"))
+    def error_display(self, attempt: DeliveryAttempt) -> str:
+        return _visible(attempt, attempt.error) or "—"
+
+    @admin.display(description=_("response body"))
+    def body_display(self, attempt: DeliveryAttempt) -> str:
+        body = Truncator(_visible(attempt, attempt.response_body)).chars(BODY_DISPLAY_LIMIT)
+        return format_html('<pre class="conversions-pre">{}</pre>', body) if body else "—"
+
+    @admin.display(description=_("request headers"))
+    def headers_display(self, attempt: DeliveryAttempt) -> str:
+        headers = attempt.request_headers or {}
+        lines = "\n".join(f"{name}: {value}" for name, value in headers.items())
+        return format_html('<pre class="conversions-pre">{}</pre>', lines) if lines else "—"
+
+
+@admin.register(ConversionEvent)
+class ConversionEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "event_name",
+        "order_reference",
+        "site",
+        "status_badge",
+        "reason",
+        "attempts",
+        "created_at",
+        "next_or_delivered",
+    )
+    list_filter = (StatusFilter, "site", ProviderFilter, "event_name")
+    list_select_related = ("site",)
+    date_hierarchy = "created_at"
+    search_fields = ("=event_id", "dedup_key", "order_reference")
+    search_help_text = _("Event id (exact), dedup key or order reference.")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "event_name",
+                    "site",
+                    "status_badge",
+                    "reason_full",
+                    "attempts",
+                    "next_attempt_at",
+                    "created_at",
+                    "delivered_at",
+                    "updated_at",
+                )
+            },
+        ),
+        (
+            _("Identity"),
+            {"fields": ("event_id", "dedup_key", "order_reference", "source_link")},
+        ),
+        (_("Conversion"), {"fields": ("snapshot_display",)}),
+    )
+    readonly_fields = (
+        "event_name",
+        "site",
+        "status_badge",
+        "reason_full",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+        "delivered_at",
+        "updated_at",
+        "event_id",
+        "dedup_key",
+        "order_reference",
+        "source_link",
+        "snapshot_display",
+    )
+    inlines = (DeliveryAttemptInline,)
+    actions = ("retry_selected", "skip_selected")
+
+    class Media:
+        css = ADMIN_CSS
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ConversionEvent]:
+        unmasked = Value(can_see_personal_data(request), output_field=BooleanField())
+        return super().get_queryset(request).annotate(**{_UNMASKED: unmasked})
+
+    # --- permissions: written by the app, read here -------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The model-level permission allows the actions; a single event is never edited.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    # --- columns and fields -------------------------------------------------------------------
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, event: ConversionEvent) -> str:
+        state = event_state(event)
+        label = STATES[state]
+        if state == "retrying":
+            label = gettext("retrying (%(n)d failed)") % {"n": event.attempts}
+        return badge(state, label)
+
+    @admin.display(description=_("reason"))
+    def reason(self, event: ConversionEvent) -> str:
+        text = _visible(event, event.last_error)
+        if not text:
+            return ""
+        return format_html(
+            '<span class="conversions-reason" title="{}">{}</span>',
+            text,
+            Truncator(text).chars(LIST_REASON_LENGTH),
+        )
+
+    @admin.display(description=_("reason"))
+    def reason_full(self, event: ConversionEvent) -> str:
+        return _visible(event, event.last_error) or "—"
+
+    @admin.display(description=_("next attempt / delivered"))
+    def next_or_delivered(self, event: ConversionEvent) -> Any:
+        if event.status == EventStatus.DELIVERED:
+            return event.delivered_at
+        if event.status == EventStatus.PENDING:
+            return event.next_attempt_at
+        return "—"
+
+    @admin.display(description=_("source"))
+    def source_link(self, event: ConversionEvent) -> str:
+        content_type = event.source_content_type
+        if content_type is None or not event.source_object_id:
+            return "—"
+        label = f"{content_type.app_label}.{content_type.model} #{event.source_object_id}"
+        try:
+            url = reverse(
+                f"{self.admin_site.name}:{content_type.app_label}_{content_type.model}_change",
+                args=[event.source_object_id],
+            )
+        except NoReverseMatch:
+            return label
+        return format_html('<a href="{}">{}</a>', url, label)
+
+    @admin.display(description=_("conversion (as stored)"))
+    def snapshot_display(self, event: ConversionEvent) -> str:
+        snapshot = event.snapshot if _unmasked(event) else mask_snapshot(event.snapshot)
+        text = json.dumps(snapshot, indent=2, ensure_ascii=False, sort_keys=True)
+        note = "" if _unmasked(event) else gettext("Personal data is masked.")
+        return format_html(
+            '<pre class="conversions-pre">{}</pre><div class="help">{}</div>', text, note
+        )
+
+    # --- actions ------------------------------------------------------------------------------
+
+    @admin.action(description=_("Retry selected events now"), permissions=["change"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> None:
+        from django_conversions.delivery import retry_now
+
+        # Never resend a delivered event: not every provider de-duplicates.
+        chosen = list(queryset.exclude(status=EventStatus.DELIVERED).select_related("site"))
+        left = queryset.filter(status=EventStatus.DELIVERED).count()
+        report = retry_now(chosen)
+        text = gettext("Retried %(count)d event(s): %(report)s.") % {
+            "count": len(chosen),
+            "report": report,
+        }
+        if left:
+            text += " " + gettext("%(count)d delivered event(s) were left alone.") % {"count": left}
+        level = messages.WARNING if report.failed or report.deferred else messages.SUCCESS
+        self.message_user(request, text, level)
+
+    @admin.action(description=_("Mark selected events as skipped"), permissions=["change"])
+    def skip_selected(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> None:
+        now = timezone.now()
+        user = request.user.get_username()  # type: ignore[union-attr]
+        # One conditional UPDATE: delivered events and those a worker holds right now stay.
+        skippable = (
+            ConversionEvent.objects.filter(pk__in=queryset.values("pk"))
+            .exclude(status__in=(EventStatus.DELIVERED, EventStatus.SKIPPED))
+            .exclude(status=EventStatus.SENDING, lease_expires_at__gt=now)
+        )
+        ids = list(skippable.values_list("pk", flat=True))
+        skipped = (
+            ConversionEvent.objects.filter(pk__in=ids)
+            .exclude(status__in=(EventStatus.DELIVERED, EventStatus.SKIPPED))
+            .exclude(status=EventStatus.SENDING, lease_expires_at__gt=now)
+            .update(
+                status=EventStatus.SKIPPED,
+                last_error=gettext("skipped by %(user)s in the admin") % {"user": user},
+                claim_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+        for event in ConversionEvent.objects.filter(pk__in=ids, status=EventStatus.SKIPPED):
+            self.log_change(request, event, gettext("Marked as skipped."))
+        text = gettext("Marked %(count)d event(s) as skipped.") % {"count": skipped}
+        untouched = queryset.count() - skipped
+        if untouched:
+            text += " " + gettext(
+                "%(count)d were left alone (delivered, already skipped, or being sent)."
+            ) % {"count": untouched}
+        self.message_user(request, text, messages.SUCCESS)
+
+    # --- the delivery overview ----------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "overview/",
+                self.admin_site.admin_view(self.overview_view),
+                name="django_conversions_overview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        from django_conversions.admin.overview import build_overview
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        overview = build_overview(days=7)
+        failed = [
+            (event, _visible_reason(event, can_see_personal_data(request)))
+            for event in overview.failed_events
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Delivery overview"),
+            "subtitle": None,
+            "opts": self.model._meta,
+            "overview": overview,
+            "failed": failed,
+            "states": STATES,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "django_conversions/admin/overview.html", context)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "overview_url": overview_url(self.admin_site.name),
+        }
+        return super().changelist_view(request, extra_context)
+
+
+def _visible_reason(event: ConversionEvent, unmasked: bool) -> str:
+    return event.last_error if unmasked else mask_text(event.last_error)

@@ -1,0 +1,335 @@
+"""Admin for tracking sites and their API keys.
+
+A key is pasted once into a password input and never shown again: pages show only its mask
+(last four characters), the form never renders the stored value, and leaving the field empty
+on an existing key keeps it. Revoking a key deactivates it; the newest active key is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from django_conversions.admin.display import badge, event_changelist_url, overview_url
+from django_conversions.models import ApiKey, EventStatus, TrackingSite
+
+ADMIN_CSS = {"all": ("django_conversions/admin.css",)}
+
+
+class ApiKeyForm(forms.ModelForm):
+    """Write-only key input: the stored plaintext never reaches the browser."""
+
+    key = forms.CharField(
+        label=_("API key"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("label", "key", "is_active")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The decrypted value must not even sit in the form's initial data.
+        self.initial.pop("key", None)
+        if self.instance.pk:
+            self.fields["key"].help_text = gettext(
+                "Stored: %(mask)s. Leave empty to keep it, or paste a new key to replace it."
+            ) % {"mask": self.instance.masked}
+        else:
+            self.fields["key"].help_text = gettext(
+                "Paste the key once; afterwards only its last 4 characters are shown."
+            )
+
+    def clean_key(self) -> Any:
+        value = self.cleaned_data.get("key") or ""
+        if value:
+            return value
+        if self.instance.pk:
+            return self.instance.key  # unchanged (may be an UnreadableSecret: kept as is)
+        raise ValidationError(gettext("Paste the API key."), code="required")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("is_active"):
+            self.instance.revoked_at = None  # re-activated
+        return cleaned
+
+
+class KeyDisplayMixin:
+    @admin.display(description=_("stored key"))
+    def masked_key(self, obj: ApiKey) -> str:
+        return obj.masked if obj.pk else "—"
+
+    @admin.display(description=_("in use"), boolean=True)
+    def in_use(self, obj: ApiKey) -> bool | None:
+        if not obj.pk:
+            return None
+        current = obj.site.current_key()
+        return current is not None and current.pk == obj.pk
+
+
+class ApiKeyInline(KeyDisplayMixin, admin.TabularInline):
+    model = ApiKey
+    form = ApiKeyForm
+    extra = 1
+    fields = (
+        "label",
+        "masked_key",
+        "key",
+        "is_active",
+        "in_use",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    readonly_fields = ("masked_key", "in_use", "created_at", "last_used_at", "revoked_at")
+    ordering = ("-created_at", "-pk")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(KeyDisplayMixin, admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = (
+        "__str__",
+        "site",
+        "is_active",
+        "in_use",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    list_filter = ("is_active", "site")
+    list_select_related = ("site",)
+    search_fields = ("label", "site__name")
+    fields = (
+        "site",
+        "label",
+        "masked_key",
+        "key",
+        "is_active",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    readonly_fields = ("masked_key", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke_keys",)
+
+    @admin.action(description=_("Revoke selected API keys (deactivate)"), permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for api_key in queryset.filter(is_active=True):
+            api_key.revoke()
+            self.log_change(request, api_key, gettext("Revoked."))
+            revoked += 1
+        self.message_user(
+            request,
+            gettext("Revoked %(count)d API key(s); they will never be used again.")
+            % {"count": revoked},
+            messages.SUCCESS,
+        )
+
+
+@admin.register(TrackingSite)
+class TrackingSiteAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "provider",
+        "state",
+        "held_until",
+        "current_key",
+        "pending_count",
+        "retrying_count",
+        "failed_count",
+    )
+    list_filter = ("provider", "is_active")
+    search_fields = ("name", "provider_site_id")
+    readonly_fields = ("paused_at", "paused_reason", "held_until", "created_at", "updated_at")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "provider",
+                    "provider_site_id",
+                    "endpoint_url",
+                    "event_names",
+                    "is_active",
+                )
+            },
+        ),
+        (
+            _("State"),
+            {"fields": ("paused_at", "paused_reason", "held_until", "created_at", "updated_at")},
+        ),
+    )
+    inlines = (ApiKeyInline,)
+    actions = ("resume_sites", "send_test_events")
+
+    class Media:
+        css = ADMIN_CSS
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "endpoint_url":
+            kwargs["assume_scheme"] = "https"  # a typed host without scheme means https
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TrackingSite]:
+        # One query for the counts of every listed site (not one per row).
+        waiting = Q(events__status=EventStatus.PENDING)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                pending_events=Count("events", filter=waiting & Q(events__attempts=0)),
+                retrying_events=Count("events", filter=waiting & Q(events__attempts__gt=0)),
+                failed_events=Count("events", filter=Q(events__status=EventStatus.FAILED)),
+            )
+            .prefetch_related(
+                Prefetch(
+                    "api_keys",
+                    queryset=ApiKey.objects.filter(is_active=True).order_by("-created_at", "-pk"),
+                    to_attr="active_keys",
+                )
+            )
+        )
+
+    # --- list columns ---------------------------------------------------------------------
+
+    @admin.display(description=_("state"))
+    def state(self, site: TrackingSite) -> str:
+        if not site.is_active:
+            return badge("inactive", gettext("inactive"))
+        if site.is_paused:
+            return format_html(
+                '{} <span class="conversions-reason">{}</span>',
+                badge("paused", gettext("paused")),
+                site.paused_reason,
+            )
+        if site.held_until and site.held_until > timezone.now():
+            return badge("held", gettext("held back"))
+        return badge("active", gettext("active"))
+
+    @admin.display(description=_("API key"))
+    def current_key(self, site: TrackingSite) -> str:
+        keys = getattr(site, "active_keys", None)
+        if keys is None:
+            keys = list(site.api_keys.filter(is_active=True).order_by("-created_at", "-pk"))
+        return keys[0].masked if keys else gettext("none")
+
+    def _count_link(self, site: TrackingSite, count: int, **filters: Any) -> str:
+        if not count:
+            return format_html('<span class="conversions-count-zero">{}</span>', 0)
+        url = event_changelist_url(self.admin_site.name, site=site.pk, **filters)
+        return format_html('<a href="{}">{}</a>', url, count)
+
+    @admin.display(description=_("pending"), ordering="pending_events")
+    def pending_count(self, site: TrackingSite) -> str:
+        return self._count_link(site, site.pending_events, status="pending")  # type: ignore[attr-defined]
+
+    @admin.display(description=_("retrying"), ordering="retrying_events")
+    def retrying_count(self, site: TrackingSite) -> str:
+        return self._count_link(site, site.retrying_events, status="retrying")  # type: ignore[attr-defined]
+
+    @admin.display(description=_("failed"), ordering="failed_events")
+    def failed_count(self, site: TrackingSite) -> str:
+        return self._count_link(site, site.failed_events, status="failed")  # type: ignore[attr-defined]
+
+    # --- actions ------------------------------------------------------------------------------
+
+    @admin.action(
+        description=_("Resume selected sites and send their waiting events"), permissions=["change"]
+    )
+    def resume_sites(self, request: HttpRequest, queryset: QuerySet[TrackingSite]) -> None:
+        for site in queryset:
+            self._resume(request, site)
+
+    @admin.action(description=_("Send a test event to selected sites"), permissions=["change"])
+    def send_test_events(self, request: HttpRequest, queryset: QuerySet[TrackingSite]) -> None:
+        for site in queryset:
+            self._send_test_event(request, site)
+
+    def _resume(self, request: HttpRequest, site: TrackingSite) -> None:
+        from django_conversions.delivery import resume_site
+
+        was_paused = site.is_paused
+        report = resume_site(site)
+        self.log_change(request, site, gettext("Resumed."))
+        prefix = (
+            gettext("Resumed %(site)s") if was_paused else gettext("%(site)s was not paused")
+        ) % {"site": site.name}
+        self.message_user(request, f"{prefix}; {gettext('waiting events')}: {report}.")
+
+    def _send_test_event(self, request: HttpRequest, site: TrackingSite) -> None:
+        from django_conversions.testevent import send_test_event
+
+        answer = send_test_event(site)
+        level = messages.SUCCESS if answer.accepted else messages.ERROR
+        self.message_user(request, str(answer), level)
+
+    # --- buttons on the change form -----------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.model._meta
+        name = f"{opts.app_label}_{opts.model_name}"
+        return [
+            path(
+                "<path:object_id>/send-test-event/",
+                self.admin_site.admin_view(self.send_test_event_view),
+                name=f"{name}_send_test_event",
+            ),
+            path(
+                "<path:object_id>/resume/",
+                self.admin_site.admin_view(self.resume_view),
+                name=f"{name}_resume",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _site_for_post(self, request: HttpRequest, object_id: str) -> TrackingSite:
+        site = self.get_object(request, object_id)
+        if site is None or not self.has_change_permission(request, site):
+            raise PermissionDenied
+        return site
+
+    def send_test_event_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        site = self._site_for_post(request, object_id)
+        self._send_test_event(request, site)
+        return HttpResponseRedirect(self._change_url(site))
+
+    def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        site = self._site_for_post(request, object_id)
+        self._resume(request, site)
+        return HttpResponseRedirect(self._change_url(site))
+
+    def _change_url(self, site: TrackingSite) -> str:
+        opts = self.model._meta
+        return reverse(
+            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[site.pk]
+        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "overview_url": overview_url(self.admin_site.name),
+        }
+        return super().changelist_view(request, extra_context)

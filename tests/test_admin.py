@@ -1,0 +1,755 @@
+"""The admin: tracking sites and their keys, events and attempts, actions and permissions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from html import unescape
+from typing import Any
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from django_conversions.conversion import Conversion, Customer
+from django_conversions.models import (
+    ApiKey,
+    ConversionEvent,
+    DeliveryAttempt,
+    EventStatus,
+    TrackingSite,
+)
+from django_conversions.providers.base import Outcome
+from tests.conftest import SCANOVA_KEY, VT_KEY
+
+NEW_KEY = "scn_live_NEWKEY_0123456789abcdefWXYZ"
+SCANOVA_URL = "https://track.example.test/server-events"
+VT_URL = "https://vt.example.test/v1/event/"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff_client(django_user_model: Any) -> Callable[..., Client]:
+    """A logged-in staff user holding exactly the given ``django_conversions`` permissions."""
+
+    def make(*codenames: str) -> Client:
+        user = django_user_model.objects.create_user(
+            username=f"staff-{uuid.uuid4().hex[:6]}", password="x", is_staff=True
+        )
+        for codename in codenames:
+            user.user_permissions.add(
+                Permission.objects.get(
+                    content_type__app_label="django_conversions", codename=codename
+                )
+            )
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+def make_event(site: TrackingSite, **fields: Any) -> ConversionEvent:
+    conversion = Conversion(
+        event_name="purchase",
+        order_id=fields.pop("order_id", uuid.uuid4().hex[:8]),
+        value="25.00",
+        currency="EUR",
+        scan_session_id=str(uuid.uuid4()),
+        consent="granted",
+        customer=Customer(
+            email="buyer@example.com",
+            phone="+40775123123",
+            first_name="Mariana",
+            last_name="Ionescu",
+        ),
+    )
+    defaults: dict[str, Any] = {
+        "event_name": "purchase",
+        "dedup_key": f"purchase:order:{conversion.order_id}",
+        "order_reference": conversion.order_id,
+        "snapshot": conversion.to_snapshot(),
+    }
+    defaults.update(fields)
+    return ConversionEvent.objects.create(site=site, **defaults)
+
+
+def site_form_data(
+    site: TrackingSite | None = None, keys: list[dict[str, Any]] | None = None, **fields: Any
+) -> dict[str, Any]:
+    """POST data for the site change form with its API key inline."""
+    data: dict[str, Any] = {
+        "name": site.name if site else "Shop EU",
+        "provider": site.provider if site else "scanova",
+        "provider_site_id": site.provider_site_id if site else "site_abc123",
+        "endpoint_url": site.endpoint_url if site else "https://track.example.test",
+        "event_names": "",
+        "is_active": "on",
+    }
+    data.update(fields)
+    keys = keys or []
+    existing = [k for k in keys if k.get("id")]
+    data.update(
+        {
+            "api_keys-TOTAL_FORMS": str(len(keys)),
+            "api_keys-INITIAL_FORMS": str(len(existing)),
+            "api_keys-MIN_NUM_FORMS": "0",
+            "api_keys-MAX_NUM_FORMS": "1000",
+        }
+    )
+    for index, key in enumerate(keys):
+        for name, value in key.items():
+            if value is True:
+                value = "on"
+            if value is False or value is None:
+                continue
+            data[f"api_keys-{index}-{name}"] = value
+    return data
+
+
+def raw_key_column() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT key FROM django_conversions_apikey")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def html(response: Any) -> str:
+    """The page as a reader sees it (entities decoded), so escaping can't hide a value."""
+    return unescape(response.content.decode())
+
+
+def messages_of(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+def site_url(name: str, *args: Any) -> str:
+    return reverse(f"admin:django_conversions_trackingsite_{name}", args=args)
+
+
+def event_url(name: str, *args: Any) -> str:
+    return reverse(f"admin:django_conversions_conversionevent_{name}", args=args)
+
+
+# --- tracking sites and keys -------------------------------------------------------------------
+
+
+def test_adding_a_site_with_a_key_stores_ciphertext_and_shows_only_the_mask(admin_client):
+    # given
+    data = site_form_data(keys=[{"label": "primary", "key": NEW_KEY, "is_active": True}])
+    # when
+    response = admin_client.post(site_url("add"), data)
+    # then
+    assert response.status_code == 302, response.context and response.context["errors"]
+    site = TrackingSite.objects.get(name="Shop EU")
+    assert site.current_key().key == NEW_KEY
+    assert all(NEW_KEY not in value for value in raw_key_column())
+    page = html(admin_client.get(site_url("change", site.pk)))
+    assert NEW_KEY not in page and NEW_KEY[:-4] not in page
+    assert "••••••••WXYZ" in page
+    assert 'type="password"' in page
+
+
+def test_a_new_key_row_without_a_key_is_refused(admin_client, scanova_site):
+    # given: a label typed into the extra row but no key pasted
+    existing = scanova_site.api_keys.get()
+    data = site_form_data(
+        scanova_site,
+        keys=[
+            {"id": existing.pk, "site": scanova_site.pk, "label": "primary", "is_active": True},
+            {"label": "spare", "key": "", "is_active": True},
+        ],
+    )
+    # when
+    response = admin_client.post(site_url("change", scanova_site.pk), data)
+    # then
+    assert response.status_code == 200
+    assert "Paste the API key." in html(response)
+    assert scanova_site.api_keys.count() == 1
+
+
+def test_saving_with_the_key_field_empty_keeps_the_stored_key(admin_client, scanova_site):
+    # given
+    existing = scanova_site.api_keys.get()
+    data = site_form_data(
+        scanova_site,
+        keys=[{"id": existing.pk, "site": scanova_site.pk, "label": "renamed", "is_active": True}],
+    )
+    # when
+    response = admin_client.post(site_url("change", scanova_site.pk), data)
+    # then
+    assert response.status_code == 302
+    existing.refresh_from_db()
+    assert existing.label == "renamed"
+    assert existing.key == SCANOVA_KEY
+
+
+def test_pasting_a_new_value_into_an_existing_row_replaces_the_key(admin_client, scanova_site):
+    # given
+    existing = scanova_site.api_keys.get()
+    data = site_form_data(
+        scanova_site,
+        keys=[
+            {
+                "id": existing.pk,
+                "site": scanova_site.pk,
+                "label": "primary",
+                "key": NEW_KEY,
+                "is_active": True,
+            }
+        ],
+    )
+    # when
+    admin_client.post(site_url("change", scanova_site.pk), data)
+    # then
+    existing.refresh_from_db()
+    assert existing.key == NEW_KEY
+
+
+def test_unticking_active_revokes_the_key(admin_client, scanova_site):
+    # given
+    existing = scanova_site.api_keys.get()
+    data = site_form_data(
+        scanova_site,
+        keys=[{"id": existing.pk, "site": scanova_site.pk, "label": "primary", "is_active": False}],
+    )
+    # when
+    admin_client.post(site_url("change", scanova_site.pk), data)
+    # then
+    existing.refresh_from_db()
+    assert not existing.is_active
+    assert existing.revoked_at is not None
+    assert scanova_site.current_key() is None
+
+
+def test_revoke_action_deactivates_keys(admin_client, scanova_site):
+    # given
+    existing = scanova_site.api_keys.get()
+    # when
+    response = admin_client.post(
+        reverse("admin:django_conversions_apikey_changelist"),
+        {"action": "revoke_keys", "_selected_action": [existing.pk]},
+        follow=True,
+    )
+    # then
+    existing.refresh_from_db()
+    assert not existing.is_active and existing.revoked_at is not None
+    assert "Revoked 1 API key(s)" in " ".join(messages_of(response))
+
+
+def test_a_new_active_key_resumes_a_paused_site(admin_client, scanova_site):
+    # given
+    scanova_site.pause("Scanova refused the API key: HTTP 403")
+    existing = scanova_site.api_keys.get()
+    data = site_form_data(
+        scanova_site,
+        keys=[
+            {"id": existing.pk, "site": scanova_site.pk, "label": "old", "is_active": False},
+            {"label": "new", "key": NEW_KEY, "is_active": True},
+        ],
+    )
+    # when
+    admin_client.post(site_url("change", scanova_site.pk), data)
+    # then
+    scanova_site.refresh_from_db()
+    assert not scanova_site.is_paused
+    assert scanova_site.current_key().key == NEW_KEY
+
+
+@override_settings(
+    CONVERSIONS={"ENCRYPTION_KEYS": ["FWy1bLl2Ou0H6dkejRys2oRrqzIuK56OTdRWaJHiJfE="]}
+)
+def test_an_http_endpoint_is_refused_without_allow_insecure_endpoints(admin_client):
+    # given
+    data = site_form_data(
+        endpoint_url="http://track.example.test",
+        keys=[{"label": "primary", "key": NEW_KEY, "is_active": True}],
+    )
+    # when
+    response = admin_client.post(site_url("add"), data)
+    # then
+    assert response.status_code == 200
+    assert "ALLOW_INSECURE_ENDPOINTS" in html(response)
+    assert not TrackingSite.objects.exists()
+
+
+def test_site_list_shows_provider_state_reason_and_event_counts(admin_client, make_site):
+    # given
+    site = make_site("scanova", name="Paused shop")
+    site.pause("Scanova refused the API key: HTTP 403 key revoked")
+    make_event(site)  # pending
+    make_event(site, attempts=2)  # retrying
+    make_event(site, attempts=2)  # retrying
+    make_event(site, status=EventStatus.FAILED, last_error="HTTP 422")
+    make_event(site, status=EventStatus.DELIVERED)
+    # when
+    response = admin_client.get(site_url("changelist"))
+    # then
+    page = html(response)
+    assert "Scanova (QR scan attribution)" in page
+    assert "paused" in page and "HTTP 403 key revoked" in page
+    row = response.context["cl"].result_list[0]
+    assert (row.pending_events, row.retrying_events, row.failed_events) == (1, 2, 1)
+    assert "status=retrying" in page
+
+
+def test_site_list_counts_take_the_same_number_of_queries_for_many_sites(admin_client, make_site):
+    # given
+    first = make_site("scanova", name="one")
+    make_event(first)
+
+    def count_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get(site_url("changelist")).status_code == 200
+        return len(queries)
+
+    with_one_site = count_queries()
+    for number in range(4):
+        make_event(make_site("vtmarketing", name=f"more {number}"), status=EventStatus.FAILED)
+    # when
+    with_five_sites = count_queries()
+    # then
+    assert with_five_sites == with_one_site
+
+
+def test_resume_action_unpauses_the_site_and_sends_what_waited(
+    admin_client, scanova_site, mocked_http
+):
+    # given
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    scanova_site.pause("Scanova refused the API key: HTTP 403")
+    event = make_event(scanova_site, last_error="waiting: site paused")
+    # when
+    response = admin_client.post(
+        site_url("changelist"),
+        {"action": "resume_sites", "_selected_action": [scanova_site.pk]},
+        follow=True,
+    )
+    # then
+    scanova_site.refresh_from_db()
+    event.refresh_from_db()
+    assert not scanova_site.is_paused
+    assert event.status == EventStatus.DELIVERED
+    assert "Resumed scanova site" in " ".join(messages_of(response))
+    assert "delivered 1" in " ".join(messages_of(response))
+
+
+def test_send_test_event_action_shows_the_providers_answer(admin_client, vt_site, mocked_http):
+    # given
+    mocked_http.post(
+        VT_URL,
+        status=400,
+        json={"errors": [{"message": "Missing event information", "description": "no items"}]},
+    )
+    # when
+    response = admin_client.post(
+        site_url("changelist"),
+        {"action": "send_test_events", "_selected_action": [vt_site.pk]},
+        follow=True,
+    )
+    # then
+    text = " ".join(messages_of(response))
+    assert "HTTP 400 Bad Request" in text
+    assert "Missing event information" in text
+    assert "not accepted" in text
+    assert VT_KEY not in html(response)
+    assert mocked_http.calls[0].request.headers["Authorization"] == VT_KEY
+    assert not ConversionEvent.objects.exists()  # a test event is not written to the outbox
+
+
+def test_send_test_event_button_posts_and_returns_to_the_site(
+    admin_client, scanova_site, mocked_http
+):
+    # given
+    mocked_http.post(SCANOVA_URL, json={"success": True, "message": "Event received"})
+    change_page = html(admin_client.get(site_url("change", scanova_site.pk)))
+    assert site_url("send_test_event", scanova_site.pk) in change_page
+    # when
+    response = admin_client.post(site_url("send_test_event", scanova_site.pk), follow=True)
+    # then
+    assert response.redirect_chain[-1][0] == site_url("change", scanova_site.pk)
+    text = " ".join(messages_of(response))
+    assert "HTTP 200 OK" in text and "accepted" in text and "Event received" in text
+    assert admin_client.get(site_url("send_test_event", scanova_site.pk)).status_code == 405
+
+
+def test_resume_button_appears_only_on_a_paused_site(admin_client, scanova_site):
+    # given
+    resume = site_url("resume", scanova_site.pk)
+    assert resume not in html(admin_client.get(site_url("change", scanova_site.pk)))
+    scanova_site.pause("no active API key")
+    # when
+    page = html(admin_client.get(site_url("change", scanova_site.pk)))
+    # then
+    assert resume in page
+
+
+# --- the plaintext of a key is nowhere ---------------------------------------------------------
+
+
+def test_no_admin_page_contains_a_keys_plaintext(admin_client, scanova_site, vt_site, mocked_http):
+    # given: keys added and edited through the admin (history entries), events and attempts
+    # The provider echoes the key it was sent in its error (stored reasons must mask it).
+    mocked_http.add_callback(
+        "POST",
+        SCANOVA_URL,
+        callback=lambda request: (
+            403,
+            {},
+            json.dumps({"detail": f"key {request.headers['X-API-Key']} is revoked"}),
+        ),
+    )
+    existing = scanova_site.api_keys.get()
+    admin_client.post(
+        site_url("change", scanova_site.pk),
+        site_form_data(
+            scanova_site,
+            keys=[
+                {"id": existing.pk, "site": scanova_site.pk, "label": "old", "is_active": True},
+                {"label": "new", "key": NEW_KEY, "is_active": True},
+            ],
+        ),
+    )
+    event = make_event(scanova_site)
+    admin_client.post(
+        event_url("changelist"), {"action": "retry_selected", "_selected_action": [event.pk]}
+    )
+    assert DeliveryAttempt.objects.filter(event=event).exists()
+    new_key = ApiKey.objects.get(label="new")
+    pages = [
+        reverse("admin:index"),
+        reverse("admin:app_list", args=["django_conversions"]),
+        site_url("changelist"),
+        site_url("add"),
+        site_url("change", scanova_site.pk),
+        site_url("change", vt_site.pk),
+        site_url("history", scanova_site.pk),
+        site_url("delete", scanova_site.pk),
+        reverse("admin:django_conversions_apikey_changelist"),
+        reverse("admin:django_conversions_apikey_change", args=[new_key.pk]),
+        reverse("admin:django_conversions_apikey_change", args=[existing.pk]),
+        reverse("admin:django_conversions_apikey_history", args=[new_key.pk]),
+        reverse("admin:django_conversions_apikey_delete", args=[new_key.pk]),
+        event_url("changelist"),
+        event_url("change", event.pk),
+        reverse("admin:django_conversions_overview"),
+        reverse("admin:admin_logentry_changelist")
+        if _logentry_registered()
+        else reverse("admin:index"),
+    ]
+    # when
+    responses = {url: admin_client.get(url) for url in pages}
+    # then
+    for url, response in responses.items():
+        assert response.status_code == 200, url
+        page = html(response)
+        for secret in (SCANOVA_KEY, VT_KEY, NEW_KEY):
+            assert secret not in page, f"{url} shows a key"
+            assert secret[:-4] not in page, f"{url} shows most of a key"
+    for entry in LogEntry.objects.all():
+        for secret in (SCANOVA_KEY, NEW_KEY):
+            assert secret not in entry.object_repr + entry.change_message
+
+
+def _logentry_registered() -> bool:
+    from django.contrib import admin
+    from django.contrib.admin.models import LogEntry as Entry
+
+    return admin.site.is_registered(Entry)
+
+
+# --- conversion events -------------------------------------------------------------------------
+
+
+def test_event_list_shows_status_badges_and_reasons(admin_client, scanova_site):
+    # given
+    make_event(scanova_site, status=EventStatus.FAILED, last_error="HTTP 422: currency invalid")
+    make_event(scanova_site, attempts=3, last_error="attempt 3 failed: HTTP 503")
+    make_event(scanova_site, status=EventStatus.DELIVERED)
+    # when
+    page = html(admin_client.get(event_url("changelist")))
+    # then
+    assert 'class="conversions-badge conversions-failed"' in page
+    assert 'class="conversions-badge conversions-retrying"' in page
+    assert 'class="conversions-badge conversions-delivered"' in page
+    assert "HTTP 422: currency invalid" in page
+    assert "retrying (3 failed)" in page
+    assert "django_conversions/admin.css" in page
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"status": "failed"}, {"failed"}),
+        ({"status": "retrying"}, {"retrying"}),
+        ({"status": "pending"}, {"pending"}),
+        ({"provider": "vtmarketing"}, {"vt"}),
+        ({"event_name": "signup"}, {"signup"}),
+    ],
+)
+def test_event_list_filters(admin_client, scanova_site, vt_site, query, expected):
+    # given
+    make_event(scanova_site, order_id="failed", status=EventStatus.FAILED)
+    make_event(scanova_site, order_id="retrying", attempts=1)
+    make_event(scanova_site, order_id="pending")
+    make_event(vt_site, order_id="vt", status=EventStatus.DELIVERED)
+    make_event(scanova_site, order_id="signup", event_name="signup", status=EventStatus.SKIPPED)
+    # when
+    response = admin_client.get(event_url("changelist"), query)
+    # then
+    assert response.status_code == 200
+    assert {e.order_reference for e in response.context["cl"].result_list} == expected
+
+
+def test_event_list_filters_by_site(admin_client, scanova_site, vt_site):
+    # given
+    make_event(scanova_site, order_id="s1")
+    make_event(vt_site, order_id="v1")
+    # when
+    response = admin_client.get(event_url("changelist"), {"site__id__exact": vt_site.pk})
+    # then
+    assert [e.order_reference for e in response.context["cl"].result_list] == ["v1"]
+
+
+def test_event_search_by_event_id_dedup_key_and_order_reference(admin_client, scanova_site):
+    # given
+    wanted = make_event(scanova_site, order_id="A-1001", dedup_key="purchase:order:A-1001")
+    make_event(scanova_site, order_id="B-2002", dedup_key="purchase:order:B-2002")
+
+    def search(term: str) -> list[str]:
+        response = admin_client.get(event_url("changelist"), {"q": term})
+        return [e.order_reference for e in response.context["cl"].result_list]
+
+    # when / then
+    assert search(str(wanted.event_id)) == ["A-1001"]
+    assert search("order:A-1001") == ["A-1001"]
+    assert search("A-1001") == ["A-1001"]
+    assert search("nothing-like-this") == []
+
+
+def test_event_list_has_a_date_hierarchy(admin_client, scanova_site):
+    # given: events in two different years
+    now = timezone.now()
+    make_event(scanova_site, created_at=now - timedelta(days=400))
+    make_event(scanova_site, created_at=now)
+    # when
+    page = html(admin_client.get(event_url("changelist")))
+    # then: the hierarchy offers both years
+    for when in (now - timedelta(days=400), now):
+        assert f"created_at__year={when.year}" in page
+
+
+def test_events_cannot_be_added_or_edited_by_hand(admin_client, scanova_site):
+    # given
+    event = make_event(scanova_site)
+    # when
+    add = admin_client.get(event_url("add"))
+    change = admin_client.get(event_url("change", event.pk))
+    post = admin_client.post(event_url("change", event.pk), {"event_name": "hacked"})
+    # then
+    assert add.status_code == 403
+    assert change.status_code == 200
+    assert 'name="_save"' not in html(change)
+    assert post.status_code == 403
+    event.refresh_from_db()
+    assert event.event_name == "purchase"
+
+
+def test_event_page_shows_the_snapshot_pretty_printed_and_attempts_newest_first(
+    admin_client, scanova_site
+):
+    # given
+    event = make_event(scanova_site, attempts=2)
+    now = timezone.now()
+    for minutes, status in ((10, 503), (5, 502)):
+        DeliveryAttempt.objects.create(
+            event=event,
+            created_at=now - timedelta(minutes=minutes),
+            duration_ms=42,
+            url=SCANOVA_URL,
+            http_status=status,
+            request_headers={"X-API-Key": "••••••••1c2d", "Content-Type": "application/json"},
+            response_body="upstream " + "x" * 3000,
+            error=f"HTTP {status}",
+            outcome=Outcome.RETRY,
+        )
+    # when
+    page = html(admin_client.get(event_url("change", event.pk)))
+    # then
+    assert '"currency": "EUR"' in page  # indented JSON, one key per line
+    assert page.index("HTTP 502") < page.index("HTTP 503")
+    assert "X-API-Key: ••••••••1c2d" in page
+    assert "x" * 3000 not in page  # long bodies are cut
+
+
+def test_personal_data_is_masked_without_the_permission(staff_client, scanova_site):
+    # given
+    event = make_event(scanova_site, last_error="rejected buyer@example.com")
+    DeliveryAttempt.objects.create(
+        event=event,
+        url=SCANOVA_URL,
+        http_status=422,
+        response_body='{"detail": "raw email buyer@example.com in properties"}',
+        outcome=Outcome.FAILED,
+    )
+    viewer = staff_client("view_conversionevent")
+    # when
+    page = html(viewer.get(event_url("change", event.pk)))
+    listing = html(viewer.get(event_url("changelist")))
+    # then
+    assert "buyer@example.com" not in page and "buyer@example.com" not in listing
+    assert "+40775123123" not in page
+    assert "Mariana" not in page and "Ionescu" not in page
+    assert "M•••" in page
+    assert "b•••@example.com" in page
+    assert "Personal data is masked." in page
+
+
+def test_personal_data_is_shown_with_the_permission(staff_client, scanova_site):
+    # given
+    event = make_event(scanova_site)
+    viewer = staff_client("view_conversionevent", "view_personal_data")
+    # when
+    page = html(viewer.get(event_url("change", event.pk)))
+    # then
+    assert "buyer@example.com" in page
+    assert "Mariana" in page and "Ionescu" in page
+
+
+def test_retry_now_sends_failed_events_again_and_reports_counts(
+    admin_client, scanova_site, mocked_http
+):
+    # given
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    failed = make_event(scanova_site, status=EventStatus.FAILED, attempts=3, last_error="HTTP 500")
+    delivered = make_event(scanova_site, status=EventStatus.DELIVERED)
+    # when
+    response = admin_client.post(
+        event_url("changelist"),
+        {"action": "retry_selected", "_selected_action": [failed.pk, delivered.pk]},
+        follow=True,
+    )
+    # then
+    failed.refresh_from_db()
+    assert failed.status == EventStatus.DELIVERED
+    assert len(mocked_http.calls) == 1  # the delivered event was not sent again
+    text = " ".join(messages_of(response))
+    assert "Retried 1 event(s): delivered 1" in text
+    assert "1 delivered event(s) were left alone" in text
+
+
+def test_mark_as_skipped_leaves_delivered_and_in_flight_events_alone(admin_client, scanova_site):
+    # given
+    failed = make_event(scanova_site, status=EventStatus.FAILED)
+    pending = make_event(scanova_site)
+    delivered = make_event(scanova_site, status=EventStatus.DELIVERED)
+    in_flight = make_event(
+        scanova_site,
+        status=EventStatus.SENDING,
+        lease_expires_at=timezone.now() + timedelta(minutes=5),
+    )
+    selected = [failed.pk, pending.pk, delivered.pk, in_flight.pk]
+    # when
+    response = admin_client.post(
+        event_url("changelist"),
+        {"action": "skip_selected", "_selected_action": selected},
+        follow=True,
+    )
+    # then
+    statuses = dict(ConversionEvent.objects.values_list("pk", "status"))
+    assert statuses[failed.pk] == statuses[pending.pk] == EventStatus.SKIPPED
+    assert statuses[delivered.pk] == EventStatus.DELIVERED
+    assert statuses[in_flight.pk] == EventStatus.SENDING
+    failed.refresh_from_db()
+    assert failed.last_error == "skipped by admin in the admin"
+    assert "Marked 2 event(s) as skipped. 2 were left alone" in " ".join(messages_of(response))
+
+
+# --- permissions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url_name",
+    [
+        "admin:django_conversions_trackingsite_changelist",
+        "admin:django_conversions_apikey_changelist",
+        "admin:django_conversions_conversionevent_changelist",
+        "admin:django_conversions_overview",
+    ],
+)
+def test_staff_without_permissions_cannot_see_the_pages(staff_client, url_name):
+    # given
+    client = staff_client()
+    # when
+    response = client.get(reverse(url_name))
+    # then
+    assert response.status_code == 403
+
+
+def test_staff_without_permissions_do_not_see_the_app(staff_client, scanova_site):
+    # given
+    client = staff_client()
+    # when
+    index = client.get(reverse("admin:index"))
+    app = client.get(reverse("admin:app_list", args=["django_conversions"]))
+    change = client.get(site_url("change", scanova_site.pk))
+    # then
+    assert "django_conversions" not in html(index).replace("static/django_conversions", "")
+    assert app.status_code == 404
+    assert change.status_code == 403
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client, scanova_site):
+    # when
+    response = client.get(site_url("changelist"))
+    # then
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+def test_staff_with_view_permission_see_but_cannot_act(staff_client, scanova_site, mocked_http):
+    # given
+    viewer = staff_client("view_trackingsite", "view_conversionevent")
+    event = make_event(scanova_site, status=EventStatus.FAILED)
+    # when
+    sites = viewer.get(site_url("changelist"))
+    events = viewer.get(event_url("changelist"))
+    retry = viewer.post(
+        event_url("changelist"), {"action": "retry_selected", "_selected_action": [event.pk]}
+    )
+    test_event = viewer.post(site_url("send_test_event", scanova_site.pk))
+    change = viewer.get(site_url("change", scanova_site.pk))
+    # then
+    assert sites.status_code == events.status_code == 200
+    assert "retry_selected" not in html(events)
+    assert "send_test_events" not in html(sites)
+    assert retry.status_code in (200, 302)
+    event.refresh_from_db()
+    assert event.status == EventStatus.FAILED
+    assert test_event.status_code == 403
+    assert not mocked_http.calls
+    assert site_url("send_test_event", scanova_site.pk) not in html(change)
+    assert SCANOVA_KEY not in html(change)
+
+
+def test_staff_with_change_permission_can_retry(staff_client, scanova_site, mocked_http):
+    # given
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    operator = staff_client("view_conversionevent", "change_conversionevent")
+    event = make_event(scanova_site, status=EventStatus.FAILED)
+    # when
+    operator.post(
+        event_url("changelist"), {"action": "retry_selected", "_selected_action": [event.pk]}
+    )
+    # then
+    event.refresh_from_db()
+    assert event.status == EventStatus.DELIVERED
+    assert json.loads(mocked_http.calls[0].request.body)["event_id"] == str(event.event_id)
