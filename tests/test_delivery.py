@@ -17,7 +17,7 @@ from django_conversions import Conversion, Customer, track
 from django_conversions.delivery import (
     claim,
     deliver_due,
-    reserve_request,
+    reserve_requests,
     resume_site,
     retry_delay,
     retry_now,
@@ -314,11 +314,15 @@ def test_expired_lease_returns_events_to_the_sweep(scanova_site, mocked_http):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rate_budget_is_shared_and_holds_the_site(scanova_site):
-    assert reserve_request(scanova_site, 2) == 0
-    assert reserve_request(scanova_site, 2) == 0
-    wait = reserve_request(scanova_site, 2)
-    assert 0 < wait <= 60
+def test_rate_budget_is_shared_per_minute_window(scanova_site):
+    # given: a budget of 5 requests a minute
+    assert reserve_requests(scanova_site, 5, 3) == (3, 0.0)
+    # when: another worker asks for more than is left
+    granted, _ = reserve_requests(scanova_site, 5, 10)
+    # then: it gets the rest, and the next one must wait for the next window
+    assert granted == 2
+    granted, wait = reserve_requests(scanova_site, 5, 1)
+    assert granted == 0 and 0 < wait <= 60
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,285 @@
+"""Benchmarks for django-conversions, each a ratio measured side by side in one run.
+
+1. Order save cost with two active sites: tracking on / tracking off (target <= 1.5x on SQLite),
+   with a guard proving the save path makes no network call.
+2. Delivery throughput of one worker against a local HTTP server, as a ratio to a bare
+   requests.Session loop posting the same bodies to the same server (target >= 0.8x).
+3. Scanova batch endpoint vs one event per request, events per second (target >= 10x).
+
+Usage: python benchmarks/run.py [--quick]. Writes benchmarks/results.json and
+docs/benchmarks.md (the figures the docs quote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import requests  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.test import override_settings  # noqa: E402
+
+from django_conversions import Conversion, Customer, LineItem, http, track  # noqa: E402
+from django_conversions.apps import order_model  # noqa: E402
+from django_conversions.delivery import deliver_due  # noqa: E402
+from django_conversions.models import ApiKey, ConversionEvent, TrackingSite  # noqa: E402
+from django_conversions.signals import connect_order_model, disconnect_order_model  # noqa: E402
+from tests.testapp.models import Order, OrderItem  # noqa: E402
+
+SERVER = ROOT / "benchmarks" / "server.py"
+
+
+def setup_database() -> None:
+    call_command("migrate", verbosity=0, run_syncdb=True)
+    ConversionEvent.objects.all().delete()
+    TrackingSite.objects.all().delete()
+    Order.objects.all().delete()
+
+
+def make_site(provider: str, url: str) -> TrackingSite:
+    site = TrackingSite.objects.create(
+        name=f"bench {provider}", provider=provider, provider_site_id="site_bench", endpoint_url=url
+    )
+    ApiKey.objects.create(site=site, key=f"{provider}_bench_key_0123456789")
+    return site
+
+
+@contextmanager
+def no_network() -> Iterator[None]:
+    """Any socket connection attempt inside the block fails the benchmark."""
+    original = socket.socket.connect
+
+    def refuse(self: socket.socket, *args: Any) -> None:
+        raise AssertionError(f"network call in the save path: {args}")
+
+    socket.socket.connect = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        socket.socket.connect = original  # type: ignore[method-assign]
+
+
+def checkout(n: int) -> None:
+    """A typical checkout transaction: the order, two lines, then the payment."""
+    with transaction.atomic():
+        order = Order.objects.create(
+            number=f"B-{uuid.uuid4().hex[:12]}", status="new", total=Decimal("59.90"),
+            currency="EUR", email=f"buyer{n}@example.com", phone="+40775123123",
+            scan_session_id=str(uuid.uuid4()), tracking_consent="granted",
+        )  # fmt: skip
+        OrderItem.objects.create(order=order, sku="sku-1", quantity=2, price=Decimal("19.95"))
+        OrderItem.objects.create(order=order, sku="sku-2", quantity=1, price=Decimal("20.00"))
+        order.status = "paid"
+        order.save()
+
+
+def timed(func: Callable[[int], None], count: int) -> float:
+    started = time.perf_counter()
+    for n in range(count):
+        func(n)
+    return time.perf_counter() - started
+
+
+def bench_save_cost(rounds: int, per_round: int) -> dict[str, Any]:
+    setup_database()
+    make_site("scanova", "https://scanova.invalid")
+    make_site("vtmarketing", "https://vt.invalid")
+    model = order_model()
+    assert model is Order
+    on, off = [], []
+    with no_network():
+        checkout(0)  # warm caches
+        for _ in range(rounds):  # interleave so drift hits both sides alike
+            disconnect_order_model(model)
+            off.append(timed(checkout, per_round))
+            connect_order_model(model)
+            on.append(timed(checkout, per_round))
+    events = ConversionEvent.objects.count()
+    assert events == 2 * (rounds * per_round + 1), events
+    best_on, best_off = statistics.median(on), statistics.median(off)
+    return {
+        "database": connection.vendor,
+        "checkouts_per_side": rounds * per_round,
+        "ms_per_checkout_tracking_off": round(1000 * best_off / per_round, 3),
+        "ms_per_checkout_tracking_on": round(1000 * best_on / per_round, 3),
+        "ratio_on_over_off": round(best_on / best_off, 3),
+        "target": "<= 1.5",
+        "network_calls_in_save_path": 0,
+    }
+
+
+@contextmanager
+def local_server() -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def record_events(count: int) -> None:
+    for n in range(count):
+        track(
+            Conversion(
+                event_name="purchase", order_id=f"D-{uuid.uuid4().hex[:12]}-{n}",
+                value=Decimal("59.90"), currency="EUR", scan_session_id=str(uuid.uuid4()),
+                customer=Customer(email=f"buyer{n}@example.com"), consent="granted",
+                items=[LineItem(id="sku-1", quantity=2), LineItem(id="sku-2")],
+            )  # fmt: skip
+        )
+
+
+def deliver_rate(count: int) -> float:
+    started = time.perf_counter()
+    report = deliver_due()
+    elapsed = time.perf_counter() - started
+    assert report.delivered == count, report
+    return count / elapsed
+
+
+def bench_delivery(count: int, rounds: int) -> dict[str, Any]:
+    with local_server() as url:
+        setup_database()
+        site = make_site("vtmarketing", url)
+        provider = site.provider_instance()
+        session = requests.Session()
+        record_events(count)
+        bodies = [
+            http.dumps(provider.build_body(o))
+            for o in _outbound(ConversionEvent.objects.filter(site=site))
+        ]
+        ConversionEvent.objects.all().delete()
+        headers = {"Content-Type": "application/json", "Authorization": "vt_bench_key"}
+
+        def bare() -> float:
+            started = time.perf_counter()
+            for body in bodies:
+                response = session.post(url + "/v1/event/", data=body, headers=headers, timeout=10)
+                assert response.status_code == 200
+            return len(bodies) / (time.perf_counter() - started)
+
+        bare_rates, app_rates = [], []
+        for _ in range(rounds):
+            bare_rates.append(bare())
+            record_events(count)
+            app_rates.append(deliver_rate(count))
+        bare_rate, app_rate = statistics.median(bare_rates), statistics.median(app_rates)
+        return {
+            "events": count,
+            "bare_requests_session_events_per_s": round(bare_rate, 1),
+            "conversions_deliver_events_per_s": round(app_rate, 1),
+            "ratio_app_over_bare": round(app_rate / bare_rate, 3),
+            "target": ">= 0.8",
+        }
+
+
+def _outbound(events: Any) -> list[Any]:
+    from django_conversions.providers.base import OutboundEvent
+
+    return [
+        OutboundEvent(e.event_id, Conversion.from_snapshot(e.snapshot), e.created_at)
+        for e in events
+    ]
+
+
+def bench_batch(count: int) -> dict[str, Any]:
+    rates = {}
+    with local_server() as url:
+        setup_database()
+        make_site("scanova", url)
+        for size in (1, 100):
+            with override_settings(CONVERSIONS={**settings.CONVERSIONS, "BATCH_SIZE": size}):
+                record_events(count)
+                rates[size] = deliver_rate(count)
+    return {
+        "events": count,
+        "single_events_per_s": round(rates[1], 1),
+        "batch_of_100_events_per_s": round(rates[100], 1),
+        "ratio_batch_over_single": round(rates[100] / rates[1], 2),
+        "target": ">= 10",
+    }
+
+
+def write_docs(results: dict[str, Any]) -> None:
+    save, deliv, batch = results["save_cost"], results["delivery"], results["batch"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`benchmarks/run.py`); every figure is a ratio of two",
+        "measurements taken side by side in the same run, so the machine's speed cancels out.",
+        f"Last run: {results['when']} on {results['machine']}, Python {results['python']},",
+        f"Django {results['django']}.",
+        "",
+        "| what | measured | ratio | target |",
+        "|---|---|---|---|",
+        f"| order save with 2 active sites, tracking on / off ({save['database']}) | "
+        f"{save['ms_per_checkout_tracking_on']} ms vs {save['ms_per_checkout_tracking_off']} ms "
+        f"per checkout | **{save['ratio_on_over_off']}x** | {save['target']} |",
+        f"| one worker vs a bare `requests.Session` loop, same bodies and server | "
+        f"{deliv['conversions_deliver_events_per_s']} vs "
+        f"{deliv['bare_requests_session_events_per_s']} events/s | "
+        f"**{deliv['ratio_app_over_bare']}x** | {deliv['target']} |",
+        f"| Scanova batch endpoint (100 per request) vs one event per request | "
+        f"{batch['batch_of_100_events_per_s']} vs {batch['single_events_per_s']} events/s | "
+        f"**{batch['ratio_batch_over_single']}x** | {batch['target']} |",
+        "",
+        "The save path makes no network call: the benchmark runs every checkout with socket",
+        "connections forbidden (`network_calls_in_save_path: 0`). A checkout is one transaction:",
+        "the order, two lines, then the status change to paid that records the conversion.",
+        "",
+        "Raw figures: `benchmarks/results.json`.",
+        "",
+    ]
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    args = parser.parse_args()
+    scale = 1 if args.quick else 5
+    results = {
+        "when": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "save_cost": bench_save_cost(rounds=4 * scale, per_round=50),
+        "delivery": bench_delivery(count=200 * scale, rounds=3),
+        "batch": bench_batch(count=300 * scale),
+    }
+    (ROOT / "benchmarks" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not args.quick:
+        write_docs(results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
