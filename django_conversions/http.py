@@ -1,13 +1,17 @@
 """The HTTP layer every provider shares.
 
 One pooled ``requests.Session`` per thread, no retries inside ``requests`` (delivery owns the
-retry policy and the event_id makes a resend safe), a timeout on every call, a User-Agent naming
-the app, and a ``post()`` that never raises: the outcome of the wire is always an ``HttpAnswer``.
+retry policy and the event_id makes a resend safe), no redirects followed (a redirect would
+carry the API key to another host, and turns a POST into a GET), a timeout on every call, a
+User-Agent naming the app, and a ``post()`` that never raises: the outcome of the wire is
+always an ``HttpAnswer``. It logs nothing: it does not know which values are secret, so the
+provider base logs each request once the API key is masked.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
@@ -23,6 +27,10 @@ from requests.adapters import HTTPAdapter
 from django_conversions import __version__
 
 USER_AGENT = f"django-conversions/{__version__} (+https://pypi.org/project/django-conversions/)"
+#: At most this much of an answer is read; a provider's answer is short, anything longer is cut.
+MAX_ANSWER_BYTES = 1024 * 1024
+TRUNCATED_MARK = "… [truncated]"
+
 _local = threading.local()
 
 
@@ -46,30 +54,95 @@ def close_session() -> None:
         _local.session = None
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        # Money is already rounded to its minor unit; float's shortest repr writes it exactly
-        # (400.33, not "400.33" and not 400.33000000000001).
-        return float(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    return value
+def default_timeout() -> tuple[float, float]:
+    """``(connect, read)`` seconds: ``CONVERSIONS["CONNECT_TIMEOUT"]`` and ``["READ_TIMEOUT"]``."""
+    from django_conversions.conf import conversions_settings
+
+    return (float(conversions_settings.CONNECT_TIMEOUT), float(conversions_settings.READ_TIMEOUT))
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal as a JSON number literal, digit for digit: ``400.34``, ``22.00``, ``1500``.
+
+    Money is rounded to its currency's minor unit before it gets here; writing the Decimal's own
+    digits (never a float conversion) keeps it exact at any size and never yields float noise.
+    """
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite number")
+    return format(value, "f")
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True or value is False:
+        out.append("true" if value else "false")
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        out.append(repr(float(value)))
+    elif isinstance(value, Decimal):
+        out.append(decimal_text(value))
+    elif isinstance(value, uuid.UUID):
+        out.append(f'"{value}"')
+    elif isinstance(value, datetime | date):
+        out.append(json.dumps(value.isoformat()))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                out.append(",")
+            out.append(json.dumps(str(key), ensure_ascii=False))
+            out.append(":")
+            _encode(item, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"a {type(value).__name__} can't be sent as JSON")
 
 
 def dumps(payload: Any) -> bytes:
-    """Compact UTF-8 JSON; Decimal as a JSON number, UUID and datetime as strings."""
-    return json.dumps(_jsonable(payload), ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON; Decimal as an exact JSON number, UUID and datetime as strings.
+
+    Raises ``TypeError`` / ``ValueError`` for what JSON can't carry (objects, NaN, infinity).
+    """
+    out: list[str] = []
+    _encode(payload, out)
+    return "".join(out).encode("utf-8")
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, marked when cut (bodies stored on attempts)."""
+    if len(text) <= limit:
+        return text
+    if limit <= len(TRUNCATED_MARK):
+        return text[:limit]
+    return text[: limit - len(TRUNCATED_MARK)] + TRUNCATED_MARK
+
+
+# --- the request ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class HttpAnswer:
-    """What came back for one request: a status and body, or the error that stopped it."""
+    """What came back for one request: a status and body, or the error that stopped it.
+
+    ``status`` is None when no answer arrived (timeout, connection error); ``error`` may also be
+    set next to a status when the body could not be read to the end.
+    """
 
     url: str
     status: int | None
@@ -85,6 +158,14 @@ class HttpAnswer:
         except ValueError:
             return None
 
+    def header(self, name: str) -> str | None:
+        """A response header, whatever its case."""
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return None
+
 
 def post(
     session: requests.Session,
@@ -94,39 +175,78 @@ def post(
     headers: Mapping[str, str],
     timeout: tuple[float, float],
 ) -> HttpAnswer:
+    """POST ``body`` and return what happened; never raises, never follows a redirect."""
     started = time.perf_counter()
 
     def elapsed() -> int:
         return int((time.perf_counter() - started) * 1000)
 
     try:
-        response = session.post(url, data=body, headers=dict(headers), timeout=timeout)
-    except requests.Timeout:
-        return HttpAnswer(
-            url, None, error=f"timed out after {timeout[1]:g} s", duration_ms=elapsed()
+        response = session.post(
+            url,
+            data=body,
+            headers=dict(headers),
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
         )
-    except requests.ConnectionError as err:
-        return HttpAnswer(
-            url, None, error=f"connection error: {_root_cause(err)}", duration_ms=elapsed()
-        )
-    except requests.RequestException as err:
-        return HttpAnswer(
-            url, None, error=f"request error: {_root_cause(err)}", duration_ms=elapsed()
-        )
+    except (requests.RequestException, ValueError) as err:
+        return HttpAnswer(url, None, error=describe_error(err, timeout), duration_ms=elapsed())
+    text, error = _read_body(response, timeout)
     return HttpAnswer(
         url,
         response.status_code,
         headers=dict(response.headers),
-        text=response.text,
+        text=text,
+        error=error,
         duration_ms=elapsed(),
     )
 
 
+def _read_body(response: requests.Response, timeout: tuple[float, float]) -> tuple[str, str]:
+    """The answer's text (at most ``MAX_ANSWER_BYTES``) and any error met while reading it."""
+    raw = bytearray()
+    error = ""
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            raw += chunk
+            if len(raw) > MAX_ANSWER_BYTES:
+                del raw[MAX_ANSWER_BYTES:]
+                error = f"answer longer than {MAX_ANSWER_BYTES} bytes; the rest was not read"
+                break
+    except (requests.RequestException, ValueError) as err:
+        error = "reading the answer failed: " + describe_error(err, timeout)
+    finally:
+        response.close()
+    return raw.decode(response.encoding or "utf-8", errors="replace"), error
+
+
+def describe_error(err: BaseException, timeout: tuple[float, float]) -> str:
+    """A short, secret-free description of why a request got no answer."""
+    if isinstance(err, requests.ConnectTimeout):
+        return f"could not connect within {timeout[0]:g} s"
+    if isinstance(err, requests.Timeout):
+        return f"timed out: no answer within {timeout[1]:g} s"
+    if isinstance(err, requests.exceptions.InvalidHeader | UnicodeError):
+        # These messages quote the header value, which may be the API key.
+        return "a request header value can't be sent (it has invalid characters)"
+    if isinstance(err, requests.ConnectionError):
+        return f"connection error: {_root_cause(err)}"
+    return f"request error: {_root_cause(err)}"
+
+
 def _root_cause(err: BaseException) -> str:
     """The innermost error's message: 'Connection refused' instead of a wall of urllib3 text."""
-    while err.__cause__ is not None or (err.args and isinstance(err.args[0], BaseException)):
-        err = err.__cause__ or err.args[0]
-    text = str(err)
+    seen = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        inner = err.__cause__ or (
+            err.args[0] if err.args and isinstance(err.args[0], BaseException) else None
+        )
+        if inner is None:
+            break
+        err = inner
+    text = " ".join(str(err).split())
     if "] " in text and text.startswith("<"):  # "<urllib3...>: Failed to ...: [Errno 111] ..."
         text = text.rsplit(": ", 1)[-1]
     return text[:300] or type(err).__name__

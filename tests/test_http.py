@@ -1,0 +1,248 @@
+"""The shared HTTP layer: JSON encoding, the pooled session, and a post() that never raises.
+
+Claims about the wire (no retries, no redirects, timeouts, cut-off answers) run against a real
+local HTTP server; the rest uses ``responses``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+import responses
+from django.conf import settings
+from django.test import override_settings
+
+from django_conversions import __version__, http
+
+# --- JSON ----------------------------------------------------------------------------------
+
+
+def test_dumps_writes_compact_utf8_with_exact_decimals() -> None:
+    # given
+    payload = {
+        "amount": Decimal("400.34"),
+        "shipping": Decimal("22.00"),
+        "yen": Decimal("1500"),
+        "big": Decimal("1E+9").quantize(Decimal("0.01")),
+        "id": uuid.UUID(int=1),
+        "at": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        "day": date(2024, 5, 1),
+        "name": 'Brașov 東京 "quoted"',
+        "list": (1, 2.5, None, True, False),
+    }
+    # when
+    wire = http.dumps(payload)
+    # then
+    assert (
+        wire
+        == (
+            '{"amount":400.34,"shipping":22.00,"yen":1500,"big":1000000000.00,'
+            '"id":"00000000-0000-0000-0000-000000000001","at":"2024-05-01T12:00:00+00:00",'
+            '"day":"2024-05-01","name":"Brașov 東京 \\"quoted\\"","list":[1,2.5,null,true,false]}'
+        ).encode()
+    )
+    assert json.loads(wire)["amount"] == 400.34
+
+
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), Decimal("NaN"), Decimal("-Infinity"), object(), {1, 2}]
+)
+def test_dumps_refuses_what_json_cannot_carry(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        http.dumps({"x": bad})
+
+
+def test_truncate_marks_what_it_cuts() -> None:
+    assert http.truncate("short", 10) == "short"
+    cut = http.truncate("x" * 100, 40)
+    assert len(cut) == 40 and cut.endswith(http.TRUNCATED_MARK)
+
+
+# --- the session -------------------------------------------------------------------------------
+
+
+def test_one_pooled_session_per_thread_without_retries() -> None:
+    # given
+    http.close_session()
+    session = http.get_session()
+    other: list[requests.Session] = []
+    # when
+    thread = threading.Thread(target=lambda: other.append(http.get_session()))
+    thread.start()
+    thread.join()
+    # then
+    assert http.get_session() is session
+    assert other[0] is not session
+    assert session.headers["User-Agent"] == http.USER_AGENT
+    assert http.USER_AGENT.startswith(f"django-conversions/{__version__}")
+    adapter = session.get_adapter("https://track.scanova.io")
+    assert adapter.max_retries.total == 0  # type: ignore[attr-defined]
+
+
+def test_default_timeout_comes_from_settings() -> None:
+    conversions = {**settings.CONVERSIONS, "CONNECT_TIMEOUT": 2, "READ_TIMEOUT": 7.5}
+    with override_settings(CONVERSIONS=conversions):
+        assert http.default_timeout() == (2.0, 7.5)
+
+
+# --- post() with responses -----------------------------------------------------------------------
+
+
+def post(url: str, **kwargs: Any) -> http.HttpAnswer:
+    values: dict[str, Any] = {"body": b"{}", "headers": {}, "timeout": (1.0, 2.0)}
+    return http.post(requests.Session(), url, **{**values, **kwargs})
+
+
+def test_post_returns_status_headers_and_text(mocked_http: responses.RequestsMock) -> None:
+    mocked_http.post("https://p.test/e", status=201, json={"ok": True}, headers={"X-Id": "7"})
+    answer = post("https://p.test/e")
+    assert (answer.status, answer.json(), answer.header("x-id")) == (201, {"ok": True}, "7")
+    assert answer.error == "" and answer.duration_ms >= 0
+
+
+def test_a_body_that_is_not_json_reads_as_none(mocked_http: responses.RequestsMock) -> None:
+    mocked_http.post("https://p.test/e", status=502, body="<html>bad gateway</html>")
+    answer = post("https://p.test/e")
+    assert answer.json() is None and answer.text == "<html>bad gateway</html>"
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (requests.ConnectTimeout("x"), "could not connect within 1 s"),
+        (requests.ReadTimeout("x"), "timed out: no answer within 2 s"),
+        (requests.ConnectionError("Connection refused"), "connection error: Connection refused"),
+        (requests.exceptions.InvalidHeader("bad 'secret'"), "can't be sent"),
+        (requests.exceptions.TooManyRedirects("loop"), "request error: loop"),
+    ],
+)
+def test_post_never_raises(
+    mocked_http: responses.RequestsMock, error: Exception, text: str
+) -> None:
+    mocked_http.post("https://p.test/e", body=error)
+    answer = post("https://p.test/e")
+    assert answer.status is None and text in answer.error
+    assert "secret" not in answer.error
+
+
+def test_a_header_value_that_cannot_be_encoded_does_not_raise_or_leak() -> None:
+    # given: a pasted key with a typographic quote (not Latin-1)
+    answer = post("http://127.0.0.1:9/e", headers={"X-API-Key": "key-with-\u201cquote\u201d"})
+    assert answer.status is None
+    assert "key-with" not in answer.error and "quote" not in answer.error
+
+
+# --- post() on the wire ---------------------------------------------------------------------------
+
+
+@contextmanager
+def server(handle: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[tuple[str, list[Any]]]:
+    """A local HTTP server calling ``handle`` for each POST; yields its URL and the requests."""
+    seen: list[Any] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            seen.append((self.path, dict(self.headers.items()), self.rfile.read(length)))
+            handle(self)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def reply(status: int, body: bytes = b"{}", **headers: str) -> Callable[[Any], None]:
+    def handle(request: BaseHTTPRequestHandler) -> None:
+        request.send_response(status)
+        request.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            request.send_header(name.replace("_", "-"), value)
+        request.end_headers()
+        request.wfile.write(body)
+
+    return handle
+
+
+def test_the_body_and_headers_arrive_as_sent() -> None:
+    with server(reply(200)) as (url, seen):
+        answer = http.post(
+            http.get_session(),
+            url + "/server-events",
+            body=http.dumps({"amount": Decimal("1.10"), "city": "Brașov"}),
+            headers={"Content-Type": "application/json", "X-API-Key": "k-123"},
+            timeout=(2.0, 5.0),
+        )
+    assert answer.status == 200
+    [(path, headers, body)] = seen
+    assert path == "/server-events"
+    assert body == '{"amount":1.10,"city":"Brașov"}'.encode()
+    assert headers["X-API-Key"] == "k-123" and headers["User-Agent"] == http.USER_AGENT
+
+
+def test_a_redirect_is_not_followed() -> None:
+    with (
+        server(reply(200)) as (elsewhere, seen_elsewhere),
+        server(reply(307, Location=elsewhere + "/steal")) as (url, seen),
+    ):
+        answer = post(url + "/e", headers={"X-API-Key": "k-123"})
+    assert answer.status == 307 and answer.header("Location") == elsewhere + "/steal"
+    assert len(seen) == 1 and seen_elsewhere == []
+
+
+def test_a_dropped_connection_is_tried_once_and_reported() -> None:
+    # given: a server that reads the request and hangs up without answering
+    def hang_up(request: BaseHTTPRequestHandler) -> None:
+        request.connection.shutdown(socket.SHUT_RDWR)
+
+    with server(hang_up) as (url, seen):
+        answer = post(url + "/e")
+    assert answer.status is None and answer.error.startswith("connection error")
+    assert len(seen) == 1  # no retry inside requests: delivery decides
+
+
+def test_a_slow_answer_times_out() -> None:
+    def slow(request: BaseHTTPRequestHandler) -> None:
+        time.sleep(1.0)
+        reply(200)(request)
+
+    with server(slow) as (url, _):
+        answer = post(url + "/e", timeout=(1.0, 0.2))
+    assert answer.status is None and answer.error == "timed out: no answer within 0.2 s"
+
+
+def test_a_closed_port_is_a_connection_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    answer = post(f"http://127.0.0.1:{port}/e")
+    assert answer.status is None and answer.error.startswith("connection error")
+
+
+def test_a_huge_answer_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given
+    monkeypatch.setattr(http, "MAX_ANSWER_BYTES", 1000)
+    with server(reply(500, b"x" * 5000, Content_Type="text/plain")) as (url, _):
+        answer = post(url + "/e")
+    assert answer.status == 500
+    assert answer.text == "x" * 1000 and "not read" in answer.error
