@@ -35,6 +35,7 @@ from django_conversions.models import (
     EventStatus,
     TrackingSite,
 )
+from django_conversions.privacy import redact_personal
 from django_conversions.providers.base import OutboundEvent, Outcome, Provider, Result
 from django_conversions.signals import event_delivered, event_failed
 
@@ -323,7 +324,10 @@ class SiteDelivery:
         elif status == EventStatus.FAILED:
             self.report.failed += 1
             logger.warning(
-                "Event %s to site %s failed: %s", event.event_id, self.site.pk, event.last_error
+                "Event %s to site %s failed: %s",
+                event.event_id,
+                self.site.pk,
+                redact_personal(event.last_error),
             )
             self._signals.append((event_failed, {"event": event, "reason": event.last_error}))
         else:
@@ -364,7 +368,7 @@ class SiteDelivery:
 
     def _pause(self, reason: str) -> None:
         self.site.pause(reason)
-        logger.warning("Paused site %s: %s", self.site.pk, reason)
+        logger.warning("Paused site %s: %s", self.site.pk, redact_personal(reason))
         _release(self.events, f"waiting: site paused ({reason})")
         self.report.deferred += len(self.events)
 
