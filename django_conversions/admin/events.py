@@ -134,13 +134,21 @@ class DeliveryAttemptInline(admin.TabularInline):
     @admin.display(description=_("response body"))
     def body_display(self, attempt: DeliveryAttempt) -> str:
         body = Truncator(_visible(attempt, attempt.response_body)).chars(BODY_DISPLAY_LIMIT)
-        return format_html('<pre class="conversions-pre">{}</pre>', body) if body else "—"
+        return (
+            format_html('<pre class="conversions-pre conversions-pre-wide">{}</pre>', body)
+            if body
+            else "—"
+        )
 
     @admin.display(description=_("request headers"))
     def headers_display(self, attempt: DeliveryAttempt) -> str:
         headers = attempt.request_headers or {}
         lines = "\n".join(f"{name}: {value}" for name, value in headers.items())
-        return format_html('<pre class="conversions-pre">{}</pre>', lines) if lines else "—"
+        return (
+            format_html('<pre class="conversions-pre conversions-pre-wide">{}</pre>', lines)
+            if lines
+            else "—"
+        )
 
 
 @admin.register(ConversionEvent)
@@ -148,7 +156,7 @@ class ConversionEventAdmin(admin.ModelAdmin):
     list_display = (
         "event_name",
         "order_reference",
-        "site",
+        "site_name",
         "status_badge",
         "reason",
         "attempts",
@@ -221,6 +229,10 @@ class ConversionEventAdmin(admin.ModelAdmin):
         return super().has_change_permission(request)
 
     # --- columns and fields -------------------------------------------------------------------
+
+    @admin.display(description=_("site"), ordering="site__name")
+    def site_name(self, event: ConversionEvent) -> str:
+        return event.site.name
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, event: ConversionEvent) -> str:

@@ -17,9 +17,9 @@ from django.utils import timezone
 from django_conversions.admin.display import STATE_COLOURS, STATES
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 
-CHART_BAR_WIDTH = 28
-CHART_GAP = 12
-CHART_HEIGHT = 100
+CHART_BAR_WIDTH = 36
+CHART_GAP = 14
+CHART_HEIGHT = 140
 FAILED_SHOWN = 25
 
 
@@ -81,6 +81,7 @@ class Overview:
     chart_width: int = 0
     chart_height: int = CHART_HEIGHT
     bar_width: int = CHART_BAR_WIDTH
+    peak: int = 0  # events on the busiest day of any site: the top of every chart
 
     @property
     def paused_sites(self) -> list[TrackingSite]:
@@ -154,7 +155,8 @@ def build_overview(days: int = 7) -> Overview:
 
 def _lay_out_chart(overview: Overview) -> None:
     """Stacked bars on one scale for every site, so the sites can be compared by eye."""
-    peak = max((day.total for site in overview.sites for day in site.days), default=0) or 1
+    overview.peak = max((day.total for site in overview.sites for day in site.days), default=0)
+    peak = overview.peak or 1
     overview.chart_width = len(overview.days) * (CHART_BAR_WIDTH + CHART_GAP)
     for site in overview.sites:
         for index, day in enumerate(site.days):
