@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -31,35 +33,56 @@ from django_conversions.exceptions import InvalidConversion
 
 CONSENT_VALUES = ("granted", "denied", "pending")
 EVENT_NAME_MAX = 64
-_NON_WORD = re.compile(r"[^0-9a-z]+")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# What a phone number may be written with: digits, spaces, brackets, dots, dashes, slashes, "+".
+_PHONE_TEXT = re.compile(r"\+?[0-9\s().\-/]+")
+_NOT_DIGIT = re.compile(r"[^0-9]")
 
 
 def normalize_event_name(name: str) -> str:
-    """``"Purchase Complete"`` -> ``"purchase_complete"`` (the rule Scanova applies on receipt)."""
+    """``"Purchase Complete"`` -> ``"purchase_complete"`` (the rule Scanova applies on receipt).
+
+    Letters of any script are kept (``"Achat Réussi"`` -> ``"achat_réussi"``): NFKC-normalised,
+    lower-cased, and every run of characters that are not letters, marks or digits becomes one
+    underscore. The result has 1 to 64 characters.
+    """
     if not isinstance(name, str):
         raise InvalidConversion("event_name", "must be a string")
-    normalized = _NON_WORD.sub("_", name.strip().lower()).strip("_")
+    text = unicodedata.normalize("NFKC", name).lower()
+    parts: list[str] = []
+    gap = False
+    for char in text:
+        if unicodedata.category(char)[0] in "LMN":
+            if gap and parts:
+                parts.append("_")
+            parts.append(char)
+            gap = False
+        else:
+            gap = True
+    normalized = "".join(parts)
     if not normalized:
-        raise InvalidConversion("event_name", f"{name!r} has no letters or digits")
+        raise InvalidConversion("event_name", f"{name[:80]!r} has no letters or digits")
     if len(normalized) > EVENT_NAME_MAX:
-        raise InvalidConversion("event_name", f"longer than {EVENT_NAME_MAX} characters")
+        raise InvalidConversion(
+            "event_name", f"{len(normalized)} characters, more than {EVENT_NAME_MAX}"
+        )
     return normalized
 
 
 def to_decimal(value: Any, field_name: str) -> Decimal:
-    """A finite, non-negative Decimal from a Decimal, int, str or float (floats via their repr)."""
+    """A finite, non-negative Decimal from a Decimal, int, str or float (floats via their repr,
+    so ``400.335`` is ``Decimal("400.335")``, not the binary float's long expansion)."""
     if isinstance(value, bool):
         raise InvalidConversion(field_name, "must be a number, not a boolean")
     try:
-        amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
-        raise InvalidConversion(field_name, f"{value!r} is not a number") from None
+        raise InvalidConversion(field_name, f"{str(value)[:40]!r} is not a number") from None
     if not amount.is_finite():
         raise InvalidConversion(field_name, f"{value!r} is not a finite number")
     if amount < 0:
         raise InvalidConversion(field_name, f"{value!r} is negative")
-    return amount
+    return amount.copy_abs()  # no "-0"
 
 
 def normalize_currency(code: str) -> str:
@@ -71,13 +94,20 @@ def normalize_currency(code: str) -> str:
     return normalized
 
 
-def round_money(amount: Decimal, currency: str | None) -> Decimal:
-    """Round half-up to the currency's minor unit (two digits when the currency is unknown)."""
+def round_money(amount: Decimal, currency: str | None, field_name: str = "value") -> Decimal:
+    """Round half-up to the currency's minor unit (two digits when the currency is unknown).
+
+    ``400.335`` USD -> ``400.34``; ``0.005`` -> ``0.01``; ``1500.5`` JPY -> ``1501``.
+    """
     digits = currencies.minor_units(currency) if currency else 2
-    return amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    try:
+        return amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than the decimal context holds
+        raise InvalidConversion(field_name, f"{amount:.3E} is too large") from None
 
 
 def normalize_email(email: str) -> str:
+    """Trimmed, lower-cased and checked with Django's email validator."""
     normalized = email.strip().lower()
     try:
         validate_email(normalized)
@@ -87,33 +117,47 @@ def normalize_email(email: str) -> str:
 
 
 def normalize_phone(phone: str, default_country_code: str | None = None) -> str:
-    """E.164 (``+`` and digits) where possible; national numbers need a default country code.
+    """E.164 (``+`` and 7-15 digits) where possible; national numbers need a country code.
 
     ``"+40 (775) 123-123"`` -> ``"+40775123123"``; ``"0040775123123"`` -> ``"+40775123123"``;
-    ``"0775123123"`` with country code ``"40"`` -> ``"+40775123123"``, without one it stays
-    ``"0775123123"`` (digits only), since the country can't be guessed.
+    ``"0775123123"`` with country code ``"40"`` -> ``"+40775123123"`` (one leading trunk ``0``
+    dropped); without a country code it stays ``"0775123123"`` (digits only), since the
+    country can't be guessed. Letters, extensions and stray ``+`` signs are refused.
     """
-    text = phone.strip()
-    digits = re.sub(r"\D", "", text)
-    if not 4 <= len(digits) <= 17:
+    text = phone.strip().lstrip("(").strip()
+    if not _PHONE_TEXT.fullmatch(text):
         raise InvalidConversion("customer.phone", "is not a phone number")
+    digits = _NOT_DIGIT.sub("", text)
+    international = None
     if text.startswith("+"):
-        return "+" + digits
-    if digits.startswith("00"):
-        return "+" + digits[2:]
-    if default_country_code:
-        return f"+{default_country_code}{digits.lstrip('0')}"
-    return digits
+        international = digits
+    elif digits.startswith("00"):
+        international = digits[2:]
+    elif default_country_code:
+        national = digits[1:] if digits.startswith("0") else digits
+        international = default_country_code + national
+    if international is None:
+        if not 4 <= len(digits) <= 15:
+            raise InvalidConversion("customer.phone", "is not a phone number")
+        return digits
+    if not 7 <= len(international) <= 15 or international.startswith("0"):
+        raise InvalidConversion("customer.phone", "is not a valid international number")
+    return "+" + international
 
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _no_nul(text: str) -> str:
+    """Without NUL characters, which PostgreSQL can store neither in text nor in jsonb."""
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
 def _clean_text(value: Any, field_name: str, max_length: int = 255) -> str | None:
     if value is None:
         return None
-    text = str(value).strip()
+    text = _no_nul(str(value)).strip()
     if len(text) > max_length:
         raise InvalidConversion(field_name, f"longer than {max_length} characters")
     return text or None
@@ -122,7 +166,50 @@ def _clean_text(value: Any, field_name: str, max_length: int = 255) -> str | Non
 def _phone_country_code() -> str | None:
     from django_conversions.conf import conversions_settings
 
-    return conversions_settings.DEFAULT_PHONE_COUNTRY_CODE
+    code = conversions_settings.DEFAULT_PHONE_COUNTRY_CODE
+    if code in (None, ""):
+        return None
+    digits = str(code).strip().lstrip("+")
+    if not (digits.isascii() and digits.isdigit() and 1 <= len(digits) <= 3):
+        raise ImproperlyConfigured(
+            f"CONVERSIONS['DEFAULT_PHONE_COUNTRY_CODE'] = {code!r} is not a country calling code "
+            "(1-3 digits, e.g. '40')."
+        )
+    return digits
+
+
+def _json_value(value: Any, path: str) -> Any:
+    """``value`` as plain JSON data (dict, list, str, int, float, bool, None).
+
+    Custom properties are normalised once, here, so that the snapshot stored on the outbox row
+    turns back into an equal ``Conversion`` and every provider body serialises.
+    """
+    if isinstance(value, str):
+        return _no_nul(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidConversion(path, f"{value!r} is not a finite number")
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise InvalidConversion(path, f"{value!r} is not a finite number")
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                raise InvalidConversion(path, f"key {key!r} is not a string")
+            result[_no_nul(str(key))] = _json_value(item, f"{path}.{key}")
+        return result
+    if isinstance(value, list | tuple):
+        return [_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise InvalidConversion(path, f"a {type(value).__name__} is not JSON data")
 
 
 @dataclass(frozen=True)
@@ -146,8 +233,11 @@ class Customer:
             object.__setattr__(self, name, _clean_text(getattr(self, name), f"customer.{name}"))
         for name in ("email_sha256", "phone_sha256"):
             digest = getattr(self, name)
-            if digest is not None and not _SHA256_HEX.fullmatch(str(digest)):
-                raise InvalidConversion(f"customer.{name}", "must be 64 lower-case hex digits")
+            if digest is not None:
+                digest = str(digest).strip().lower()
+                if not _SHA256_HEX.fullmatch(digest):
+                    raise InvalidConversion(f"customer.{name}", "must be 64 hex digits (SHA-256)")
+                object.__setattr__(self, name, digest)
         email = _clean_text(self.email, "customer.email", 254)
         object.__setattr__(self, "email", normalize_email(email) if email else None)
         phone = _clean_text(self.phone, "customer.phone", 32)
@@ -185,10 +275,12 @@ class LineItem:
         object.__setattr__(self, "id", item_id)
         if isinstance(self.quantity, bool) or not isinstance(self.quantity, int):
             try:
-                quantity = int(str(self.quantity))
-            except ValueError:
+                quantity = Decimal(str(self.quantity).strip())
+                if quantity != quantity.to_integral_value():
+                    raise ValueError
+            except (ArithmeticError, ValueError):
                 raise InvalidConversion("items.quantity", "must be a whole number") from None
-            object.__setattr__(self, "quantity", quantity)
+            object.__setattr__(self, "quantity", int(quantity))
         if self.quantity < 1:
             raise InvalidConversion("items.quantity", "must be at least 1")
         if self.price is not None:
@@ -224,7 +316,7 @@ class Conversion:
         for name in ("value", "shipping"):
             amount = getattr(self, name)
             if amount is not None:
-                set_(self, name, round_money(to_decimal(amount, name), self.currency))
+                set_(self, name, round_money(to_decimal(amount, name), self.currency, name))
         if isinstance(self.coupons, str):
             set_(self, "coupons", (self.coupons,))
         set_(
@@ -235,6 +327,8 @@ class Conversion:
         set_(self, "items", tuple(self._line_item(item) for item in self.items))
         if isinstance(self.customer, Mapping):
             set_(self, "customer", Customer(**self.customer))
+        elif self.customer is not None and not isinstance(self.customer, Customer):
+            raise InvalidConversion("customer", f"expected Customer, got {type(self.customer)}")
         if self.scan_session_id is not None:
             set_(self, "scan_session_id", normalize_scan_session_id(self.scan_session_id))
         if self.consent is not None:
@@ -245,20 +339,23 @@ class Conversion:
         if self.properties is not None:
             if not isinstance(self.properties, Mapping):
                 raise InvalidConversion("properties", "must be a mapping")
-            set_(self, "properties", dict(self.properties))
+            set_(self, "properties", _json_value(self.properties, "properties"))
         if self.occurred_at is not None:
             if not isinstance(self.occurred_at, datetime):
                 raise InvalidConversion("occurred_at", "must be a datetime")
             if timezone.is_naive(self.occurred_at):
                 set_(self, "occurred_at", timezone.make_aware(self.occurred_at))
 
-    @staticmethod
-    def _line_item(item: LineItem | Mapping[str, Any]) -> LineItem:
-        if isinstance(item, LineItem):
-            return item
+    def _line_item(self, item: LineItem | Mapping[str, Any]) -> LineItem:
         if isinstance(item, Mapping):
-            return LineItem(**item)
-        raise InvalidConversion("items", f"expected LineItem, got {type(item).__name__}")
+            item = LineItem(**item)
+        if not isinstance(item, LineItem):
+            raise InvalidConversion("items", f"expected LineItem, got {type(item).__name__}")
+        if item.price is not None:  # unit prices follow the order's currency like the total
+            price = round_money(item.price, self.currency, "items.price")
+            if price.as_tuple() != item.price.as_tuple():
+                item = dataclasses.replace(item, price=price)
+        return item
 
     @property
     def total(self) -> Decimal | None:
@@ -289,6 +386,9 @@ class Conversion:
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> Conversion:
         values = dict(data)
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InvalidConversion("snapshot", f"unknown fields {sorted(unknown)}")
         if "customer" in values:
             values["customer"] = Customer(**values["customer"])
         values["items"] = tuple(LineItem(**item) for item in values.get("items", ()))
@@ -323,7 +423,7 @@ def normalize_scan_session_id(value: Any) -> str | None:
         return None
     if isinstance(value, uuid.UUID):
         return str(value)
-    text = str(value).strip()[:128]
+    text = _no_nul(str(value)).strip()[:128]
     if not text:
         return None
     try:
