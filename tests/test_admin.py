@@ -245,6 +245,34 @@ def test_revoke_action_deactivates_keys(admin_client, scanova_site):
     assert "Revoked 1 API key(s)" in " ".join(messages_of(response))
 
 
+def test_a_key_added_on_the_api_key_page_is_stored_and_masked(admin_client, scanova_site):
+    # when
+    response = admin_client.post(
+        reverse("admin:django_conversions_apikey_add"),
+        {"site": scanova_site.pk, "label": "rotation", "key": NEW_KEY, "is_active": "on"},
+    )
+    # then
+    assert response.status_code == 302
+    assert scanova_site.current_key().key == NEW_KEY
+    listing = html(admin_client.get(reverse("admin:django_conversions_apikey_changelist")))
+    assert "rotation ••••••••WXYZ" in listing and NEW_KEY not in listing
+
+
+def test_ticking_active_again_clears_the_revocation_time(admin_client, scanova_site):
+    # given
+    existing = scanova_site.api_keys.get()
+    existing.revoke()
+    # when
+    admin_client.post(
+        reverse("admin:django_conversions_apikey_change", args=[existing.pk]),
+        {"site": scanova_site.pk, "label": "primary", "key": "", "is_active": "on"},
+    )
+    # then
+    existing.refresh_from_db()
+    assert existing.is_active and existing.revoked_at is None
+    assert existing.key == SCANOVA_KEY
+
+
 def test_a_new_active_key_resumes_a_paused_site(admin_client, scanova_site):
     # given
     scanova_site.pause("Scanova refused the API key: HTTP 403")
@@ -598,6 +626,7 @@ def test_personal_data_is_masked_without_the_permission(staff_client, scanova_si
         url=SCANOVA_URL,
         http_status=422,
         response_body='{"detail": "raw email buyer@example.com in properties"}',
+        error="user Mariana Ionescu (+40775123123) refused",
         outcome=Outcome.FAILED,
     )
     viewer = staff_client("view_conversionevent")

@@ -23,7 +23,11 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions.admin.display import STATES, badge, event_state, overview_url
-from django_conversions.admin.masking import can_see_personal_data, mask_snapshot, mask_text
+from django_conversions.admin.masking import (
+    can_see_personal_data,
+    mask_known,
+    mask_snapshot,
+)
 from django_conversions.admin.sites import ADMIN_CSS
 from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus
 from django_conversions.providers import registry
@@ -39,8 +43,8 @@ def _unmasked(obj: Any) -> bool:
     return bool(getattr(obj, _UNMASKED, False))
 
 
-def _visible(obj: Any, text: str) -> str:
-    return text if _unmasked(obj) else mask_text(text)
+def _visible(obj: Any, text: str, snapshot: Any = None) -> str:
+    return text if _unmasked(obj) else mask_known(text, snapshot)
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -109,7 +113,9 @@ class DeliveryAttemptInline(admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryAttempt]:
         unmasked = Value(can_see_personal_data(request), output_field=BooleanField())
-        return super().get_queryset(request).annotate(**{_UNMASKED: unmasked})
+        # The event's snapshot tells which customer values to mask in bodies and errors.
+        queryset = super().get_queryset(request).select_related("event")
+        return queryset.annotate(**{_UNMASKED: unmasked})
 
     # Attempts are part of the event's record: whoever may see the event sees them.
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -129,11 +135,12 @@ class DeliveryAttemptInline(admin.TabularInline):
 
     @admin.display(description=_("error"))
     def error_display(self, attempt: DeliveryAttempt) -> str:
-        return _visible(attempt, attempt.error) or "—"
+        return _visible(attempt, attempt.error, attempt.event.snapshot) or "—"
 
     @admin.display(description=_("response body"))
     def body_display(self, attempt: DeliveryAttempt) -> str:
-        body = Truncator(_visible(attempt, attempt.response_body)).chars(BODY_DISPLAY_LIMIT)
+        text = _visible(attempt, attempt.response_body, attempt.event.snapshot)
+        body = Truncator(text).chars(BODY_DISPLAY_LIMIT)
         return (
             format_html('<pre class="conversions-pre conversions-pre-wide">{}</pre>', body)
             if body
@@ -166,6 +173,8 @@ class ConversionEventAdmin(admin.ModelAdmin):
     list_filter = (StatusFilter, "site", ProviderFilter, "event_name")
     list_select_related = ("site",)
     date_hierarchy = "created_at"
+    # The outbox grows large: don't count the whole table on every filtered page.
+    show_full_result_count = False
     search_fields = ("=event_id", "dedup_key", "order_reference")
     search_help_text = _("Event id (exact), dedup key or order reference.")
     fieldsets = (
@@ -244,7 +253,7 @@ class ConversionEventAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("reason"))
     def reason(self, event: ConversionEvent) -> str:
-        text = _visible(event, event.last_error)
+        text = _visible(event, event.last_error, event.snapshot)
         if not text:
             return ""
         return format_html(
@@ -255,7 +264,7 @@ class ConversionEventAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("reason"))
     def reason_full(self, event: ConversionEvent) -> str:
-        return _visible(event, event.last_error) or "—"
+        return _visible(event, event.last_error, event.snapshot) or "—"
 
     @admin.display(description=_("next attempt / delivered"))
     def next_or_delivered(self, event: ConversionEvent) -> Any:
@@ -386,4 +395,4 @@ class ConversionEventAdmin(admin.ModelAdmin):
 
 
 def _visible_reason(event: ConversionEvent, unmasked: bool) -> str:
-    return event.last_error if unmasked else mask_text(event.last_error)
+    return event.last_error if unmasked else mask_known(event.last_error, event.snapshot)

@@ -57,6 +57,21 @@ def mask_text(text: str) -> str:
     return _EMAIL.sub(lambda m: f"{m.group(1)[:1]}{MASK}@{m.group(2)}", text)
 
 
+def mask_known(text: str, snapshot: Any) -> str:
+    """``text`` with the event's own customer values masked (a provider may echo them back),
+    then any other email address."""
+    customer = snapshot.get("customer") if isinstance(snapshot, Mapping) else None
+    if isinstance(customer, Mapping):
+        values = [
+            (name, value)
+            for name, value in customer.items()
+            if isinstance(value, str) and len(value) >= 3 and name not in _SAFE_CUSTOMER_FIELDS
+        ]
+        for name, value in sorted(values, key=lambda pair: -len(pair[1])):
+            text = text.replace(value, _mask_customer_field(name, value))
+    return mask_text(text)
+
+
 def _mask_customer_field(name: str, value: Any) -> Any:
     if not isinstance(value, str) or name in _SAFE_CUSTOMER_FIELDS:
         return value
