@@ -18,6 +18,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from django_conversions.conversion import CONSENT_VALUES
+
 UNKNOWN = None
 
 
@@ -57,7 +59,16 @@ def policy_for(provider_id: str) -> ConsentPolicy:
             "use 'requires_consent' and 'identifiers_with'."
         )
     if "identifiers_with" in overrides:
-        overrides["identifiers_with"] = frozenset(overrides["identifiers_with"])
+        values = overrides["identifiers_with"]
+        if isinstance(values, str):
+            values = [values]
+        bad = [v for v in values if v not in (*CONSENT_VALUES, UNKNOWN)]
+        if bad:
+            raise ImproperlyConfigured(
+                f"CONVERSIONS['CONSENT_POLICY'][{provider_id!r}]['identifiers_with'] has "
+                f"{bad!r}; use {', '.join(CONSENT_VALUES)} and None (consent unknown)."
+            )
+        overrides["identifiers_with"] = frozenset(values)
     if overrides.get("requires_consent") is False and "identifiers_with" not in overrides:
         # Not requiring consent means identifiers may go out unless consent was refused.
         overrides["identifiers_with"] = frozenset({"granted", UNKNOWN})

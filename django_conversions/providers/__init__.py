@@ -1,7 +1,8 @@
 """The provider registry: ``TrackingSite.provider`` id -> Provider class.
 
 Built-in providers are listed here; more come from ``CONVERSIONS["PROVIDERS"]`` (dotted paths),
-registered explicitly rather than discovered by import side effects.
+registered explicitly rather than discovered by import side effects. An entry whose ``id`` is a
+built-in's replaces that built-in (to customise it); two entries with one id are an error.
 """
 
 from __future__ import annotations
@@ -29,12 +30,19 @@ class ProviderRegistry:
             for path in BUILTIN_PROVIDERS:
                 cls = import_string(path)
                 classes[cls.id] = cls
-            for path in conversions_settings.raw("PROVIDERS"):
+            paths = conversions_settings.raw("PROVIDERS")
+            if isinstance(paths, str):
+                paths = [paths]
+            configured: dict[str, str] = {}
+            for path in paths:
                 cls = import_setting("PROVIDERS", path)
-                if not (isinstance(cls, type) and issubclass(cls, Provider)):
+                _check_class(path, cls)
+                if cls.id in configured:
                     raise UnknownProvider(
-                        f"CONVERSIONS['PROVIDERS'] entry {path!r} is not a Provider subclass."
+                        f"CONVERSIONS['PROVIDERS'] lists two providers with id {cls.id!r}: "
+                        f"{configured[cls.id]!r} and {path!r}."
                     )
+                configured[cls.id] = path
                 classes[cls.id] = cls
             self._classes = classes
         return self._classes
@@ -56,6 +64,19 @@ class ProviderRegistry:
 
     def reset(self) -> None:
         self._classes = None
+
+
+def _check_class(path: str, cls: object) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise UnknownProvider(
+            f"CONVERSIONS['PROVIDERS'] entry {path!r} is not a Provider subclass."
+        )
+    for attribute in ("id", "name", "default_base_url", "event_path", "auth_header"):
+        if not isinstance(getattr(cls, attribute, None), str) or not getattr(cls, attribute):
+            raise UnknownProvider(
+                f"CONVERSIONS['PROVIDERS'] entry {path!r} has no {attribute!r}: set it as a "
+                "class attribute (see docs/providers/adding.md)."
+            )
 
 
 registry = ProviderRegistry()

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -27,6 +29,14 @@ from django.utils.translation import gettext_lazy as _
 from django_conversions import http
 from django_conversions.conversion import Conversion, Customer
 from django_conversions.fields import mask_secret, redact
+
+logger = logging.getLogger("django_conversions.providers")
+
+#: Longest reason kept on a result (the admin shows it; the full body is on the attempt).
+REASON_MAX = 500
+_DELTA_SECONDS = re.compile(r"\d+(\.\d+)?")
+# What an API key may contain to travel in a header: visible ASCII, no spaces.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
 class Outcome(models.TextChoices):
@@ -63,7 +73,7 @@ class OutboundEvent:
 
 @dataclass(frozen=True)
 class Exchange:
-    """One HTTP request as it may be stored: secrets masked, body cut to size by delivery."""
+    """One HTTP request as it may be stored: secrets masked, body cut to size."""
 
     url: str
     request_headers: Mapping[str, str]
@@ -90,30 +100,36 @@ class Result:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header given as delta-seconds or as an HTTP date."""
+    """Seconds from a ``Retry-After`` header given as delta-seconds or as an HTTP date.
+
+    ``"120"`` -> 120.0; ``"Wed, 21 Oct 2015 07:28:00 GMT"`` -> seconds until then (0 if past);
+    anything else (``"soon"``, ``"-5"``, ``"inf"``) -> None.
+    """
     if not value:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.now().astimezone().tzinfo)
+    if when.tzinfo is None:  # "-0000": HTTP dates are always in GMT
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or timezone.now())).total_seconds())
 
 
 @dataclass(frozen=True)
 class Request:
-    """A request about to be sent, and the events it carries (in body order)."""
+    """A request about to be sent, and the events it carries (in body order).
+
+    ``positions`` are the events' indexes in the list given to ``send()``.
+    """
 
     url: str
     body: Any
     events: Sequence[OutboundEvent]
+    positions: Sequence[int] = ()
 
 
 class Provider:
@@ -143,6 +159,10 @@ class Provider:
     personal_fields: ClassVar[frozenset[str]] = frozenset()
     #: Customer fields (``email``, ``phone``) this provider only sends as SHA-256 hashes.
     hashed_fields: ClassVar[frozenset[str]] = frozenset()
+    #: HTTP statuses that mean "accepted".
+    accepted_statuses: ClassVar[frozenset[int]] = frozenset(range(200, 300))
+    #: Statuses for which a refused batch is halved and both halves sent again.
+    split_statuses: ClassVar[frozenset[int]] = frozenset({413})
 
     def __init__(self, site: SiteConfig | None = None) -> None:
         self.site = site or SiteConfig()
@@ -176,20 +196,31 @@ class Provider:
         return conversion.replace(customer=None if reduced.is_empty() else reduced)
 
     def accepts_event(self, event_name: str) -> bool:
+        """Does this provider take events of this (normalised) name at all?"""
         return self.supported_event_names is None or event_name in self.supported_event_names
 
     def ineligible_reason(self, conversion: Conversion) -> str | None:
-        """Why this conversion can never go to this provider, or None when it can."""
-        return None
+        """Why this conversion can never go to this provider, or None when it can.
+
+        The base checks the consent policy (``CONVERSIONS["CONSENT_POLICY"]``); providers add
+        their own rules after ``super().ineligible_reason(conversion)``.
+        """
+        from django_conversions.consent import policy_for
+
+        return policy_for(self.id).skip_reason(conversion.consent)
 
     def build_body(self, event: OutboundEvent) -> dict[str, Any]:
+        """The JSON body for one event (Decimal, UUID and datetime values are fine)."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_body()")
 
     def build_batch_body(self, events: Sequence[OutboundEvent]) -> Any:
+        """The JSON body for several events (providers with a ``batch_path``)."""
         raise NotImplementedError(f"{type(self).__name__} has no batch endpoint")
 
     def read_batch_answer(self, answer: http.HttpAnswer, request: Request) -> list[Result] | None:
-        """Per-event results from a successful batch answer (None: every event delivered)."""
+        """Per-event results from an accepted batch answer, one per event of ``request`` in
+        order (None: every event was delivered). Exchanges and redaction are added by the base.
+        """
         return None
 
     def error_reason(self, answer: http.HttpAnswer) -> str:
@@ -198,8 +229,12 @@ class Provider:
         if isinstance(data, Mapping):
             for key in ("detail", "message", "error", "errors"):
                 if data.get(key):
-                    return _short(data[key])
-        return _short(answer.text) if answer.text else ""
+                    return short_text(data[key])
+        return short_text(answer.text) if answer.text else ""
+
+    def should_split(self, answer: http.HttpAnswer, request: Request) -> bool:
+        """Halve a refused batch and send both halves again? (413 by default.)"""
+        return len(request.events) > 1 and answer.status in self.split_statuses
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {self.auth_header: api_key}
@@ -217,18 +252,22 @@ class Provider:
     def supports_batch(self) -> bool:
         return self.batch_path is not None
 
-    def requests_for(self, events: Sequence[OutboundEvent]) -> list[Request]:
+    def requests_for(
+        self, events: Sequence[OutboundEvent], positions: Sequence[int] | None = None
+    ) -> list[Request]:
         """Split events into requests: batches of ``site.batch_size`` or one per event."""
-        if self.supports_batch and len(events) > 1:
-            size = max(1, self.site.batch_size)
-            return [self._batch_request(events[i : i + size]) for i in range(0, len(events), size)]
-        return [Request(self.url(self.event_path), self.build_body(e), [e]) for e in events]
+        positions = list(range(len(events))) if positions is None else list(positions)
+        size = max(1, self.site.batch_size) if self.supports_batch else 1
+        return [
+            self._request(events[i : i + size], positions[i : i + size])
+            for i in range(0, len(events), size)
+        ]
 
-    def _batch_request(self, events: Sequence[OutboundEvent]) -> Request:
+    def _request(self, events: Sequence[OutboundEvent], positions: Sequence[int]) -> Request:
         if len(events) == 1:
-            return Request(self.url(self.event_path), self.build_body(events[0]), events)
+            return Request(self.url(self.event_path), self.build_body(events[0]), events, positions)
         assert self.batch_path is not None
-        return Request(self.url(self.batch_path), self.build_batch_body(events), events)
+        return Request(self.url(self.batch_path), self.build_batch_body(events), events, positions)
 
     def send(
         self,
@@ -236,34 +275,66 @@ class Provider:
         api_key: str,
         events: Sequence[OutboundEvent],
         *,
-        timeout: tuple[float, float] = (5.0, 10.0),
+        timeout: tuple[float, float] | None = None,
     ) -> list[Result]:
-        """Send ``events`` (all for this site) and return one Result per event, in order."""
-        results: dict[UUID, Result] = {}
-        sendable = []
-        for event in events:
-            reason = self.ineligible_reason(event.conversion)
-            if reason:
-                results[event.event_id] = Result(Outcome.INELIGIBLE, reason)
-            else:
+        """Send ``events`` (all for this site) and return one Result per event, in order.
+
+        Never raises for a bad event or a bad answer: an event the provider can't take is
+        ``INELIGIBLE``, one whose body can't be built is ``FAILED``, and every answer (or
+        missing answer) is classified.
+        """
+        timeout = timeout or http.default_timeout()
+        api_key = (api_key or "").strip()
+        results: dict[int, Result] = {}
+        sendable: list[OutboundEvent] = []
+        positions: list[int] = []
+        for position, event in enumerate(events):
+            result = self._check(event)
+            if result is None:
                 sendable.append(event)
-        pending = self.requests_for(sendable)
+                positions.append(position)
+            else:
+                results[position] = result
+        key_problem = _key_problem(api_key)
+        if key_problem and sendable:
+            for position in positions:
+                results[position] = Result(Outcome.AUTH_FAILED, key_problem)
+            sendable = []
+        pending = self.requests_for(sendable, positions)
         while pending:
             request = pending.pop(0)
             answer = self._post(session, api_key, request, timeout)
-            if answer.status == 413 and len(request.events) > 1:
-                # Too large: halve the batch and send both halves (recorded as new requests).
+            if self.should_split(answer, request):
                 half = len(request.events) // 2
+                logger.info(
+                    "%s refused a batch of %d events with HTTP %s; sending it in two halves",
+                    self.name,
+                    len(request.events),
+                    answer.status,
+                )
                 pending[:0] = [
-                    self._batch_request(request.events[:half]),
-                    self._batch_request(request.events[half:]),
+                    self._request(request.events[:half], request.positions[:half]),
+                    self._request(request.events[half:], request.positions[half:]),
                 ]
                 continue
-            for event, result in zip(
-                request.events, self.read_answer(answer, request, api_key), strict=True
-            ):
-                results[event.event_id] = result
-        return [results[event.event_id] for event in events]
+            answers = self.read_answer(answer, request, api_key)
+            for position, result in zip(request.positions, answers, strict=True):
+                results[position] = result
+        return [results[position] for position in range(len(events))]
+
+    def _check(self, event: OutboundEvent) -> Result | None:
+        """INELIGIBLE or FAILED when this event can't be sent; None when it can."""
+        try:
+            reason = self.ineligible_reason(event.conversion)
+            if reason:
+                return Result(Outcome.INELIGIBLE, reason)
+            http.dumps(self.build_body(event))
+        except Exception as err:  # a bug or a bad value must not block the other events
+            logger.exception(
+                "%s could not build the request for event %s", self.name, event.event_id
+            )
+            return Result(Outcome.FAILED, f"could not build the request: {short_text(str(err))}")
+        return None
 
     def _post(
         self,
@@ -272,80 +343,110 @@ class Provider:
         request: Request,
         timeout: tuple[float, float],
     ) -> http.HttpAnswer:
-        headers = {"Content-Type": "application/json", **self.auth_headers(api_key)}
-        return http.post(
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": http.USER_AGENT,  # whatever session the caller passes
+            **self.auth_headers(api_key),
+        }
+        answer = http.post(
             session, request.url, body=http.dumps(request.body), headers=headers, timeout=timeout
         )
+        logger.log(
+            logging.INFO if answer.status is None else logging.DEBUG,
+            "POST %s (%d event(s)) -> %s in %d ms",
+            redact(request.url, api_key),
+            len(request.events),
+            f"HTTP {answer.status}" if answer.status is not None else redact(answer.error, api_key),
+            answer.duration_ms,
+        )
+        return answer
 
     def read_answer(self, answer: http.HttpAnswer, request: Request, api_key: str) -> list[Result]:
-        """One Result per event of ``request``, from the answer to it."""
+        """One Result per event of ``request``, from the answer to it; no reason holds the key."""
         exchange = self._exchange(answer, request, api_key)
         count = len(request.events)
-        if answer.status is not None and 200 <= answer.status < 300:
+        per_event: list[Result] | None = None
+        if answer.status in self.accepted_statuses:
             if count > 1:
                 per_event = self.read_batch_answer(answer, request)
-                if per_event is not None:
-                    return [_with_exchange(r, exchange) for r in per_event]
-            return [Result(Outcome.DELIVERED, "accepted", exchange=exchange)] * count
-        outcome, reason, retry_after = self.classify(answer)
-        return [Result(outcome, redact(reason, api_key), retry_after, exchange)] * count
+                if per_event is not None and len(per_event) != count:
+                    raise ValueError(
+                        f"{type(self).__name__}.read_batch_answer() returned {len(per_event)} "
+                        f"results for {count} events"
+                    )
+            if per_event is None:
+                per_event = [Result(Outcome.DELIVERED, f"accepted (HTTP {answer.status})")] * count
+        else:
+            outcome, reason, retry_after = self.classify(answer)
+            per_event = [Result(outcome, reason, retry_after)] * count
+        return [
+            Result(r.outcome, redact(r.reason, api_key)[:REASON_MAX], r.retry_after, exchange)
+            for r in per_event
+        ]
 
     def classify(self, answer: http.HttpAnswer) -> tuple[Outcome, str, float | None]:
-        """Map an unsuccessful answer to an outcome, a reason and a Retry-After."""
+        """Map an answer that is not accepted to an outcome, a reason and a Retry-After."""
         if answer.status is None:
-            return Outcome.RETRY, answer.error, None
+            return Outcome.RETRY, answer.error or "no answer", None
         status = answer.status
         detail = self.error_reason(answer)
         reason = f"HTTP {status}" + (f": {detail}" if detail else "")
+        retry_after = parse_retry_after(answer.header("Retry-After"))
         if status in (401, 403):
             return Outcome.AUTH_FAILED, reason, None
         if status == 429:
-            retry_after = parse_retry_after(_header(answer, "Retry-After"))
-            return (
-                Outcome.RETRY,
-                reason,
-                retry_after if retry_after is not None else self.default_retry_after,
-            )
+            return Outcome.RETRY, reason, _default(retry_after, self.default_retry_after)
         if status in (408, 425) or status >= 500:
-            return Outcome.RETRY, reason, parse_retry_after(_header(answer, "Retry-After"))
+            return Outcome.RETRY, reason, retry_after
+        if 300 <= status < 400:
+            location = answer.header("Location")
+            moved = f"; the endpoint redirects to {location}" if location else ""
+            return Outcome.FAILED, f"HTTP {status}{moved} (redirects are not followed)", None
+        if status < 300:
+            return Outcome.FAILED, f"{reason} (not an answer {self.name} documents)", None
         return Outcome.FAILED, reason, None
 
     def _exchange(self, answer: http.HttpAnswer, request: Request, api_key: str) -> Exchange:
+        from django_conversions.conf import conversions_settings
+
         headers = {"Content-Type": "application/json", self.auth_header: mask_secret(api_key)}
         return Exchange(
-            url=answer.url,
+            url=redact(answer.url, api_key),
             request_headers=headers,
             status=answer.status,
-            response_headers=dict(answer.headers),
-            response_body=redact(answer.text, api_key),
+            response_headers={k: redact(v, api_key) for k, v in answer.headers.items()},
+            response_body=http.truncate(
+                redact(answer.text, api_key), conversions_settings.RESPONSE_BODY_LIMIT
+            ),
             error=redact(answer.error, api_key),
             duration_ms=answer.duration_ms,
             batch_size=len(request.events),
         )
 
 
-def _with_exchange(result: Result, exchange: Exchange) -> Result:
-    return Result(result.outcome, result.reason, result.retry_after, exchange)
+def _default(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
-def _header(answer: http.HttpAnswer, name: str) -> str | None:
-    lowered = name.lower()
-    for key, value in answer.headers.items():
-        if key.lower() == lowered:
-            return value
+def _key_problem(api_key: str) -> str | None:
+    """Why this key can't be sent at all (then nothing is sent); the key itself is not shown."""
+    if not api_key:
+        return "the API key is empty"
+    if not _HEADER_SAFE.fullmatch(api_key):
+        return "the API key has spaces, control or non-ASCII characters and can't be sent"
     return None
 
 
-def _short(value: Any, limit: int = 300) -> str:
+def short_text(value: Any, limit: int = 300) -> str:
     """A one-line summary of an error body (strings, lists of messages, FastAPI-style details)."""
     if isinstance(value, list):
-        return "; ".join(_short(v, limit) for v in value)[:limit]
+        return "; ".join(short_text(v, limit) for v in value)[:limit]
     if isinstance(value, Mapping):
         if "msg" in value:
             loc = ".".join(str(p) for p in value.get("loc", ()) if p != "body")
             return f"{loc}: {value['msg']}" if loc else str(value["msg"])
         for key in ("message", "description", "detail"):
             if key in value:
-                return _short(value[key], limit)
+                return short_text(value[key], limit)
         return json.dumps(value)[:limit]
     return " ".join(str(value).split())[:limit]
