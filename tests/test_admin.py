@@ -420,6 +420,48 @@ def test_resume_button_appears_only_on_a_paused_site(admin_client, scanova_site)
     assert resume in page
 
 
+def test_deleting_a_busy_site_counts_its_events_instead_of_listing_them(
+    admin_client, scanova_site, vt_site
+):
+    # given
+    for _ in range(3):
+        event = make_event(scanova_site)
+        DeliveryAttempt.objects.create(event=event, outcome=Outcome.RETRY)
+    make_event(vt_site)
+
+    def confirmation() -> tuple[str, int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(site_url("delete", scanova_site.pk))
+        return html(response), len(queries)
+
+    page, few_queries = confirmation()
+    for _ in range(5):
+        make_event(scanova_site)
+    # when
+    page_after, more_queries = confirmation()
+    response = admin_client.post(site_url("delete", scanova_site.pk), {"post": "yes"})
+    # then
+    assert "3 conversion events" in page and "3 delivery attempts" in page
+    assert "1 API key" in page and "1 API keys" not in page
+    assert "8 conversion events" in page_after
+    assert more_queries == few_queries
+    assert response.status_code == 302
+    assert not TrackingSite.objects.filter(pk=scanova_site.pk).exists()
+    assert ConversionEvent.objects.filter(site=vt_site).count() == 1
+
+
+def test_deleting_a_site_needs_delete_permission_on_its_events(staff_client, scanova_site):
+    # given
+    make_event(scanova_site)
+    client = staff_client("view_trackingsite", "delete_trackingsite")
+    # when
+    response = client.get(site_url("delete", scanova_site.pk))
+    # then
+    assert "conversion event" in html(response)
+    assert response.context["perms_lacking"]
+    assert client.post(site_url("delete", scanova_site.pk), {"post": "yes"}).status_code == 403
+
+
 # --- the plaintext of a key is nowhere ---------------------------------------------------------
 
 

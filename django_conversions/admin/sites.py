@@ -17,11 +17,18 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions.admin.display import badge, event_changelist_url, overview_url
-from django_conversions.models import ApiKey, EventStatus, TrackingSite
+from django_conversions.models import (
+    ApiKey,
+    ConversionEvent,
+    DeliveryAttempt,
+    EventStatus,
+    TrackingSite,
+)
 
 ADMIN_CSS = {"all": ("django_conversions/admin.css",)}
 
@@ -206,6 +213,46 @@ class TrackingSiteAdmin(admin.ModelAdmin):
                 )
             )
         )
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """Count what goes with the sites instead of listing every event and attempt: a busy
+        site's confirmation page would otherwise take minutes to build."""
+        sites = list(objs)
+        related = [
+            (ApiKey, ApiKey.objects.filter(site__in=sites), "site"),
+            (ConversionEvent, ConversionEvent.objects.filter(site__in=sites), "site"),
+            (
+                DeliveryAttempt,
+                DeliveryAttempt.objects.filter(event__site__in=sites),
+                "event__site",
+            ),
+        ]
+        model_count = {str(TrackingSite._meta.verbose_name_plural): len(sites)}
+        perms_needed: set[str] = set()
+        if not all(self.has_delete_permission(request, site) for site in sites):
+            perms_needed.add(str(TrackingSite._meta.verbose_name))
+        per_site: dict[int, list[str]] = {site.pk: [] for site in sites}
+        for model, queryset, site_field in related:
+            counts = dict(queryset.order_by().values_list(site_field).annotate(n=Count("pk")))
+            total = sum(counts.values())
+            if not total:
+                continue
+            name = str(model._meta.verbose_name_plural)
+            model_count[name] = total
+            singular = str(model._meta.verbose_name)
+            for site_id, count in counts.items():
+                per_site[site_id].append(f"{count} {singular if count == 1 else name}")
+            model_admin = self.admin_site._registry.get(model)
+            if model_admin is not None and not model_admin.has_delete_permission(request):
+                perms_needed.add(singular)
+        to_delete: list[Any] = []
+        for site in sites:
+            to_delete.append(f"{capfirst(TrackingSite._meta.verbose_name)}: {site}")
+            if per_site[site.pk]:
+                to_delete.append(per_site[site.pk])
+        return to_delete, model_count, perms_needed, []
 
     # --- list columns ---------------------------------------------------------------------
 
