@@ -69,6 +69,16 @@ DEFAULTS: dict[str, Any] = {
     # Retention: delete finished events after this many days; scrub personal data after that many.
     "RETENTION_DAYS": 180,
     "SCRUB_AFTER_DAYS": 30,
+    # REST API (django_conversions.api): DRF classes as dotted paths, and the rate limit of the
+    # public scan-session endpoint per client IP ("30/minute"; None turns throttling off).
+    # Token first: its WWW-Authenticate header makes anonymous requests a 401, not a 403.
+    "API_AUTHENTICATION_CLASSES": (
+        "django_conversions.api.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ),
+    "API_PERMISSION_CLASSES": ("django_conversions.api.permissions.IsStaffWithModelPermissions",),
+    "API_SCAN_SESSION_THROTTLE_RATE": "30/minute",
+    "API_PAGE_SIZE": 50,
 }
 
 # Settings holding dotted paths, imported on access.
