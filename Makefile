@@ -31,8 +31,13 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 
+## The example shop with sample orders delivered to the local provider sandbox, served at
+## http://127.0.0.1:8000/ until Ctrl-C. DEMO_SERVE=0 stops after the summary (for scripts).
+demo: $(STAMP)
+	$(BIN)/python example_project/manage.py demo $(if $(filter 0,$(DEMO_SERVE)),--no-serve,)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf .venv .venv-* example_project/demo.sqlite3 .pytest_cache
+	rm -rf .venv .venv-* example_project/demo.sqlite3* .pytest_cache

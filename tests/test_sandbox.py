@@ -18,6 +18,7 @@ from django.test import Client, override_settings
 from django.urls import include, path
 from django.utils import timezone
 
+from django_conversions import http
 from django_conversions.contrib.sandbox import control
 from django_conversions.contrib.sandbox.models import (
     SandboxEvent,
@@ -486,6 +487,8 @@ def wired(live_server: Any, transactional_db: Any) -> Iterator[dict[str, Trackin
     accounts = control.ensure_accounts()
     sites = control.connect_tracking_sites(f"{live_server.url}/sandbox", accounts)
     yield {site.provider: site for site in sites}
+    # Close the pooled keep-alive connection so the server's request thread ends with the test.
+    http.close_session()
 
 
 def place_order(number: str = "1001", **fields: Any) -> Order:

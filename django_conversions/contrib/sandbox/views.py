@@ -114,11 +114,12 @@ def handle(
     ``ids`` reads the event ids a request carries, so that every request (refused ones too)
     can be counted per event.
     """
-    fault = take_fault(provider)
+    fault = None
     if request.method != "POST":
         answer = error(405, f"method {request.method} not allowed; use POST")
         answer.headers["Allow"] = "POST"
     else:
+        fault = take_fault(provider)
         try:
             answer = process(request, fault)
         except Refused as refused:

@@ -1,0 +1,183 @@
+"""The example shop's flow through the Django test client, under its own settings.
+
+Run by tests/test_example_shop.py (``pytest example_project/shop/tests --ds=demo_site.settings``
+with ``example_project`` on the path). The tracking sites point at the provider sandbox served
+by ``live_server``, so delivery goes over real HTTP.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from django_conversions import http
+from django_conversions.contrib.sandbox import control
+from django_conversions.contrib.sandbox.models import SandboxEvent
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+from shop.models import Order, Product
+
+SCAN = str(uuid.uuid4())
+CUSTOMER = {
+    "first_name": "Ana",
+    "last_name": "Popescu",
+    "email": "ana.popescu@example.com",
+    "phone": "0775 123 123",
+    "city": "Cluj-Napoca",
+    "country": "Romania",
+}
+
+
+@pytest.fixture
+def products(transactional_db: Any) -> dict[str, Product]:
+    return {
+        "MUG": Product.objects.create(sku="MUG", name="Mug", price=Decimal("12.50")),
+        "BEANS": Product.objects.create(sku="BEANS", name="Beans", price=Decimal("29.00")),
+    }
+
+
+@pytest.fixture
+def sandbox(live_server: Any, transactional_db: Any) -> Iterator[dict[str, TrackingSite]]:
+    sites = control.connect_tracking_sites(f"{live_server.url}/sandbox")
+    yield {site.provider: site for site in sites}
+    # Close the pooled keep-alive connection so the server's request thread ends with the test.
+    http.close_session()
+
+
+def buy(client: Client, *, consent: bool = True, **customer: str) -> Any:
+    client.post("/cart/add/", {"sku": "MUG", "quantity": "2"})
+    client.post("/cart/add/", {"sku": "BEANS", "quantity": "1"})
+    form = {**CUSTOMER, **customer}
+    if consent:
+        form["tracking_consent"] = "on"
+    return client.post("/checkout/", form, follow=True)
+
+
+def events_of(order: Order) -> dict[str, ConversionEvent]:
+    return {
+        e.site.provider: e
+        for e in ConversionEvent.objects.filter(order_reference=order.number).select_related("site")
+    }
+
+
+def test_a_visitor_from_a_qr_scan_buys_and_both_providers_get_the_order(client, products, sandbox):
+    # given: the visitor lands from a QR code
+    landing = client.get("/", {"scnv": SCAN})
+    assert "You arrived through a QR code scan" in landing.content.decode()
+    # when
+    thanks = buy(client)
+    # then
+    order = Order.objects.get()
+    assert order.scan_session_id == SCAN
+    assert order.status == "paid"
+    assert order.tracking_consent == "granted"
+    assert order.total == Decimal("54.00")  # 2 x 12.50 + 29.00, free shipping from 50
+    events = events_of(order)
+    assert events["scanova"].status == EventStatus.DELIVERED
+    assert events["scanova"].snapshot["scan_session_id"] == SCAN
+    assert events["vtmarketing"].status == EventStatus.DELIVERED
+    received = SandboxEvent.objects.get(provider="scanova")
+    assert received.payload["scan_session_id"] == SCAN
+    assert received.payload["conversion_value"] == {"amount": 54.0, "currency": "EUR"}
+    vt = SandboxEvent.objects.get(provider="vtmarketing").payload
+    assert vt["event"]["confirmation"]["items"] == [
+        {"id": "MUG", "quantity": 2},
+        {"id": "BEANS", "quantity": 1},
+    ]
+    page = thanks.content.decode()
+    assert thanks.status_code == 200
+    assert order.number in page
+    assert page.count('class="status status-delivered"') == 2
+
+
+def test_without_a_scan_scanova_is_skipped_with_the_reason(client, products, sandbox):
+    # when
+    buy(client)
+    # then
+    order = Order.objects.get()
+    assert order.scan_session_id == ""
+    events = events_of(order)
+    assert events["scanova"].status == EventStatus.SKIPPED
+    assert "no scan session id" in events["scanova"].last_error
+    assert events["vtmarketing"].status == EventStatus.DELIVERED
+
+
+def test_without_consent_vtmarketing_is_skipped_and_scanova_gets_no_identifiers(
+    client, products, sandbox
+):
+    # given
+    client.get("/", {"scnv": SCAN})
+    # when
+    buy(client, consent=False)
+    # then
+    order = Order.objects.get()
+    assert order.tracking_consent == "denied"
+    events = events_of(order)
+    assert events["vtmarketing"].status == EventStatus.SKIPPED
+    assert "consent denied" in events["vtmarketing"].last_error
+    assert events["scanova"].status == EventStatus.DELIVERED
+    payload = SandboxEvent.objects.get(provider="scanova").payload
+    assert payload["consent"] == "denied"
+    assert "user_identifiers" not in payload
+
+
+def test_a_malformed_scan_link_still_shows_the_shop_and_is_not_used(client, products, sandbox):
+    # when
+    landing = client.get("/", {"scnv": "not-a-uuid"})
+    buy(client)
+    # then
+    assert landing.status_code == 200
+    assert "QR code scan" not in landing.content.decode()
+    assert Order.objects.get().scan_session_id == ""
+
+
+def test_the_thank_you_page_is_only_for_the_buyer(client, products, sandbox):
+    # given
+    buy(client)
+    order = Order.objects.get()
+    # when
+    stranger = Client().get(f"/thanks/{order.number}/")
+    # then
+    assert stranger.status_code == 404
+
+
+def test_checkout_with_an_empty_cart_goes_back_to_the_shop(client, products):
+    # when
+    response = client.get("/checkout/")
+    # then
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+
+
+def test_an_invalid_form_places_no_order(client, products):
+    # given
+    client.post("/cart/add/", {"sku": "MUG", "quantity": "1"})
+    # when
+    response = client.post("/checkout/", {**CUSTOMER, "email": "not an email"})
+    # then
+    assert response.status_code == 200
+    assert "Enter a valid email address" in response.content.decode()
+    assert not Order.objects.exists()
+
+
+def test_marking_an_order_paid_in_the_admin_reports_it(client, products, sandbox):
+    # given: an order placed but not paid yet
+    order = Order.objects.create(**CUSTOMER, scan_session_id=SCAN, tracking_consent="granted")
+    order.items.create(sku="MUG", name="Mug", price=Decimal("12.50"), quantity=1)
+    assert not ConversionEvent.objects.exists()
+    admin = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
+    client.force_login(admin)
+    # when
+    client.post(
+        "/admin/shop/order/",
+        {"action": "mark_paid", "_selected_action": [order.pk]},
+    )
+    # then
+    order.refresh_from_db()
+    assert order.status == "paid"
+    assert {e.status for e in events_of(order).values()} == {EventStatus.DELIVERED}
