@@ -103,10 +103,11 @@ def test_the_endpoint_is_throttled_per_address(browser, settings):
     settings.CONVERSIONS = {**settings.CONVERSIONS, "API_SCAN_SESSION_THROTTLE_RATE": "3/minute"}
     clear_throttles()
     # when
-    codes = [_hand_over(browser, {"scan_session_id": SCAN}).status_code for _ in range(4)]
+    answers = [_hand_over(browser, {"scan_session_id": SCAN}) for _ in range(4)]
     other = _hand_over(browser, {"scan_session_id": SCAN}, REMOTE_ADDR="10.9.8.7")
     # then
-    assert codes == [200, 200, 200, 429]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert 0 < int(answers[-1].headers["Retry-After"]) <= 60
     assert other.status_code == 200
 
 

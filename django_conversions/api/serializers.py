@@ -305,7 +305,7 @@ class EventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ConversionEvent
-        fields = (
+        fields: tuple[str, ...] = (
             "event_id",
             "event_name",
             "site",
@@ -320,7 +320,7 @@ class EventSerializer(serializers.ModelSerializer):
             "delivered_at",
             "conversion",
         )
-        read_only_fields = fields
+        read_only_fields: tuple[str, ...] = fields
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_conversion(self, event: ConversionEvent) -> dict[str, Any]:
