@@ -133,9 +133,7 @@ def bench_save_cost(rounds: int, per_round: int) -> dict[str, Any]:
 
 @contextmanager
 def local_server() -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, str(SERVER)], stdout=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen([sys.executable, str(SERVER)], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         port = int(process.stdout.readline())
@@ -149,11 +147,15 @@ def record_events(count: int) -> None:
     for n in range(count):
         track(
             Conversion(
-                event_name="purchase", order_id=f"D-{uuid.uuid4().hex[:12]}-{n}",
-                value=Decimal("59.90"), currency="EUR", scan_session_id=str(uuid.uuid4()),
-                customer=Customer(email=f"buyer{n}@example.com"), consent="granted",
+                event_name="purchase",
+                order_id=f"D-{uuid.uuid4().hex[:12]}-{n}",
+                value=Decimal("59.90"),
+                currency="EUR",
+                scan_session_id=str(uuid.uuid4()),
+                customer=Customer(email=f"buyer{n}@example.com"),
+                consent="granted",
                 items=[LineItem(id="sku-1", quantity=2), LineItem(id="sku-2")],
-            )  # fmt: skip
+            )
         )
 
 
