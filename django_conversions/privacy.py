@@ -36,6 +36,7 @@ from django_conversions.conversion import (
     normalize_phone,
     sha256_hex,
 )
+from django_conversions.masking import EMAIL_PATTERN
 from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus
 
 FINISHED = (EventStatus.DELIVERED, EventStatus.SKIPPED, EventStatus.FAILED)
@@ -45,13 +46,12 @@ SCRUBBED_MARK = "personal data removed"
 ERASED_REASON = "customer data erased on request"
 BATCH = 500
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"\+?\d[\d ()./-]{6,}\d")
 
 
 def redact_personal(text: str) -> str:
     """``text`` with email addresses and phone numbers masked, for log lines and reasons."""
-    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+    return _PHONE.sub("[phone]", EMAIL_PATTERN.sub("[email]", text))
 
 
 @dataclass

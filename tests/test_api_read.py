@@ -151,9 +151,9 @@ def test_personal_data_is_masked_without_the_permission(viewer, vt_site):
     response = viewer.get(EVENTS)
     # then
     customer = response.json()["results"][0]["conversion"]["customer"]
-    assert customer["email"] == "b•••@•••.com"
+    assert customer["email"] == "b•••@example.com"
     assert customer["first_name"] == "A•••"
-    assert customer["phone"] == "•••23"
+    assert customer["phone"] == "+•••23"
     text = response.content.decode()
     assert "buyer@example.com" not in text
     assert "775123" not in text
@@ -212,7 +212,7 @@ def test_detail_masks_personal_data_a_provider_echoed(viewer, vt_site):
     # then
     body = response.json()["delivery_attempts"][0]["response_body"]
     assert "buyer@example.com" not in body
-    assert "b•••@•••.com" in body
+    assert "b•••@example.com" in body
 
 
 def test_unknown_event_answers_404(viewer, vt_site):

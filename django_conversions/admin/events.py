@@ -23,12 +23,12 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions.admin.display import STATES, badge, event_state, overview_url
-from django_conversions.admin.masking import (
+from django_conversions.admin.sites import ADMIN_CSS
+from django_conversions.masking import (
     can_see_personal_data,
     mask_known,
     mask_snapshot,
 )
-from django_conversions.admin.sites import ADMIN_CSS
 from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus
 from django_conversions.providers import registry
 

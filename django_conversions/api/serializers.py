@@ -17,6 +17,7 @@ from rest_framework import serializers
 from django_conversions import http
 from django_conversions.conversion import CONSENT_VALUES, Conversion, Customer, LineItem
 from django_conversions.exceptions import InvalidConversion
+from django_conversions.masking import mask_known, mask_snapshot
 from django_conversions.models import (
     ConversionEvent,
     DeliveryAttempt,
@@ -24,8 +25,6 @@ from django_conversions.models import (
     TrackingSite,
 )
 from django_conversions.scan_session import InvalidScanSessionId, parse_scan_session_id
-
-from .masking import mask_snapshot, personal_values, scrub
 
 # Size limits, checked before anything is stored.
 PROPERTIES_MAX_BYTES = 10 * 1024  # serialised as compact UTF-8 JSON
@@ -363,12 +362,12 @@ class EventDetailSerializer(EventSerializer):
         rows = AttemptSerializer(event.delivery_attempts.all(), many=True).data
         if self.context.get("personal_data"):
             return list(rows)
-        values = personal_values(event.snapshot or {})
+        snapshot = event.snapshot or {}
         return [
             {
                 **row,
-                "error": scrub(row["error"], values),
-                "response_body": scrub(row["response_body"], values),
+                "error": mask_known(row["error"], snapshot),
+                "response_body": mask_known(row["response_body"], snapshot),
             }
             for row in rows
         ]

@@ -25,10 +25,10 @@ from django_conversions.conf import conversions_settings, import_setting
 from django_conversions.conversion import normalize_event_name
 from django_conversions.delivery import retry_now
 from django_conversions.exceptions import InvalidConversion
+from django_conversions.masking import may_see_personal_data
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.outbox import dedup_key_for, sites_for, track
 
-from .masking import may_see_personal_data
 from .parsers import BoundedJSONParser
 from .serializers import (
     ConversionInputSerializer,

@@ -1,6 +1,6 @@
-"""Masking personal data for admin pages.
+"""Masking personal data for display: the admin and the REST API share these rules.
 
-Staff see ``b•••@example.com`` instead of ``buyer@example.com`` unless they hold the
+People see ``b•••@example.com`` instead of ``buyer@example.com`` unless they hold the
 ``django_conversions.view_personal_data`` permission. Masking is for display only: what is
 stored and sent does not change (the privacy settings decide that).
 """
@@ -16,14 +16,19 @@ from django.http import HttpRequest
 PERSONAL_DATA_PERMISSION = "django_conversions.view_personal_data"
 MASK = "•••"
 
-_EMAIL = re.compile(r"([^\s@\"'<>(),;:]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
+EMAIL_PATTERN = re.compile(r"([^\s@\"'<>(),;:]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
 # Customer fields shown as they are: not enough to identify anyone on their own.
 _SAFE_CUSTOMER_FIELDS = frozenset({"country"})
 
 
+def may_see_personal_data(user: Any) -> bool:
+    return bool(
+        user is not None and user.is_authenticated and user.has_perm(PERSONAL_DATA_PERMISSION)
+    )
+
+
 def can_see_personal_data(request: HttpRequest) -> bool:
-    user = getattr(request, "user", None)
-    return bool(user is not None and user.has_perm(PERSONAL_DATA_PERMISSION))
+    return may_see_personal_data(getattr(request, "user", None))
 
 
 def mask_email(value: str) -> str:
@@ -54,7 +59,7 @@ def mask_digest(value: str) -> str:
 
 def mask_text(text: str) -> str:
     """Free text (reasons, response bodies) with every email address masked."""
-    return _EMAIL.sub(lambda m: f"{m.group(1)[:1]}{MASK}@{m.group(2)}", text)
+    return EMAIL_PATTERN.sub(lambda m: f"{m.group(1)[:1]}{MASK}@{m.group(2)}", text)
 
 
 def mask_known(text: str, snapshot: Any) -> str:
