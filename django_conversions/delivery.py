@@ -248,9 +248,7 @@ class SiteDelivery:
                     self._release_rest(chunks[index:], "waiting for the provider's rate limit")
                     return
             budget -= 1
-            results = self.provider.send(
-                http.get_session(), api_key, [o for _, o in chunk], timeout=_timeout()
-            )
+            results = self.provider.send(http.get_session(), api_key, [o for _, o in chunk])
             self._now = timezone.now()
             stop = False
             for (event, _), result in zip(chunk, results, strict=True):
@@ -280,10 +278,13 @@ class SiteDelivery:
             self._attempts.append(_attempt_row(event, result))
         now = self._now
         if result.outcome == Outcome.AUTH_FAILED:
-            # The key is wrong, not the event: pause the site; the event keeps its attempts.
+            # The key (or site id) is wrong, not the event: pause the site; the event keeps its
+            # attempts and is sent once a new key is saved or the site is resumed.
             if not self.site.is_paused:
-                self.site.pause(f"{self.provider.name} refused the API key: {result.reason}")
-                logger.warning("Paused site %s: API key refused", self.site.pk)
+                self.site.pause(
+                    f"{self.provider.name} refused the site's credentials: {result.reason}"
+                )
+                logger.warning("Paused site %s: credentials refused", self.site.pk)
             self._requeue(event, now, f"waiting: site paused ({result.reason})")
             self.report.deferred += 1
             return True
@@ -426,10 +427,6 @@ def _attempt_row(event: ConversionEvent, result: Result) -> DeliveryAttempt:
         outcome=result.outcome,
         batch_size=exchange.batch_size,
     )
-
-
-def _timeout() -> tuple[float, float]:
-    return (float(conversions_settings.CONNECT_TIMEOUT), float(conversions_settings.READ_TIMEOUT))
 
 
 def _send_after_commit(signal: Any, **kwargs: Any) -> None:

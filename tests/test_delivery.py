@@ -284,7 +284,7 @@ def test_batch_endpoint_sends_many_events_in_one_request(scanova_site, mocked_ht
 
 @pytest.mark.django_db(transaction=True)
 def test_retry_now_sends_a_failed_event_again(scanova_site, mocked_http):
-    mocked_http.post(SCANOVA_URL, status=400, json={"detail": "site_id not found or inactive"})
+    mocked_http.post(SCANOVA_URL, status=400, json={"detail": "event_name is reserved"})
     with conversions():
         [event] = record()
         deliver_due()
@@ -373,3 +373,25 @@ def test_vtmarketing_errors_become_the_reason(vt_site, mocked_http):
     event.refresh_from_db()
     assert event.status == EventStatus.FAILED
     assert "Missing event information" in event.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unknown_site_id_pauses_the_site_and_loses_nothing(scanova_site, mocked_http):
+    # given: Scanova doesn't know the site id the shop configured
+    mocked_http.post(SCANOVA_URL, status=400, json={"detail": "site_id not found or inactive"})
+    with conversions():
+        [event] = record()
+        deliver_due()
+    # then: the site waits for its setup to be fixed; the event is not failed
+    scanova_site.refresh_from_db()
+    assert "site_id not found or inactive" in scanova_site.paused_reason
+    event.refresh_from_db()
+    assert (event.status, event.attempts) == (EventStatus.PENDING, 0)
+    # when: the site id is corrected and the site resumed
+    mocked_http.replace(responses.POST, SCANOVA_URL, json={"success": True})
+    scanova_site.provider_site_id = "site_fixed"
+    scanova_site.save()
+    with conversions():
+        report = resume_site(scanova_site)
+    assert report.delivered == 1
+    assert json.loads(mocked_http.calls[-1].request.body)["site_id"] == "site_fixed"

@@ -409,7 +409,7 @@ def test_a_duplicate_event_id_answered_200_is_delivered(
 @pytest.mark.parametrize(
     ("status", "body", "outcome", "reason"),
     [
-        (400, {"detail": "site_id not found or inactive"}, Outcome.FAILED,
+        (400, {"detail": "site_id not found or inactive"}, Outcome.AUTH_FAILED,
          "HTTP 400: site_id not found or inactive"),
         (401, {"detail": "Missing X-API-Key header"}, Outcome.AUTH_FAILED,
          "HTTP 401: Missing X-API-Key header"),
@@ -605,7 +605,7 @@ def test_a_batch_refused_for_its_site_id_is_not_split(mocked_http: responses.Req
     mocked_http.post(BATCH_URL, status=400, json={"detail": "site_id not found or inactive"})
     results = send(scanova(), events(4))
     assert len(mocked_http.calls) == 1
-    assert {r.outcome for r in results} == {Outcome.FAILED}
+    assert {r.outcome for r in results} == {Outcome.AUTH_FAILED}
 
 
 @pytest.mark.parametrize(("status", "outcome"), [(401, Outcome.AUTH_FAILED), (503, Outcome.RETRY)])

@@ -82,7 +82,7 @@ class Migration(migrations.Migration):
                 ('response_headers', models.JSONField(blank=True, default=dict, verbose_name='response headers')),
                 ('response_body', models.TextField(blank=True, verbose_name='response body')),
                 ('error', models.TextField(blank=True, verbose_name='error')),
-                ('outcome', models.CharField(choices=[('delivered', 'delivered'), ('retry', 'will retry'), ('failed', 'failed permanently'), ('auth_failed', 'API key refused'), ('ineligible', 'not eligible')], max_length=16, verbose_name='outcome')),
+                ('outcome', models.CharField(choices=[('delivered', 'delivered'), ('retry', 'will retry'), ('failed', 'failed permanently'), ('auth_failed', 'site credentials refused'), ('ineligible', 'not eligible')], max_length=16, verbose_name='outcome')),
                 ('batch_size', models.PositiveIntegerField(default=1, verbose_name='events in request')),
                 ('event', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='delivery_attempts', to='django_conversions.conversionevent', verbose_name='event')),
             ],

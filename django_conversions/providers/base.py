@@ -45,7 +45,7 @@ class Outcome(models.TextChoices):
     DELIVERED = "delivered", _("delivered")
     RETRY = "retry", _("will retry")
     FAILED = "failed", _("failed permanently")
-    AUTH_FAILED = "auth_failed", _("API key refused")
+    AUTH_FAILED = "auth_failed", _("site credentials refused")
     INELIGIBLE = "ineligible", _("not eligible")
 
 

@@ -169,8 +169,16 @@ class ScanovaProvider(Provider):
 
     # --- the answers ------------------------------------------------------------------------
 
+    def classify(self, answer: http.HttpAnswer) -> tuple[Outcome, str, float | None]:
+        outcome, reason, retry_after = super().classify(answer)
+        if outcome == Outcome.FAILED and _refuses_site_id(self, answer):
+            # "site_id not found or inactive": the site's setup is wrong, not the event, so the
+            # site is paused (like a refused key) and its events wait for the fix.
+            return Outcome.AUTH_FAILED, reason, None
+        return outcome, reason, retry_after
+
     def should_split(self, answer: http.HttpAnswer, request: Request) -> bool:
-        if answer.status in (400, 422) and "site_id" in self.error_reason(answer):
+        if _refuses_site_id(self, answer):
             return False  # the site's id is refused: every half would be refused too
         return super().should_split(answer, request)
 
@@ -272,3 +280,7 @@ def _shorten_product_ids(properties: dict[str, Any]) -> dict[str, Any]:
             high = middle - 1
     logger.info("Sending %d of %d product ids to Scanova (10 KB limit)", low, len(ids))
     return {**properties, "product_ids": ids[:low], "product_ids_truncated": True}
+
+
+def _refuses_site_id(provider: ScanovaProvider, answer: http.HttpAnswer) -> bool:
+    return answer.status in (400, 422) and "site_id" in provider.error_reason(answer)
