@@ -1,0 +1,472 @@
+"""The admin and the example shop in a real browser: Playwright for Python driving Chromium
+against ``live_server``, with the provider sandbox mounted in the same server, so the real
+provider modules deliver over real HTTP.
+
+Runs under tests.browser.settings in its own pytest process, started by test_browser.py (the
+rest of the suite needs another ORDER_MODEL); see docs/browser-tests.md. To run it alone::
+
+    python -m pytest tests/browser/flows.py --ds=tests.browser.settings
+
+``CONVERSIONS_SCREENSHOTS=1`` also rewrites the screenshots under docs/images/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db.models import F
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from shop.cart import Line
+from shop.checkout import place_order
+from shop.management.commands.demo import PRODUCTS
+from shop.models import Order, Product
+
+from django_conversions.contrib.sandbox import control
+from django_conversions.contrib.sandbox.models import SandboxEvent, SandboxRequest
+from django_conversions.delivery import retry_now
+from django_conversions.models import (
+    ApiKey,
+    ConversionEvent,
+    DeliveryAttempt,
+    EventStatus,
+    TrackingSite,
+)
+
+# Playwright's sync API keeps an event loop running in the test thread, which makes Django
+# refuse ORM calls there; those the tests make between page actions are plain synchronous code.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = os.environ.get("CONVERSIONS_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking switches Chromium waits for the network on an offline box.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+WRITE_SCREENSHOTS = os.environ.get("CONVERSIONS_SCREENSHOTS", "") == "1"
+
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "browser-test-password"
+EVENTS_URL = "/admin/django_conversions/conversionevent/"
+SITES_URL = "/admin/django_conversions/trackingsite/"
+OVERVIEW_URL = "/admin/django_conversions/conversionevent/overview/"
+# A mask is eight bullets and the key's last four characters.
+MASK = "\u2022" * 8
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    playwright = sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: Any) -> Iterator[Page]:
+    context = browser.new_context(
+        base_url=live_server.url,
+        viewport=VIEWPORT,
+        color_scheme="light",
+        locale="en-GB",
+        timezone_id="UTC",
+    )
+    context.set_default_timeout(15_000)
+    # The admin's navigation sidebar starts collapsed (as after a click on its toggle), which
+    # leaves the page's width to the lists and the attempts table in the screenshots.
+    context.add_init_script(
+        "window.localStorage.setItem('django.admin.navSidebarIsOpen', 'false');"
+    )
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def admin_user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_superuser(
+        ADMIN_USER, "admin@example.com", ADMIN_PASSWORD
+    )
+
+
+@pytest.fixture
+def catalogue(transactional_db: Any) -> list[Product]:
+    return [
+        Product.objects.create(
+            sku=sku, name=name, description=description, price=Decimal(price), emoji=emoji
+        )
+        for sku, name, description, price, emoji in PRODUCTS
+    ]
+
+
+@pytest.fixture
+def sandbox_sites(live_server: Any) -> Iterator[dict[str, TrackingSite]]:
+    """One tracking site per provider, sending to the sandbox in this same live server."""
+    sites = control.connect_tracking_sites(f"{live_server.url}/sandbox")
+    yield {site.provider: site for site in sites}
+    control.clear_faults()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def log_in(page: Page) -> None:
+    page.goto("/admin/")
+    expect(page).to_have_url(re.compile(r"/admin/login/"))
+    page.fill("#id_username", ADMIN_USER)
+    page.fill("#id_password", ADMIN_PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/admin/$"))
+
+
+def buy(page: Page, scan_session_id: str, *, product: str = "Classic mug") -> str:
+    """Land from a QR scan, put ``product`` in the cart, check out with consent; the order
+    number shown on the thank-you page."""
+    page.goto(f"/?scnv={scan_session_id}")
+    expect(page.get_by_text("You arrived through a QR code scan")).to_be_visible()
+    page.locator(".card", has_text=product).get_by_role("button", name="Add to cart").click()
+    expect(page.get_by_text(f"Added 1 x {product} to your cart.")).to_be_visible()
+    page.get_by_role("link", name="Checkout", exact=True).click()
+    page.fill("#id_first_name", "Ana")
+    page.fill("#id_last_name", "Popescu")
+    page.fill("#id_email", "ana.popescu@example.com")
+    page.fill("#id_phone", "0775 123 123")
+    page.fill("#id_city", "Cluj-Napoca")
+    page.check("#id_tracking_consent")
+    page.get_by_role("button", name=re.compile(r"^Pay ")).click()
+    expect(page.get_by_role("heading", name="Thank you, Ana!")).to_be_visible()
+    match = re.search(r"/thanks/([^/]+)/$", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def event_row(page: Page, order_number: str, site_name: str) -> Any:
+    return page.locator("#result_list tbody tr", has_text=order_number).filter(has_text=site_name)
+
+
+def save_screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """Rewrite docs/images/<name>.png, only when CONVERSIONS_SCREENSHOTS=1."""
+    if not WRITE_SCREENSHOTS:
+        return
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=full_page, animations="disabled")
+
+
+# --- 1. a tracking site and its key --------------------------------------------------------------
+
+
+def test_admin_adds_a_site_with_a_pasted_key_and_shows_only_its_mask(page, live_server, admin_user):
+    # given
+    account = control.ensure_account("scanova")
+    key = account.key
+    mask = MASK + key[-4:]
+    # when
+    log_in(page)
+    page.goto(f"{SITES_URL}add/")
+    page.fill("#id_name", "Scanova (sandbox)")
+    page.select_option("#id_provider", "scanova")
+    page.fill("#id_provider_site_id", account.site_id)
+    page.fill("#id_endpoint_url", f"{live_server.url}/sandbox/scanova")
+    page.fill("#id_api_keys-0-label", "primary")
+    page.fill("#id_api_keys-0-key", key)
+    page.click("input[name=_continue]")
+    # then: saved, the key is stored, and the page shows only its mask
+    expect(page.locator(".messagelist .success")).to_contain_text("was added successfully")
+    site = TrackingSite.objects.get(name="Scanova (sandbox)")
+    assert ApiKey.objects.get(site=site).key == key
+    expect(page.locator("#api_keys-0 .field-masked_key")).to_have_text(mask)
+    assert page.locator("#id_api_keys-0-key").input_value() == ""
+    change_html = page.content()
+    assert key not in change_html
+    assert key[:-4] not in change_html
+
+    # when: the site list
+    page.goto(SITES_URL)
+    # then
+    row = page.locator("#result_list tbody tr", has_text="Scanova (sandbox)")
+    expect(row.locator(".field-current_key")).to_have_text(mask)
+    expect(row.locator(".field-state")).to_have_text("active")
+    assert key not in page.content()
+    for url in (f"{SITES_URL}{site.pk}/change/", "/admin/django_conversions/apikey/"):
+        assert key not in page.request.get(url).text()
+
+    # when: the pasted key is used for a test event
+    page.goto(f"{SITES_URL}{site.pk}/change/")
+    page.get_by_role("button", name="Send test event").click()
+    # then: the sandbox took it with that key, and the answer shows no key either
+    expect(page.locator(".messagelist .success")).to_contain_text("accepted")
+    assert SandboxRequest.objects.filter(provider="scanova", status_code=200).count() == 1
+    assert key not in page.content()
+
+
+# --- 2. a QR-scan landing and a purchase, delivered ---------------------------------------------
+
+
+def test_a_purchase_from_a_scan_landing_is_delivered_and_shown_delivered_in_the_admin(
+    page, admin_user, catalogue, sandbox_sites
+):
+    # given
+    scan_session_id = str(uuid.uuid4())
+    # when
+    number = buy(page, scan_session_id)
+    # then: the thank-you page already shows both deliveries (ImmediateBackend)
+    expect(page.locator("td.status-delivered")).to_have_count(2)
+    order = Order.objects.get(number=number)
+    assert order.scan_session_id == scan_session_id
+    assert order.tracking_consent == Order.Consent.GRANTED
+    received = SandboxEvent.objects.get(provider="scanova", order_id=number)
+    assert received.payload["scan_session_id"] == scan_session_id
+    assert received.payload["consent"] == "granted"
+    assert SandboxEvent.objects.filter(provider="vtmarketing", order_id=number).count() == 1
+
+    # when: the admin's event list
+    log_in(page)
+    page.goto(EVENTS_URL)
+    # then
+    for site in sandbox_sites.values():
+        row = event_row(page, number, site.name)
+        expect(row).to_have_count(1)
+        expect(row.locator(".field-status_badge")).to_have_text("delivered")
+        expect(row.locator(".field-attempts")).to_have_text("1")
+
+    # when: the Scanova event's page
+    event_row(page, number, "Scanova (sandbox)").locator("th a").click()
+    # then: delivered, with the one attempt the sandbox answered
+    expect(page.locator(".field-status_badge .readonly")).to_have_text("delivered")
+    inline = page.locator(".inline-group", has_text="delivery attempts")
+    rows = inline.locator("tbody tr.has_original")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".field-http_status")).to_have_text("200")
+    expect(rows.first.locator(".field-outcome")).to_have_text("delivered")
+    expect(rows.first.locator(".field-url")).to_contain_text("/sandbox/scanova/server-events")
+    expect(page.locator(".field-snapshot_display")).to_contain_text(scan_session_id)
+
+
+# --- 3. a refusal, its reason, and "retry now" -----------------------------------------------
+
+
+def test_a_refused_event_shows_its_reason_and_is_delivered_by_retry_now(
+    page, admin_user, catalogue, sandbox_sites
+):
+    # given: Scanova refuses every event (the sandbox's fault switch)
+    call_command("conversions_sandbox_fault", "scanova", "reject", "--status", "422")
+    number = buy(page, str(uuid.uuid4()), product="Travel mug")
+    expect(page.locator("td.status-failed")).to_have_count(1)
+
+    # when: the admin's list of failed events
+    log_in(page)
+    page.goto(f"{EVENTS_URL}?status=failed")
+    # then: the event and why
+    row = event_row(page, number, "Scanova (sandbox)")
+    expect(row.locator(".field-status_badge")).to_have_text("failed")
+    expect(row.locator(".field-reason")).to_contain_text("422")
+    expect(row.locator(".field-reason")).to_contain_text("rejected by the sandbox")
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)  # VTmarketing took its copy
+
+    # when: the fault is cleared and the event retried from the list
+    call_command("conversions_sandbox_fault", "scanova", "off")
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "retry_selected")
+    page.get_by_role("button", name="Run").or_(page.get_by_role("button", name="Go")).click()
+    # then
+    expect(page.locator(".messagelist")).to_contain_text("Retried 1 event(s): delivered 1")
+    event = ConversionEvent.objects.get(order_reference=number, site__provider="scanova")
+    assert event.status == EventStatus.DELIVERED
+    assert event.attempts == 2
+    assert SandboxEvent.objects.filter(provider="scanova", order_id=number).count() == 1
+
+    # when: the event's page
+    page.goto(f"{EVENTS_URL}{event.pk}/change/")
+    # then: both attempts, newest first
+    expect(page.locator(".field-status_badge .readonly")).to_have_text("delivered")
+    rows = page.locator(".inline-group", has_text="delivery attempts").locator("tbody tr")
+    expect(rows.locator(".field-http_status")).to_have_text(["200", "422"])
+    expect(rows.locator(".field-outcome")).to_have_text(["delivered", "failed permanently"])
+
+
+# --- 4. a week of orders: the overview, and the pages shown in the docs ------------------------
+
+# Orders per day, six days ago first. The last order of each kind below is special.
+ORDERS_PER_DAY = (3, 5, 4, 6, 2, 5, 4)
+CUSTOMERS = (
+    ("Ana", "Popescu"),
+    ("Mihai", "Ionescu"),
+    ("Elena", "Dumitru"),
+    ("Radu", "Stan"),
+    ("Ioana", "Marin"),
+    ("Andrei", "Pop"),
+    ("Maria", "Rusu"),
+)
+SCAN_NAMESPACE = uuid.UUID("6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f")
+
+
+def place_week_of_orders() -> dict[str, str]:
+    """29 orders over the last seven days, delivered over HTTP to the sandbox; a few of them
+    skipped, refused or retrying, each for a reason the admin shows. Returns the numbers of
+    the special ones."""
+    products = list(Product.objects.order_by("pk"))
+    special = {
+        "no_scan": "WEB-1004",  # typed the address: Scanova skipped
+        "denied": "WEB-1009",  # no consent: VTmarketing skipped
+        "bad_email": "WEB-1013",  # VTmarketing answers 400
+        "refused_then_retried": "WEB-1027",  # Scanova refused (422), then "retry now"
+        "retrying": "WEB-1029",  # Scanova answered 503: retrying
+    }
+    index = 0
+    for days_ago, count in zip(range(6, -1, -1), ORDERS_PER_DAY, strict=True):
+        for _ in range(count):
+            index += 1
+            number = f"WEB-{1000 + index}"
+            first, last = CUSTOMERS[index % len(CUSTOMERS)]
+            email = f"{first}.{last}@example.com".lower()
+            if number == special["bad_email"]:
+                email = f"{first.lower()}@localhost"
+            if number == special["refused_then_retried"]:
+                control.set_fault("scanova", "reject", status_code=422)
+            if number == special["retrying"]:
+                control.set_fault("scanova", "server_error", status_code=503, times=1)
+            lines = [
+                Line(products[index % len(products)], 1 + index % 3),
+                *([Line(products[(index + 2) % len(products)], 1)] if index % 4 == 0 else []),
+            ]
+            place_order(
+                lines,
+                customer={
+                    "first_name": first,
+                    "last_name": last,
+                    "email": email,
+                    "phone": "0775 123 123",
+                    "city": "Cluj-Napoca",
+                    "country": "Romania",
+                    "coupon_code": "",
+                },
+                scan_session_id=None
+                if number == special["no_scan"]
+                else str(uuid.uuid5(SCAN_NAMESPACE, number)),
+                consent=Order.Consent.DENIED
+                if number == special["denied"]
+                else Order.Consent.GRANTED,
+                number=number,
+            )
+            control.clear_faults()
+            if number == special["refused_then_retried"]:
+                retry_now(
+                    ConversionEvent.objects.filter(order_reference=number, site__provider="scanova")
+                )
+            _move_back(number, timedelta(days=days_ago))
+    return special
+
+
+def _move_back(number: str, delta: timedelta) -> None:
+    """Date the order and what it caused ``delta`` earlier (as if placed that day)."""
+    if not delta:
+        return
+    moved = ("created_at", "updated_at", "delivered_at", "next_attempt_at")
+    ConversionEvent.objects.filter(order_reference=number).update(
+        **{name: F(name) - delta for name in moved}
+    )
+    DeliveryAttempt.objects.filter(event__order_reference=number).update(
+        created_at=F("created_at") - delta
+    )
+    Order.objects.filter(number=number).update(
+        created_at=F("created_at") - delta, paid_at=F("paid_at") - delta
+    )
+
+
+def test_a_week_of_orders_in_the_overview_and_the_pages_shown_in_the_docs(
+    page, admin_user, catalogue, sandbox_sites
+):
+    # given
+    special = place_week_of_orders()
+    keys = {site.provider: site.current_key().key for site in sandbox_sites.values()}
+    scanova_events = ConversionEvent.objects.filter(site__provider="scanova")
+    assert scanova_events.count() == sum(ORDERS_PER_DAY)
+
+    # when: a visitor lands from a QR code and puts a mug in the cart
+    page.goto(f"/?scnv={uuid.uuid5(SCAN_NAMESPACE, 'storefront')}")
+    page.locator(".card", has_text="Classic mug").get_by_role("button", name="Add to cart").click()
+    # then
+    expect(page.locator(".card .photo")).to_have_count(len(PRODUCTS))
+    expect(page.get_by_text("You arrived through a QR code scan")).to_be_visible()
+    expect(page.get_by_role("link", name="Checkout", exact=True)).to_be_visible()
+    save_screenshot(page, "storefront", full_page=True)
+
+    # when: the tracking sites
+    log_in(page)
+    page.goto(SITES_URL)
+    # then: each site's key only masked; the counts link to the waiting and failed events
+    for provider, site in sandbox_sites.items():
+        row = page.locator("#result_list tbody tr", has_text=site.name)
+        expect(row.locator(".field-current_key")).to_have_text(MASK + keys[provider][-4:])
+    scanova_row = page.locator("#result_list tbody tr", has_text="Scanova (sandbox)")
+    expect(scanova_row.locator(".field-retrying_count")).to_have_text("1")
+    vt_row = page.locator("#result_list tbody tr", has_text="VTmarketing (sandbox)")
+    expect(vt_row.locator(".field-failed_count")).to_have_text("1")
+    html = page.content()
+    assert not [key for key in keys.values() if key in html]
+    save_screenshot(page, "admin-sites")
+
+    # when: the events, newest first
+    page.goto(EVENTS_URL)
+    # then: the waiting, skipped and failed ones with their reasons
+    retrying = event_row(page, special["retrying"], "Scanova (sandbox)")
+    expect(retrying.locator(".field-status_badge")).to_have_text("retrying (1 failed)")
+    expect(retrying.locator(".field-reason")).to_contain_text("503")
+    skipped = event_row(page, special["denied"], "VTmarketing (sandbox)")
+    expect(skipped.locator(".field-status_badge")).to_have_text("skipped")
+    expect(skipped.locator(".field-reason")).to_contain_text("consent")
+    save_screenshot(page, "admin-events")
+
+    # when: the event that was refused, then retried
+    event = scanova_events.get(order_reference=special["refused_then_retried"])
+    page.goto(f"{EVENTS_URL}{event.pk}/change/")
+    # then
+    expect(page.locator(".field-status_badge .readonly")).to_have_text("delivered")
+    rows = page.locator(".inline-group", has_text="delivery attempts").locator("tbody tr")
+    expect(rows.locator(".field-http_status")).to_have_text(["200", "422"])
+    save_screenshot(page, "admin-event-detail", full_page=True)
+
+    # when: the delivery overview
+    page.goto(OVERVIEW_URL)
+    # then: what needs attention, and per site a week of counts matching the outbox
+    failed = page.locator("#failed-events tbody tr")
+    expect(failed).to_have_count(1)
+    expect(failed).to_contain_text(special["bad_email"])
+    expect(failed).to_contain_text("Invalid user email")
+    for site in sandbox_sites.values():
+        section = page.locator(f"#site-{site.pk}")
+        expect(
+            section.locator("svg.conversions-chart rect[class^=conversions-bar-]")
+        ).not_to_have_count(0)
+        per_day = section.locator("tbody tr td:last-child")
+        expect(per_day).to_have_text([str(n) for n in ORDERS_PER_DAY])
+        expect(section.locator("tfoot td").last).to_have_text(str(sum(ORDERS_PER_DAY)))
+    save_screenshot(page, "admin-overview", full_page=True)
