@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_MAX_AGE": 3 * 24 * 3600,
     # Random extra delay, as a fraction of each wait, so retries from many events spread out.
     "RETRY_JITTER": 0.2,
+    # Requests a worker keeps in flight at once per site (HTTP waits overlap; results are
+    # still recorded in order by the worker's own thread).
+    "DELIVERY_CONCURRENCY": 4,
     # Events per request on providers with a batch endpoint.
     "BATCH_SIZE": 100,
     # Response bodies stored on a delivery attempt are cut to this many characters.

@@ -11,6 +11,7 @@ E.164 where the number allows it. A bad value raises ``InvalidConversion`` namin
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import math
@@ -150,8 +151,14 @@ def sha256_hex(text: str) -> str:
 
 
 def _no_nul(text: str) -> str:
-    """Without NUL characters, which PostgreSQL can store neither in text nor in jsonb."""
-    return text.replace("\x00", "") if "\x00" in text else text
+    """Storable text: no NUL characters and no lone surrogates, which PostgreSQL refuses."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _clean_text(value: Any, field_name: str, max_length: int = 255) -> str | None:
@@ -256,7 +263,8 @@ class Customer:
         return self.phone_sha256
 
     def is_empty(self) -> bool:
-        return not any(dataclasses.asdict(self).values())
+        # Plain attribute reads: dataclasses.asdict() deep-copies, on every tracked save.
+        return not any(getattr(self, f.name) for f in dataclasses.fields(self))
 
 
 @dataclass(frozen=True)
@@ -402,6 +410,20 @@ class Conversion:
 
     def replace(self, **changes: Any) -> Conversion:
         return dataclasses.replace(self, **changes)
+
+    def narrowed(self, **changes: Any) -> Conversion:
+        """A copy with some fields dropped or reduced to already-valid values, not re-validated.
+
+        For the outbox's per-provider minimisation, which runs on every tracked save: the
+        changes only remove data (``customer=`` a validated ``Customer`` or None,
+        ``properties=`` a subset or None), so nothing can become invalid.
+        """
+        narrowed = copy.copy(self)
+        for name, value in changes.items():
+            if name not in ("customer", "properties"):
+                raise ValueError(f"narrowed() only changes customer and properties, not {name}")
+            object.__setattr__(narrowed, name, value)
+        return narrowed
 
 
 def _item_snapshot(item: LineItem) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -236,8 +237,9 @@ class SiteDelivery:
         outbound = self._outbound()
         size = max(1, conversions_settings.BATCH_SIZE) if self.provider.supports_batch else 1
         chunks = [outbound[i : i + size] for i in range(0, len(outbound), size)]
-        budget = 0
-        for index, chunk in enumerate(chunks):
+        concurrency = max(1, conversions_settings.DELIVERY_CONCURRENCY)
+        budget = index = 0
+        while index < len(chunks):
             if budget == 0:
                 wanted = min(len(chunks) - index, self.MAX_RESERVATION)
                 budget, wait = reserve_requests(
@@ -247,19 +249,36 @@ class SiteDelivery:
                     self._hold(timezone.now() + timedelta(seconds=wait), "rate budget spent")
                     self._release_rest(chunks[index:], "waiting for the provider's rate limit")
                     return
-            budget -= 1
-            results = self.provider.send(http.get_session(), api_key, [o for _, o in chunk])
-            self._now = timezone.now()
+            # A wave of requests in flight at once; results are applied in order afterwards.
+            # The first wave is a single request: a refused key or a 429 costs one request.
+            width = 1 if index == 0 else concurrency
+            wave = chunks[index : index + min(width, budget)]
+            budget -= len(wave)
+            index += len(wave)
             stop = False
-            for (event, _), result in zip(chunk, results, strict=True):
-                stop = self._apply(event, result) or stop
+            for chunk, results in zip(wave, self._send_wave(api_key, wave), strict=True):
+                self._now = timezone.now()
+                for (event, _), result in zip(chunk, results, strict=True):
+                    stop = self._apply(event, result) or stop
             if stop:
-                self._release_rest(chunks[index + 1 :], self.site.paused_reason or "site held back")
+                self._release_rest(chunks[index:], self.site.paused_reason or "site held back")
                 return
             if len(self._dirty) >= self.FLUSH_EVENTS or (
                 time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS
             ):
                 self._flush()
+
+    def _send_wave(
+        self, api_key: str, wave: Sequence[Sequence[tuple[ConversionEvent, OutboundEvent]]]
+    ) -> list[list[Result]]:
+        """Send each chunk as one request; several at once on the worker's HTTP threads."""
+
+        def send(chunk: Sequence[tuple[ConversionEvent, OutboundEvent]]) -> list[Result]:
+            return self.provider.send(http.get_session(), api_key, [o for _, o in chunk])
+
+        if len(wave) == 1:
+            return [send(wave[0])]
+        return list(_http_threads(len(wave)).map(send, wave))
 
     def _outbound(self) -> list[tuple[ConversionEvent, OutboundEvent]]:
         outbound = []
@@ -317,7 +336,7 @@ class SiteDelivery:
             event.attempts += 1
         event.status = status
         event.last_error = "" if status == EventStatus.DELIVERED else result.reason[:2000]
-        event.delivered_at = self._now if status == EventStatus.DELIVERED else None
+        event.delivered_at = None  # stamped when written, see _flush()
         self._mark_dirty(event)
         if status == EventStatus.DELIVERED:
             self.report.delivered += 1
@@ -356,6 +375,9 @@ class SiteDelivery:
         groups: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
         for event in self._dirty:
             event.updated_at = now
+            if event.status == EventStatus.DELIVERED:
+                # Stamped per flush (at most FLUSH_SECONDS late) so a group shares one UPDATE.
+                event.delivered_at = now
             # A finished event keeps its next_attempt_at; a requeued one gets a new one.
             fields = _RESULT_FIELDS if event.status == EventStatus.PENDING else _FINISH_FIELDS
             groups[tuple((name, getattr(event, name)) for name in fields)].append(event.pk)
@@ -392,6 +414,18 @@ _RESULT_FIELDS = (
     "lease_expires_at", "updated_at",
 )  # fmt: skip
 _FINISH_FIELDS = tuple(name for name in _RESULT_FIELDS if name != "next_attempt_at")
+
+
+_executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def _http_threads(size: int) -> ThreadPoolExecutor:
+    """A long-lived pool per size, so each thread keeps its pooled keep-alive session."""
+    if size not in _executors:
+        _executors[size] = ThreadPoolExecutor(
+            max_workers=size, thread_name_prefix="conversions-http"
+        )
+    return _executors[size]
 
 
 def _release(

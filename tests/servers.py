@@ -45,6 +45,8 @@ class RecordingServer:
         self.script: list[Answer] = []
         self.received: list[Received] = []
         self.responder: Callable[[Received], Answer] | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -93,8 +95,13 @@ class RecordingServer:
                     body = raw.decode("utf-8", "replace")
                 received = Received(self.path, dict(self.headers.items()), body)
                 answer = server._next_answer(received)
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 if answer.delay:
                     time.sleep(answer.delay)
+                with server._lock:
+                    server.in_flight -= 1
                 payload = json.dumps(answer.body).encode()
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")

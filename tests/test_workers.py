@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_conversions import Conversion, Customer, track
+from django_conversions.delivery import deliver_due
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from tests.servers import Answer, recording_server
 from tests.workers import start_command, start_python
@@ -168,3 +169,21 @@ def test_loop_mode_stops_cleanly_on_sigterm():
         out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert "Total: delivered 1" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_keeps_several_requests_in_flight_after_a_first_probe():
+    # given: a slow provider without a batch endpoint in use, and 9 events
+    with (
+        recording_server(Answer(delay=0.3)) as server,
+        conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4),
+    ):
+        local_site(server.url)
+        events = record_many(9)
+        # when
+        report = deliver_due()
+    # then: all delivered once, with up to four requests in flight at once
+    assert report.delivered == 9
+    assert set(server.event_id_counts().values()) == {1}
+    assert len(server.event_id_counts()) == len(events)
+    assert server.max_in_flight == 4

@@ -187,13 +187,13 @@ class Provider:
         if customer is None:
             return conversion
         if not policy_for(self.id).allows_identifiers(conversion.consent):
-            return conversion.replace(customer=None)
+            return conversion.narrowed(customer=None)
         kept = {name: getattr(customer, name) for name in self.personal_fields}
         for name in self.hashed_fields:
             if name not in self.personal_fields:
                 kept[f"{name}_sha256"] = getattr(customer, f"{name}_hash")
         reduced = Customer(**{k: v for k, v in kept.items() if v})
-        return conversion.replace(customer=None if reduced.is_empty() else reduced)
+        return conversion.narrowed(customer=None if reduced.is_empty() else reduced)
 
     def accepts_event(self, event_name: str) -> bool:
         """Does this provider take events of this (normalised) name at all?"""

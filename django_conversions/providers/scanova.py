@@ -97,7 +97,7 @@ class ScanovaProvider(Provider):
         if conversion.properties:
             cleaned = _without_emails(conversion.properties, log=False)
             if cleaned != conversion.properties:
-                conversion = conversion.replace(properties=cleaned)
+                conversion = conversion.narrowed(properties=cleaned)
         return conversion
 
     # --- the body ---------------------------------------------------------------------------

@@ -62,7 +62,7 @@ class VTMarketingProvider(Provider):
     def minimize(self, conversion: Conversion) -> Conversion:
         """Custom properties are never sent to VTmarketing, so they are not stored for it."""
         conversion = super().minimize(conversion)
-        return conversion.replace(properties=None) if conversion.properties else conversion
+        return conversion.narrowed(properties=None) if conversion.properties else conversion
 
     def build_body(self, event: OutboundEvent) -> dict[str, Any]:
         conversion = event.conversion
