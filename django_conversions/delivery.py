@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -27,7 +28,7 @@ from django.db import connections, router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from django_conversions import http
+from django_conversions import bulk, http
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.models import (
@@ -138,12 +139,16 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
         # same rows only one changes them (SQLite serialises writers).
         ids = list(candidates.values_list("pk", flat=True)[:limit])
         ConversionEvent.objects.using(using).filter(_due(now), pk__in=ids).update(**claim_values)
-    return list(
+    claimed = list(
         ConversionEvent.objects.using(using)
         .filter(claim_token=token, status=EventStatus.SENDING)
-        .select_related("site")
         .order_by("next_attempt_at", "pk")
     )
+    # One object per site, shared by its events (a join would build one per event).
+    sites = TrackingSite.objects.using(using).in_bulk({event.site_id for event in claimed})
+    for event in claimed:
+        event.site = sites[event.site_id]
+    return claimed
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -382,7 +387,7 @@ class SiteDelivery:
             fields = _RESULT_FIELDS if event.status == EventStatus.PENDING else _FINISH_FIELDS
             groups[tuple((name, getattr(event, name)) for name in fields)].append(event.pk)
         with transaction.atomic(using=router.db_for_write(ConversionEvent)):
-            DeliveryAttempt.objects.bulk_create(self._attempts)
+            bulk.insert(self._attempts, router.db_for_write(DeliveryAttempt))
             for values, pks in groups.items():
                 ConversionEvent.objects.filter(pk__in=pks).update(**dict(values))
             for signal, kwargs in self._signals:
@@ -478,10 +483,43 @@ def reserve_requests(site: TrackingSite, per_minute: int | None, wanted: int) ->
 
     Returns ``(granted, seconds_to_wait)``; ``seconds_to_wait`` matters when nothing was
     granted. The budget is a fixed one-minute window kept on the site row and changed with
-    compare-and-set UPDATEs, so every worker on every machine shares it.
+    compare-and-set UPDATEs, so every worker on every machine shares it. A process takes at
+    least ``RESERVE_BLOCK`` requests at a time and keeps what it didn't use for the rest of
+    the same minute, so a busy worker touches the row rarely.
     """
     if not per_minute:
         return wanted, 0.0
+    window = timezone.now().replace(second=0, microsecond=0)
+    with _leftover_lock:
+        kept_window, kept = _leftover.get(site.pk, (window, 0))
+        kept = kept if kept_window == window else 0
+        if kept >= wanted:
+            _leftover[site.pk] = (window, kept - wanted)
+            return wanted, 0.0
+        granted, wait, window = _reserve_from_row(
+            site, per_minute, max(wanted - kept, min(RESERVE_BLOCK, per_minute))
+        )
+        total = kept + granted
+        _leftover[site.pk] = (window, max(0, total - wanted))
+    if total == 0:
+        return 0, wait
+    return min(total, wanted), 0.0
+
+
+RESERVE_BLOCK = 20
+_leftover: dict[int, tuple[datetime, int]] = {}
+_leftover_lock = threading.Lock()
+
+
+def forget_reservations() -> None:
+    """Drop this process's unused request budget (tests; a site's limit changing)."""
+    with _leftover_lock:
+        _leftover.clear()
+
+
+def _reserve_from_row(
+    site: TrackingSite, per_minute: int, wanted: int
+) -> tuple[int, float, datetime]:
     rows = TrackingSite.objects.filter(pk=site.pk)
     for _ in range(10):
         now = timezone.now()
@@ -490,11 +528,11 @@ def reserve_requests(site: TrackingSite, per_minute: int | None, wanted: int) ->
         used = count if start == window else 0
         granted = min(wanted, per_minute - used)
         if granted <= 0:
-            return 0, max(0.5, (window + RATE_WINDOW - now).total_seconds())
+            return 0, max(0.5, (window + RATE_WINDOW - now).total_seconds()), window
         same = rows.filter(rate_window_start=start, rate_window_count=count)
         if same.update(rate_window_start=window, rate_window_count=used + granted):
-            return granted, 0.0
-    return 0, 1.0  # heavy contention: try again shortly
+            return granted, 0.0, window
+    return 0, 1.0, window  # heavy contention: try again shortly
 
 
 # --- admin and API actions -------------------------------------------------------------------

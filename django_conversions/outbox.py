@@ -16,6 +16,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
 
+from django_conversions import bulk
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
@@ -163,54 +164,7 @@ def _existing_events(
 
 
 def insert_events(rows: list[ConversionEvent], using: str) -> list[ConversionEvent]:
-    """INSERT the rows in one statement and set their primary keys.
-
-    What ``bulk_create()`` does, minus its per-call query compilation, which on the checkout's
-    path cost more than the insert itself: the statement text is built once per database and
-    the values are prepared by the fields themselves, as the ORM does.
-    """
-    connection = connections[using]
-    if not rows:
-        return rows
-    if not connection.features.can_return_rows_from_bulk_insert:
-        return ConversionEvent.objects.using(using).bulk_create(rows)
-    fields = _insert_fields()
-    sql = _insert_sql(using, len(rows))
-    params = [
-        field.get_db_prep_save(field.pre_save(row, True), connection)
-        for row in rows
-        for field in fields
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        # Matched by event_id: the order of RETURNING rows is not guaranteed.
-        returned = {uuid.UUID(str(event_id)): pk for pk, event_id in cursor.fetchall()}
-    for row in rows:
-        row.pk = returned[row.event_id]
-        row._state.adding = False
-        row._state.db = using
-    return rows
-
-
-def _insert_fields() -> list[models.Field]:
-    return [f for f in ConversionEvent._meta.concrete_fields if not f.primary_key]
-
-
-_insert_sql_cache: dict[tuple[str, int], str] = {}
-
-
-def _insert_sql(using: str, count: int) -> str:
-    cache_key = (using, count)
-    if cache_key not in _insert_sql_cache:
-        quote = connections[using].ops.quote_name
-        meta = ConversionEvent._meta
-        columns = ", ".join(quote(f.column) for f in _insert_fields())
-        row = "(" + ", ".join(["%s"] * len(_insert_fields())) + ")"
-        _insert_sql_cache[cache_key] = (
-            f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row] * count)} "
-            f"RETURNING {quote(meta.pk.column)}, {quote(meta.get_field('event_id').column)}"
-        )
-    return _insert_sql_cache[cache_key]
+    return bulk.insert(rows, using, match_pk_by="event_id")
 
 
 def track_order(

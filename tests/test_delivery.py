@@ -314,6 +314,21 @@ def test_expired_lease_returns_events_to_the_sweep(scanova_site, mocked_http):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_rate_budget_taken_by_one_process_is_seen_by_another(scanova_site):
+    from django_conversions.delivery import forget_reservations
+
+    # given: this process took a block of the budget (more than it needs right now)
+    assert reserve_requests(scanova_site, 30, 1) == (1, 0.0)
+    scanova_site.refresh_from_db()
+    assert scanova_site.rate_window_count == 20
+    # when: another process (no leftover of its own) asks
+    forget_reservations()
+    granted, _ = reserve_requests(scanova_site, 30, 50)
+    # then: it only gets what the row still has
+    assert granted == 10
+
+
+@pytest.mark.django_db(transaction=True)
 def test_rate_budget_is_shared_per_minute_window(scanova_site):
     # given: a budget of 5 requests a minute
     assert reserve_requests(scanova_site, 5, 3) == (3, 0.0)

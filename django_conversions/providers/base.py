@@ -166,6 +166,8 @@ class Provider:
 
     def __init__(self, site: SiteConfig | None = None) -> None:
         self.site = site or SiteConfig()
+        # Bodies built while checking events, reused when the requests are made.
+        self._bodies: dict[tuple[UUID, int], Any] = {}
 
     # --- hooks a provider implements ---------------------------------------------------------
 
@@ -263,9 +265,15 @@ class Provider:
             for i in range(0, len(events), size)
         ]
 
+    def body_for(self, event: OutboundEvent) -> Any:
+        """``build_body(event)``, built once per send even when checked first."""
+        key = (event.event_id, id(event.conversion))
+        body = self._bodies.pop(key, None)
+        return self.build_body(event) if body is None else body
+
     def _request(self, events: Sequence[OutboundEvent], positions: Sequence[int]) -> Request:
         if len(events) == 1:
-            return Request(self.url(self.event_path), self.build_body(events[0]), events, positions)
+            return Request(self.url(self.event_path), self.body_for(events[0]), events, positions)
         assert self.batch_path is not None
         return Request(self.url(self.batch_path), self.build_batch_body(events), events, positions)
 
@@ -328,7 +336,9 @@ class Provider:
             reason = self.ineligible_reason(event.conversion)
             if reason:
                 return Result(Outcome.INELIGIBLE, reason)
-            http.dumps(self.build_body(event))
+            body = self.build_body(event)
+            http.dumps(body)  # fails here, for this event alone, if a value can't be sent
+            self._bodies[(event.event_id, id(event.conversion))] = body
         except Exception as err:  # a bug or a bad value must not block the other events
             logger.exception(
                 "%s could not build the request for event %s", self.name, event.event_id

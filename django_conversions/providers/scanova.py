@@ -124,7 +124,7 @@ class ScanovaProvider(Provider):
         return body
 
     def build_batch_body(self, events: Sequence[OutboundEvent]) -> Any:
-        return {ASSUMED_BATCH_KEY: [self.build_body(event) for event in events]}
+        return {ASSUMED_BATCH_KEY: [self.body_for(event) for event in events]}
 
     def user_identifiers(self, conversion: Conversion) -> dict[str, str]:
         """Hashes and the shop's own customer id; nothing unless the consent policy allows."""
