@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext
@@ -167,7 +168,7 @@ class ConversionEventAdmin(admin.ModelAdmin):
         "status_badge",
         "reason",
         "attempts",
-        "created_at",
+        "created",
         "next_or_delivered",
     )
     list_filter = (StatusFilter, "site", ProviderFilter, "event_name")
@@ -187,7 +188,7 @@ class ConversionEventAdmin(admin.ModelAdmin):
                     "status_badge",
                     "reason_full",
                     "attempts",
-                    "next_attempt_at",
+                    "next_attempt",
                     "created_at",
                     "delivered_at",
                     "updated_at",
@@ -206,7 +207,7 @@ class ConversionEventAdmin(admin.ModelAdmin):
         "status_badge",
         "reason_full",
         "attempts",
-        "next_attempt_at",
+        "next_attempt",
         "created_at",
         "delivered_at",
         "updated_at",
@@ -266,13 +267,20 @@ class ConversionEventAdmin(admin.ModelAdmin):
     def reason_full(self, event: ConversionEvent) -> str:
         return _visible(event, event.last_error, event.snapshot) or "—"
 
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, event: ConversionEvent) -> str:
+        return _short_time(event.created_at)
+
     @admin.display(description=_("next attempt / delivered"))
-    def next_or_delivered(self, event: ConversionEvent) -> Any:
+    def next_or_delivered(self, event: ConversionEvent) -> str:
         if event.status == EventStatus.DELIVERED:
-            return event.delivered_at
-        if event.status == EventStatus.PENDING:
-            return event.next_attempt_at
-        return "—"
+            return _short_time(event.delivered_at)
+        return _short_time(self.next_attempt(event))
+
+    @admin.display(description=_("next attempt"))
+    def next_attempt(self, event: ConversionEvent) -> Any:
+        """Only a waiting event has one; a finished event's old schedule would mislead."""
+        return event.next_attempt_at if event.status == EventStatus.PENDING else None
 
     @admin.display(description=_("source"))
     def source_link(self, event: ConversionEvent) -> str:
@@ -396,3 +404,10 @@ class ConversionEventAdmin(admin.ModelAdmin):
 
 def _visible_reason(event: ConversionEvent, unmasked: bool) -> str:
     return event.last_error if unmasked else mask_known(event.last_error, event.snapshot)
+
+
+def _short_time(value: Any) -> str:
+    """A compact local date and time for list columns (the detail page shows the full one)."""
+    if value is None:
+        return "—"
+    return date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT")
