@@ -271,16 +271,16 @@ class ConversionEventAdmin(admin.ModelAdmin):
     def created(self, event: ConversionEvent) -> str:
         return _short_time(event.created_at)
 
-    @admin.display(description=_("next attempt / delivered"))
+    @admin.display(description=_("next try / delivered"))
     def next_or_delivered(self, event: ConversionEvent) -> str:
         if event.status == EventStatus.DELIVERED:
             return _short_time(event.delivered_at)
-        return _short_time(self.next_attempt(event))
+        return _short_time(event.next_attempt_at) if event.status == EventStatus.PENDING else "—"
 
     @admin.display(description=_("next attempt"))
     def next_attempt(self, event: ConversionEvent) -> Any:
         """Only a waiting event has one; a finished event's old schedule would mislead."""
-        return event.next_attempt_at if event.status == EventStatus.PENDING else None
+        return event.next_attempt_at if event.status == EventStatus.PENDING else "—"
 
     @admin.display(description=_("source"))
     def source_link(self, event: ConversionEvent) -> str:
@@ -410,4 +410,4 @@ def _short_time(value: Any) -> str:
     """A compact local date and time for list columns (the detail page shows the full one)."""
     if value is None:
         return "—"
-    return date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT")
+    return date_format(timezone.localtime(value), "M j, H:i")
