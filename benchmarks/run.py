@@ -252,16 +252,22 @@ def write_docs(results: dict[str, Any]) -> None:
         "",
         "## Cost on the checkout",
         "",
-        "| what | tracking off | tracking on | ratio | target |",
-        "|---|---|---|---|---|",
+        "| what | tracking off | tracking on | ratio | target | met |",
+        "|---|---|---|---|---|---|",
         f"| one checkout with 2 active sites | {save['ms_per_checkout_tracking_off']} ms | "
         f"{save['ms_per_checkout_tracking_on']} ms | **{save['ratio_on_over_off']}x** | "
-        f"{save['target']} |",
+        f"{save['target']} | {_met(save['ratio_on_over_off'] <= 1.5)} |",
         "",
         "A checkout is one transaction: the order, two lines, then the status change to paid that",
         "records the conversion (one savepoint, one lookup of existing events, one insert, plus",
         "reading the order lines). The save path makes no network call: every checkout runs with",
         "socket connections forbidden (`network_calls_in_save_path: 0`).",
+        "",
+        "Where the time goes, measured with the ORM as it is: reading the order's lines for the",
+        "items (the single largest part), building and minimising the conversion for each",
+        "site, and the one insert. A checkout that does more work of its own (stock, payment",
+        "records) or a database whose commit costs more than this machine's makes the ratio",
+        "smaller; the absolute cost per tracked checkout is the difference of the two columns.",
         "",
         "## Delivery throughput",
         "",
@@ -271,26 +277,27 @@ def write_docs(results: dict[str, Any]) -> None:
         "(`DELIVERY_CONCURRENCY`).",
         "",
         "| provider latency | one worker | bare `requests.Session` loop, same bodies | ratio | "
-        "target |",
-        "|---|---|---|---|---|",
+        "target | met |",
+        "|---|---|---|---|---|---|",
     ]
     for row in results["delivery"]:
         lines.append(
             f"| {row['latency_ms']} ms | {row['conversions_deliver_events_per_s']} events/s | "
             f"{row['bare_requests_session_events_per_s']} events/s | "
-            f"**{row['ratio_app_over_bare']}x** | {row['target']} |"
+            f"**{row['ratio_app_over_bare']}x** | {row['target']} | "
+            f"{_met(row['ratio_app_over_bare'] >= 0.8)} |"
         )
     lines += [
         "",
         "| provider latency | Scanova batch (100 per request) | one event per request | ratio | "
-        "target |",
-        "|---|---|---|---|---|",
+        "target | met |",
+        "|---|---|---|---|---|---|",
     ]
     for row in results["batch"]:
         lines.append(
             f"| {row['latency_ms']} ms | {row['batch_of_100_events_per_s']} events/s | "
             f"{row['single_events_per_s']} events/s | **{row['ratio_batch_over_single']}x** | "
-            f"{row['target']} |"
+            f"{row['target']} | {_met(row['ratio_batch_over_single'] >= 10)} |"
         )
     lines += [
         "",
@@ -302,6 +309,10 @@ def write_docs(results: dict[str, Any]) -> None:
         "",
     ]
     (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines))
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
 
 
 def main() -> None:
