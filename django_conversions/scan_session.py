@@ -24,8 +24,10 @@ from django_conversions.exceptions import ConversionsError
 __all__ = [
     "InvalidScanSessionId",
     "forget_scan_session",
+    "get_consent",
     "get_scan_session",
     "parse_scan_session_id",
+    "remember_consent",
     "remember_scan_session",
 ]
 
@@ -120,3 +122,30 @@ def get_scan_session(request: HttpRequest) -> str | None:
 def forget_scan_session(request: HttpRequest) -> None:
     """Drop the scan session id (e.g. once it has been used for an order)."""
     _session(request).pop(conversions_settings.SCAN_SESSION_KEY, None)
+
+
+# --- the visitor's tracking consent --------------------------------------------------------
+#
+# Carried like the scan id, from the storefront's consent banner (through the REST API's
+# scan-session endpoint, or a view calling remember_consent()) to the checkout, which copies
+# it onto the order. It is never read from a URL: a link can be forwarded or made up.
+
+
+def _consent_key() -> str:
+    return f"{conversions_settings.SCAN_SESSION_KEY}_consent"
+
+
+def remember_consent(request: HttpRequest, value: object) -> str:
+    """Keep the visitor's consent (``granted``, ``denied`` or ``pending``); return it."""
+    from django_conversions.conversion import CONSENT_VALUES
+
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if text not in CONSENT_VALUES:
+        raise ValueError(f"consent must be one of {', '.join(CONSENT_VALUES)}")
+    _session(request)[_consent_key()] = text
+    return text
+
+
+def get_consent(request: HttpRequest) -> str | None:
+    """The consent the visitor gave in this session, or None when unknown."""
+    return _session(request).get(_consent_key())

@@ -47,7 +47,7 @@ def test_get_sets_the_csrf_cookie_and_says_there_is_no_scan_yet(db):
     response = client.get(SCAN_SESSION)
     # then
     assert response.status_code == 200
-    assert response.json() == {"scan_session_id": None}
+    assert response.json() == {"scan_session_id": None, "consent": None}
     assert "csrftoken" in response.cookies
 
 
@@ -56,9 +56,9 @@ def test_post_keeps_the_scan_session_in_the_visitors_session(browser):
     response = _hand_over(browser, {"scan_session_id": SCAN.upper()})
     # then
     assert response.status_code == 200, response.content
-    assert response.json() == {"scan_session_id": SCAN}
+    assert response.json() == {"scan_session_id": SCAN, "consent": None}
     assert _session_value(browser) == SCAN
-    assert browser.get(SCAN_SESSION).json() == {"scan_session_id": SCAN}
+    assert browser.get(SCAN_SESSION).json() == {"scan_session_id": SCAN, "consent": None}
 
 
 def test_a_later_scan_replaces_the_earlier_one(browser):
@@ -85,7 +85,8 @@ def test_post_without_the_csrf_token_is_refused(browser):
     [
         ({"scan_session_id": "not-a-uuid"}, "scan_session_id"),
         ({"scan_session_id": ""}, "scan_session_id"),
-        ({}, "scan_session_id"),
+        ({}, "non_field_errors"),
+        ({"consent": "yes"}, "consent"),
         ({"scan_session_id": SCAN, "extra": 1}, "extra"),
     ],
 )
@@ -128,3 +129,13 @@ def test_logged_in_users_need_no_permission(browser, django_user_model):
     response = _hand_over(browser, {"scan_session_id": SCAN})
     # then
     assert response.status_code == 200
+
+
+def test_consent_from_the_banner_is_kept_with_the_scan(browser):
+    # when: the landing page hands over the scan, the consent banner the answer later
+    _hand_over(browser, {"scan_session_id": SCAN})
+    response = _hand_over(browser, {"consent": "granted"})
+    # then: both are kept for the checkout to copy onto the order
+    assert response.status_code == 200, response.content
+    assert response.json() == {"scan_session_id": SCAN, "consent": "granted"}
+    assert browser.get(SCAN_SESSION).json()["consent"] == "granted"

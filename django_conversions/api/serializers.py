@@ -390,11 +390,23 @@ class ScanSessionIdField(serializers.CharField):
 
 
 class ScanSessionSerializer(StrictSerializer):
-    """The scan session id to keep for this visitor."""
+    """The scan session id and/or the tracking consent to keep for this visitor."""
 
     scan_session_id = ScanSessionIdField(
-        max_length=45, help_text="The scnv UUID from the QR code's landing URL."
+        max_length=45,
+        required=False,
+        help_text="The scnv UUID from the QR code's landing URL.",
     )
+    consent = serializers.ChoiceField(
+        choices=CONSENT_VALUES,
+        required=False,
+        help_text="The visitor's answer to the shop's tracking-consent banner.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Send scan_session_id, consent, or both.")
+        return attrs
 
     def validate_scan_session_id(self, value: str) -> str:
         # The middleware's rule, so both ways in accept the same ids.
@@ -405,6 +417,7 @@ class ScanSessionSerializer(StrictSerializer):
 
 
 class ScanSessionStateSerializer(serializers.Serializer):
-    """The scan session id kept for this visitor (null: none, or expired)."""
+    """What is kept for this visitor (null: nothing, or expired)."""
 
     scan_session_id = serializers.UUIDField(allow_null=True)
+    consent = serializers.ChoiceField(choices=CONSENT_VALUES, allow_null=True)

@@ -282,19 +282,18 @@ class ScanSessionView(generics.GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         get_token(request._request)  # sets the csrftoken cookie on the answer
-        current = scan_session.get_scan_session(request._request)
-        return Response({"scan_session_id": current})
+        return Response(_visitor_state(request))
 
     @document(
         operation_id="conversions_scan_session_create",
-        summary="Keep a scan session id for this visitor",
+        summary="Keep a scan session id and/or the tracking consent for this visitor",
         description=(
             "Stores the UUID in the visitor's session, as the middleware does for the `scnv` "
             "query parameter. Needs the CSRF cookie and the `X-CSRFToken` header."
         ),
         responses={
             200: ScanSessionStateSerializer,
-            400: OpenApiResponse(description="Not a UUID."),
+            400: OpenApiResponse(description="Not a UUID, or not a consent value."),
             403: OpenApiResponse(description="CSRF check failed."),
             429: OpenApiResponse(description="Too many requests from this address."),
         },
@@ -303,7 +302,16 @@ class ScanSessionView(generics.GenericAPIView):
         enforce_csrf(request)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        value = scan_session.remember_scan_session(
-            request._request, serializer.validated_data["scan_session_id"]
-        )
-        return Response({"scan_session_id": value})
+        data = serializer.validated_data
+        if "scan_session_id" in data:
+            scan_session.remember_scan_session(request._request, data["scan_session_id"])
+        if "consent" in data:
+            scan_session.remember_consent(request._request, data["consent"])
+        return Response(_visitor_state(request))
+
+
+def _visitor_state(request: Request) -> dict[str, Any]:
+    return {
+        "scan_session_id": scan_session.get_scan_session(request._request),
+        "consent": scan_session.get_consent(request._request),
+    }

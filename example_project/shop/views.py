@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from django_conversions.models import ConversionEvent
-from django_conversions.scan_session import get_scan_session
+from django_conversions.scan_session import get_consent, get_scan_session
 from shop import cart
 from shop.checkout import place_order
 from shop.forms import CheckoutForm
@@ -62,7 +62,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
     if not context["lines"]:
         messages.info(request, "Your cart is empty.")
         return redirect("shop:storefront")
-    form = CheckoutForm(request.POST or None)
+    # The consent banner's answer (handed over through the app's API) ticks the box.
+    initial = {"tracking_consent": get_consent(request) == "granted"}
+    form = CheckoutForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         order = place_order(
             context["lines"],  # type: ignore[arg-type]
