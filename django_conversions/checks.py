@@ -35,6 +35,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     messages += _check_providers(conf)
     messages += _check_task_backend(conf)
     messages += _check_numbers(conf)
+    messages += _check_api(conf)
     return messages
 
 
@@ -235,4 +236,35 @@ def _check_numbers(conf: Any) -> list[Any]:
                 id="conversions.E011",
             )
         )
+    return messages
+
+
+def _check_api(conf: Any) -> list[Any]:
+    """The REST API's class paths and throttle rate, checked before the first request."""
+    from django.utils.module_loading import import_string
+
+    messages: list[Any] = []
+    for name in ("API_AUTHENTICATION_CLASSES", "API_PERMISSION_CLASSES"):
+        for path in conf.raw(name):
+            try:
+                import_string(path)
+            except ImportError as err:
+                messages.append(
+                    Error(
+                        f"{SETTING_NAME}[{name!r}] lists {path!r}, which can't be imported: {err}",
+                        hint="Give dotted paths of DRF authentication / permission classes.",
+                        id="conversions.E012",
+                    )
+                )
+    rate = conf.raw("API_SCAN_SESSION_THROTTLE_RATE")
+    if rate is not None:
+        count, _, period = str(rate).partition("/")
+        if not count.isdigit() or not period or period[0] not in "smhd":
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['API_SCAN_SESSION_THROTTLE_RATE'] = {rate!r} is not a rate.",
+                    hint="Use DRF's rate syntax, e.g. '30/minute' or '100/hour', or None.",
+                    id="conversions.E013",
+                )
+            )
     return messages

@@ -228,3 +228,25 @@ def test_manage_py_check_is_clean_with_a_correct_configuration(https_site):
         call_command("check", stdout=stdout)
     # then
     assert "no issues" in stdout.getvalue()
+
+
+def test_api_class_paths_and_throttle_rate_are_checked(db, settings):
+    from django.core.checks import run_checks
+
+    # given: a typo in a class path and a rate DRF can't read
+    settings.CONVERSIONS = {
+        **settings.CONVERSIONS,
+        "API_PERMISSION_CLASSES": ("rest_framework.permissions.IsAdminUsr",),
+        "API_SCAN_SESSION_THROTTLE_RATE": "thirty a minute",
+    }
+    # when
+    ids = {message.id for message in run_checks()}
+    # then
+    assert {"conversions.E012", "conversions.E013"} <= ids
+
+
+def test_default_api_settings_pass_the_checks(db, settings):
+    from django.core.checks import run_checks
+
+    ids = {message.id for message in run_checks()}
+    assert not {"conversions.E012", "conversions.E013"} & ids
