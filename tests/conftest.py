@@ -4,11 +4,14 @@ local servers (see tests/servers.py)."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
+from django.test import Client
 
 from django_conversions.models import ApiKey, TrackingSite
 
@@ -109,3 +112,24 @@ def mocked_http() -> Iterator[Any]:
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps
+
+
+@pytest.fixture
+def staff_client(django_user_model: Any) -> Callable[..., Client]:
+    """A logged-in staff user holding exactly the given ``django_conversions`` permissions."""
+
+    def make(*codenames: str) -> Client:
+        user = django_user_model.objects.create_user(
+            username=f"staff-{uuid.uuid4().hex[:6]}", password="x", is_staff=True
+        )
+        for codename in codenames:
+            user.user_permissions.add(
+                Permission.objects.get(
+                    content_type__app_label="django_conversions", codename=codename
+                )
+            )
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make

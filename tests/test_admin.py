@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from html import unescape
 from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
 from django.db import connection
-from django.test import Client, override_settings
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -35,27 +33,6 @@ VT_URL = "https://vt.example.test/v1/event/"
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def staff_client(django_user_model: Any) -> Callable[..., Client]:
-    """A logged-in staff user holding exactly the given ``django_conversions`` permissions."""
-
-    def make(*codenames: str) -> Client:
-        user = django_user_model.objects.create_user(
-            username=f"staff-{uuid.uuid4().hex[:6]}", password="x", is_staff=True
-        )
-        for codename in codenames:
-            user.user_permissions.add(
-                Permission.objects.get(
-                    content_type__app_label="django_conversions", codename=codename
-                )
-            )
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
 
 
 def make_event(site: TrackingSite, **fields: Any) -> ConversionEvent:

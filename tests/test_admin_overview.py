@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from html import unescape
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -21,25 +18,6 @@ from django_conversions.admin.overview import build_overview
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 
 OVERVIEW = "admin:django_conversions_overview"
-
-
-@pytest.fixture
-def staff_client(django_user_model: Any) -> Callable[..., Client]:
-    def make(*codenames: str) -> Client:
-        user = django_user_model.objects.create_user(
-            username=f"staff-{uuid.uuid4().hex[:6]}", password="x", is_staff=True
-        )
-        for codename in codenames:
-            user.user_permissions.add(
-                Permission.objects.get(
-                    content_type__app_label="django_conversions", codename=codename
-                )
-            )
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
 
 
 def add_events(site: TrackingSite, count: int, *, days_ago: int = 0, **fields: Any) -> None:

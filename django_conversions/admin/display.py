@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
@@ -56,3 +57,16 @@ def overview_url(namespace: str = "admin") -> str:
         return reverse(f"{namespace}:django_conversions_overview")
     except NoReverseMatch:  # the event admin is not registered on this admin site
         return ""
+
+
+class OverviewLinkMixin:
+    """Puts the delivery overview's URL in the change list's context (its object tools)."""
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "overview_url": overview_url(self.admin_site.name),  # type: ignore[attr-defined]
+        }
+        return super().changelist_view(request, extra_context)  # type: ignore[misc]

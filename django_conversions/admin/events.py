@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import BooleanField, QuerySet, Value
 from django.http import HttpRequest, HttpResponse
@@ -23,7 +24,12 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from django_conversions.admin.display import STATES, badge, event_state, overview_url
+from django_conversions.admin.display import (
+    STATES,
+    OverviewLinkMixin,
+    badge,
+    event_state,
+)
 from django_conversions.admin.sites import ADMIN_CSS
 from django_conversions.masking import (
     can_see_personal_data,
@@ -160,7 +166,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(ConversionEvent)
-class ConversionEventAdmin(admin.ModelAdmin):
+class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
     list_display = (
         "event_name",
         "order_reference",
@@ -201,22 +207,7 @@ class ConversionEventAdmin(admin.ModelAdmin):
         ),
         (_("Conversion"), {"fields": ("snapshot_display",)}),
     )
-    readonly_fields = (
-        "event_name",
-        "site",
-        "status_badge",
-        "reason_full",
-        "attempts",
-        "next_attempt",
-        "created_at",
-        "delivered_at",
-        "updated_at",
-        "event_id",
-        "dedup_key",
-        "order_reference",
-        "source_link",
-        "snapshot_display",
-    )
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
     inlines = (DeliveryAttemptInline,)
     actions = ("retry_selected", "skip_selected")
 
@@ -391,15 +382,6 @@ class ConversionEventAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "django_conversions/admin/overview.html", context)
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        extra_context = {
-            **(extra_context or {}),
-            "overview_url": overview_url(self.admin_site.name),
-        }
-        return super().changelist_view(request, extra_context)
 
 
 def _visible_reason(event: ConversionEvent, unmasked: bool) -> str:

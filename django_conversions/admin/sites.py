@@ -21,7 +21,11 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from django_conversions.admin.display import badge, event_changelist_url, overview_url
+from django_conversions.admin.display import (
+    OverviewLinkMixin,
+    badge,
+    event_changelist_url,
+)
 from django_conversions.models import (
     ApiKey,
     ConversionEvent,
@@ -150,7 +154,7 @@ class ApiKeyAdmin(KeyDisplayMixin, admin.ModelAdmin):
 
 
 @admin.register(TrackingSite)
-class TrackingSiteAdmin(admin.ModelAdmin):
+class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "provider",
@@ -371,12 +375,3 @@ class TrackingSiteAdmin(admin.ModelAdmin):
         return reverse(
             f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[site.pk]
         )
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        extra_context = {
-            **(extra_context or {}),
-            "overview_url": overview_url(self.admin_site.name),
-        }
-        return super().changelist_view(request, extra_context)
