@@ -18,7 +18,7 @@ import math
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -365,11 +365,6 @@ class Conversion:
                 item = dataclasses.replace(item, price=price)
         return item
 
-    @property
-    def total(self) -> Decimal | None:
-        """The value including shipping, as ``value`` is defined to be."""
-        return self.value
-
     def to_snapshot(self) -> dict[str, Any]:
         """JSON-serialisable dict; ``from_snapshot`` reverses it exactly."""
         data: dict[str, Any] = {"event_name": self.event_name}
@@ -459,7 +454,3 @@ def is_uuid(text: str | None) -> bool:
         return text is not None and str(uuid.UUID(text)) == text
     except ValueError:
         return False
-
-
-def as_items(rows: Iterable[Any]) -> tuple[LineItem, ...]:
-    return tuple(row if isinstance(row, LineItem) else LineItem(**row) for row in rows)

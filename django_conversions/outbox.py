@@ -126,7 +126,7 @@ def _track(
         for site in targets
         if site.pk not in existing
     ]
-    insert_events(new, using)
+    bulk.insert(new, using, match_pk_by="event_id")
     fresh += new
     if fresh:
         _after_commit(fresh, using)
@@ -161,10 +161,6 @@ def _existing_events(
         for event in ConversionEvent.objects.using(using).filter(pk__in=ids)
         if event.site_id in wanted
     }
-
-
-def insert_events(rows: list[ConversionEvent], using: str) -> list[ConversionEvent]:
-    return bulk.insert(rows, using, match_pk_by="event_id")
 
 
 def track_order(
@@ -225,7 +221,7 @@ def _record_build_failure(
         for site in targets
         if site.pk not in known
     ]
-    return insert_events(rows, using)
+    return bulk.insert(rows, using, match_pk_by="event_id")
 
 
 def _error_text(error: BaseException) -> str:
