@@ -9,9 +9,10 @@ wins. Override ``get_<field>()`` for one field, or ``to_conversion()`` for every
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import models
+from django.db import connections, models
 
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion, Customer, LineItem
@@ -137,7 +138,7 @@ class OrderAdapter:
         manager = getattr(order, relation, None) if relation and order.pk else None
         if manager is None:
             return ()
-        rows = manager.all() if isinstance(manager, models.Manager) else manager
+        rows = related_rows(manager) if isinstance(manager, models.Manager) else manager
         return tuple(self.get_line_item(row) for row in rows)
 
     def get_line_item(self, row: Any) -> LineItem:
@@ -147,6 +148,82 @@ class OrderAdapter:
             price=first_attr(row, self.ITEM_PRICE_ATTRS),
             name=first_attr(row, self.ITEM_NAME_ATTRS),
         )
+
+
+@dataclass(frozen=True)
+class _LinesQuery:
+    """A reverse foreign key's ``all()``, compiled once: its SQL and how to read its rows."""
+
+    sql: str
+    attnames: list[str]
+    converters: list[tuple[int, list[Any], Any]]  # (column, converter functions, expression)
+
+
+# By (line model, relation, database).
+_lines_queries: dict[tuple[type[models.Model], str, str], _LinesQuery | None] = {}
+
+
+def related_rows(manager: models.Manager[Any]) -> Iterable[models.Model]:
+    """``manager.all()``, read without building a queryset on every call.
+
+    The order lines are read on every tracked checkout, and building and compiling the same
+    queryset cost several times what running it does. For a reverse foreign key whose
+    queryset is plain (its only parameter is the order's key: no manager filters, no joins,
+    no deferred fields), the query compiled the first time is run again and its rows built as
+    the ORM builds them; anything else (or lines already prefetched) goes through ``all()``.
+    """
+    field = getattr(manager, "field", None)  # set on reverse foreign key managers only
+    instance = getattr(manager, "instance", None)
+    if field is None or instance is None:
+        return manager.all()
+    cache_name = field.remote_field.cache_name
+    if cache_name in getattr(instance, "_prefetched_objects_cache", {}):
+        return manager.all()
+    using = manager.db
+    key_value = getattr(instance, field.target_field.attname)
+    cache_key = (manager.model, cache_name, using)
+    if cache_key not in _lines_queries:
+        _lines_queries[cache_key] = _compile_lines(manager.all(), key_value, using)
+    lines = _lines_queries[cache_key]
+    if lines is None:
+        return manager.all()
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(lines.sql, [key_value])
+        rows = [list(row) for row in cursor.fetchall()]
+    for row in rows:
+        for position, functions, expression in lines.converters:
+            for convert in functions:
+                row[position] = convert(row[position], expression, connection)
+    built = [manager.model.from_db(using, lines.attnames, row) for row in rows]
+    for row in built:  # as the related manager does: row.<fk> is the order, no query
+        field.set_cached_value(row, instance)
+    return built
+
+
+def _compile_lines(
+    queryset: models.QuerySet[Any], key_value: Any, using: str
+) -> _LinesQuery | None:
+    query = queryset.query
+    if (
+        query.select_related
+        or query.annotations
+        or query.extra
+        or query.deferred_loading != (frozenset(), True)
+        or queryset._prefetch_related_lookups
+    ):
+        return None
+    compiler = query.get_compiler(using)
+    sql, params = compiler.as_sql()
+    columns = [expression for expression, _, _ in compiler.select]
+    if list(params) != [key_value] or not all(hasattr(c, "target") for c in columns):
+        return None
+    converters = compiler.get_converters(columns)
+    return _LinesQuery(
+        sql=sql,
+        attnames=[column.target.attname for column in columns],
+        converters=[(i, functions, expr) for i, (functions, expr) in converters.items()],
+    )
 
 
 def _text_or_none(value: Any) -> str | None:

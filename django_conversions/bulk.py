@@ -38,6 +38,28 @@ def _sql(model: type[models.Model], using: str, count: int, returning: str | Non
     return _sql_cache[cache_key]
 
 
+def _params(rows: list[M], fields: list[models.Field[Any, Any]], connection: Any) -> list[Any]:
+    """The rows' values as the fields prepare them for the database, row after row.
+
+    A value shared with the row before (the same object: the request headers of one batch
+    request on its events' attempt rows, one timestamp) is prepared once.
+    """
+    params: list[Any] = []
+    previous: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(fields)
+    for row in rows:
+        for index, field in enumerate(fields):
+            value = field.pre_save(row, True)
+            last_value, prepared = previous[index]
+            if value is not last_value:
+                prepared = field.get_db_prep_save(value, connection)
+                previous[index] = (value, prepared)
+            params.append(prepared)
+    return params
+
+
+_NOTHING = object()
+
+
 def insert(rows: list[M], using: str, *, match_pk_by: str | None = None) -> list[M]:
     """INSERT ``rows`` in one statement.
 
@@ -51,12 +73,7 @@ def insert(rows: list[M], using: str, *, match_pk_by: str | None = None) -> list
     connection = connections[using]
     if match_pk_by and not connection.features.can_return_rows_from_bulk_insert:
         return model._default_manager.db_manager(using).bulk_create(rows)
-    fields = _fields(model)
-    params = [
-        field.get_db_prep_save(field.pre_save(row, True), connection)
-        for row in rows
-        for field in fields
-    ]
+    params = _params(rows, _fields(model), connection)
     with connection.cursor() as cursor:
         cursor.execute(_sql(model, using, len(rows), match_pk_by), params)
         returned = cursor.fetchall() if match_pk_by else []

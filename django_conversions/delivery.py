@@ -20,12 +20,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from django_conversions import bulk, http
@@ -102,9 +103,17 @@ def gives_up(event: ConversionEvent, next_attempt_at: datetime) -> bool:
 # --- claiming --------------------------------------------------------------------------------
 
 
-def _due(now: datetime) -> Q:
-    expired_lease = Q(status=EventStatus.SENDING, lease_expires_at__lt=now)
-    return Q(status=EventStatus.PENDING, next_attempt_at__lte=now) | expired_lease
+def _no_longer_due(now: datetime) -> Q:
+    """Not due (finished, or due later, or leased), written so that it can't use an index.
+
+    For the compare-and-set UPDATE on ``pk IN (…)``: given an indexable condition, SQLite's
+    planner walks every due row of the status index instead of the hundred primary keys.
+    """
+    return (
+        Q(status__in=(EventStatus.DELIVERED, EventStatus.FAILED, EventStatus.SKIPPED))
+        | Q(status=EventStatus.PENDING, next_attempt_at__gt=now)
+        | Q(status=EventStatus.SENDING, lease_expires_at__gte=now)
+    )
 
 
 def _sendable_sites(now: datetime) -> Q:
@@ -114,35 +123,52 @@ def _sendable_sites(now: datetime) -> Q:
 
 
 def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[ConversionEvent]:
-    """Take up to ``limit`` due events for this worker, marking them ``sending`` with a lease."""
+    """Take up to ``limit`` due events for this worker, marking them ``sending`` with a lease.
+
+    Expired leases (a crashed worker's events) come first, then pending events oldest due
+    first. Each is its own query in index order, so a claim reads about ``limit`` index
+    entries however long the backlog (one query with an OR had to sort every due row).
+    """
     now = timezone.now()
     using = router.db_for_write(ConversionEvent)
-    candidates: QuerySet[ConversionEvent] = ConversionEvent.objects.using(using).filter(
-        _due(now), _sendable_sites(now)
-    )
+    events = ConversionEvent.objects.using(using)
+    sendable = events.filter(_sendable_sites(now))
     if event_ids is not None:
-        candidates = candidates.filter(pk__in=list(event_ids))
-    candidates = candidates.order_by("next_attempt_at", "pk")
+        sendable = sendable.filter(pk__in=list(event_ids))
+    queues = (
+        sendable.filter(status=EventStatus.SENDING, lease_expires_at__lt=now).order_by(
+            "lease_expires_at", "pk"
+        ),
+        sendable.filter(status=EventStatus.PENDING, next_attempt_at__lte=now).order_by(
+            "next_attempt_at", "pk"
+        ),
+    )
     token = uuid.uuid4()
     lease = now + timedelta(seconds=conversions_settings.LEASE_SECONDS)
     claim_values = {"status": EventStatus.SENDING, "claim_token": token, "lease_expires_at": lease}
-    if connections[using].features.has_select_for_update_skip_locked:
-        with transaction.atomic(using=using):
-            ids = list(
-                candidates.select_for_update(skip_locked=True, of=("self",)).values_list(
-                    "pk", flat=True
-                )[:limit]
-            )
-            ConversionEvent.objects.using(using).filter(pk__in=ids).update(**claim_values)
-    else:
-        # Compare-and-set: the UPDATE re-checks "still due", so of two workers racing for the
-        # same rows only one changes them (SQLite serialises writers).
-        ids = list(candidates.values_list("pk", flat=True)[:limit])
-        ConversionEvent.objects.using(using).filter(_due(now), pk__in=ids).update(**claim_values)
+    locking = connections[using].features.has_select_for_update_skip_locked
+    ids: list[int] = []
+    # Locked rows stay locked until the UPDATE; SQLite's compare-and-set needs no transaction
+    # (a deferred one would fail when another writer came between its read and its write).
+    with transaction.atomic(using=using) if locking else nullcontext():
+        for queue in queues:
+            if locking:
+                queue = queue.select_for_update(skip_locked=True, of=("self",))
+            ids += queue.values_list("pk", flat=True)[: limit - len(ids)]
+            if len(ids) >= limit:
+                break
+        if not ids:
+            return []
+        chosen = events.filter(pk__in=ids)
+        if not locking:
+            # Compare-and-set: of two workers racing for the same rows, the second finds
+            # them no longer due and changes nothing (SQLite serialises writers).
+            chosen = chosen.exclude(_no_longer_due(now))
+        chosen.update(**claim_values)
     claimed = list(
-        ConversionEvent.objects.using(using)
-        .filter(claim_token=token, status=EventStatus.SENDING)
-        .order_by("next_attempt_at", "pk")
+        events.filter(pk__in=ids, claim_token=token, status=EventStatus.SENDING).order_by(
+            "next_attempt_at", "pk"
+        )
     )
     # One object per site, shared by its events (a join would build one per event).
     sites = TrackingSite.objects.using(using).in_bulk({event.site_id for event in claimed})
@@ -299,7 +325,7 @@ class SiteDelivery:
     def _apply(self, event: ConversionEvent, result: Result) -> bool:
         """Decide what ``result`` means for ``event``; True when the site's other events wait."""
         if result.exchange is not None:
-            self._attempts.append(_attempt_row(event, result))
+            self._attempts.append(_attempt_row(event, result, self._now))
         now = self._now
         if result.outcome == Outcome.AUTH_FAILED:
             # The key (or site id) is wrong, not the event: pause the site; the event keeps its
@@ -448,21 +474,22 @@ def _release(
     )
 
 
-def _attempt_row(event: ConversionEvent, result: Result) -> DeliveryAttempt:
+def _attempt_row(event: ConversionEvent, result: Result, when: datetime) -> DeliveryAttempt:
     exchange = result.exchange
     assert exchange is not None
-    limit = conversions_settings.RESPONSE_BODY_LIMIT
+    error = exchange.error or ("" if result.outcome == Outcome.DELIVERED else result.reason)
+    # The events of one batch request share its exchange: the same objects on every row are
+    # prepared for the database once (see bulk.insert).
     return DeliveryAttempt(
         event=event,
+        created_at=when,
         duration_ms=exchange.duration_ms,
-        url=exchange.url[:500],
+        url=exchange.url,
         http_status=exchange.status,
-        request_headers=dict(exchange.request_headers),
-        response_headers=dict(exchange.response_headers),
-        response_body=exchange.response_body[:limit],
-        error=(exchange.error or ("" if result.outcome == Outcome.DELIVERED else result.reason))[
-            :2000
-        ],
+        request_headers=exchange.request_headers,
+        response_headers=exchange.response_headers,
+        response_body=exchange.response_body,
+        error=error[:2000],
         outcome=result.outcome,
         batch_size=exchange.batch_size,
     )

@@ -11,15 +11,17 @@ provider base logs each request once the API key is masked.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,11 +36,51 @@ TRUNCATED_MARK = "… [truncated]"
 _local = threading.local()
 
 
+class _Session(requests.Session):
+    """A session that reads the environment (proxies, CA bundle) once, not on every request,
+    and sends without the per-request merging of settings that ``Session.request()`` does.
+
+    With ``trust_env`` requests scans every environment variable twice per request to find
+    proxies, and may put a ``.netrc`` login in place of a provider's Authorization header.
+    Here the proxy variables (``HTTPS_PROXY``, ``NO_PROXY``, …) are read once per host and
+    the CA bundle variables when the session is made; ``.netrc`` is never read.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
+        self._proxies_by_host: dict[str, dict[str, str]] = {}
+
+    def post_prepared(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: tuple[float, float]
+    ) -> requests.Response:
+        """``post()`` without merging cookies, hooks and settings the app never sets."""
+        request = requests.PreparedRequest()
+        request.prepare(method="POST", url=url, headers={**self.headers, **headers}, data=body)
+        return self.send(
+            request,
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+            proxies=self.proxies_for(url),
+        )
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        parts = urlsplit(url)
+        host = f"{parts.scheme}://{parts.netloc}"
+        if host not in self._proxies_by_host:
+            self._proxies_by_host[host] = requests.utils.get_environ_proxies(host)
+        return self._proxies_by_host[host]
+
+
 def get_session() -> requests.Session:
     """This thread's pooled session (connections are reused across requests and batches)."""
     session = getattr(_local, "session", None)
     if session is None:
-        session = requests.Session()
+        session = _Session()
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -109,6 +151,11 @@ def dumps(payload: Any) -> bytes:
     return _DECIMAL_STRING.sub(r"\1", text).encode("utf-8")
 
 
+def json_object(key: str, encoded_items: Sequence[bytes]) -> bytes:
+    """``dumps({key: [...]})`` from items already encoded by ``dumps``, byte for byte."""
+    return b"{" + dumps(key) + b":[" + b",".join(encoded_items) + b"]}"
+
+
 def truncate(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters, marked when cut (bodies stored on attempts)."""
     if len(text) <= limit:
@@ -167,14 +214,17 @@ def post(
         return int((time.perf_counter() - started) * 1000)
 
     try:
-        response = session.post(
-            url,
-            data=body,
-            headers=dict(headers),
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
-        )
+        if isinstance(session, _Session):
+            response = session.post_prepared(url, body, headers, timeout)
+        else:
+            response = session.post(
+                url,
+                data=body,
+                headers=dict(headers),
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+            )
     except (requests.RequestException, ValueError) as err:
         return HttpAnswer(url, None, error=describe_error(err, timeout), duration_ms=elapsed())
     text, error = _read_body(response, timeout)

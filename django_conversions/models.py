@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from typing import Any
 
@@ -179,14 +181,33 @@ class EventStatus(models.TextChoices):
     SKIPPED = "skipped", _("skipped")
 
 
+def new_event_id() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7) for a new event.
+
+    Providers only need a unique id; a time-ordered one lands at the end of the event_id
+    index instead of on a random page of it, so a checkout writes fewer pages.
+    """
+    milliseconds = time.time_ns() // 1_000_000
+    value = (milliseconds & (1 << 48) - 1) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC variant
+    return uuid.UUID(int=value)
+
+
 class ConversionEvent(models.Model):
     """One conversion for one site: the outbox row and its delivery state."""
 
+    # Every index is written on every checkout, so none is kept that another one covers: the
+    # site's is the (site, dedup_key) and (site, status) ones, the source's is (type, id).
     site = models.ForeignKey(
-        TrackingSite, on_delete=models.CASCADE, related_name="events", verbose_name=_("site")
+        TrackingSite,
+        on_delete=models.CASCADE,
+        related_name="events",
+        verbose_name=_("site"),
+        db_index=False,
     )
-    event_id = models.UUIDField(_("event id"), default=uuid.uuid4, unique=True, editable=False)
-    event_name = models.CharField(_("event name"), max_length=64, db_index=True)
+    event_id = models.UUIDField(_("event id"), default=new_event_id, unique=True, editable=False)
+    event_name = models.CharField(_("event name"), max_length=64)
     dedup_key = models.CharField(_("dedup key"), max_length=255)
     order_reference = models.CharField(_("order"), max_length=128, blank=True, db_index=True)
     status = models.CharField(
@@ -197,7 +218,12 @@ class ConversionEvent(models.Model):
     last_error = models.TextField(_("reason"), blank=True)
     snapshot = models.JSONField(_("conversion"), default=dict, blank=True)
     source_content_type = models.ForeignKey(
-        ContentType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        ContentType,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     source_object_id = models.CharField(max_length=64, blank=True)
     source = GenericForeignKey("source_content_type", "source_object_id")

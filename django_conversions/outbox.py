@@ -144,23 +144,23 @@ def _existing_events(
     """
     meta = ConversionEvent._meta
     quote = connections[using].ops.quote_name
-    sql = "SELECT {id} FROM {table} WHERE {key} IN ({marks})".format(
+    wanted = [site.pk for site in targets]
+    # Both columns of the unique (site, dedup_key) index, so the lookup is an index probe.
+    sql = "SELECT {id} FROM {table} WHERE {site} IN ({sites}) AND {key} IN ({keys})".format(
         id=quote(meta.pk.column),
         table=quote(meta.db_table),
+        site=quote(meta.get_field("site").column),
+        sites=", ".join(["%s"] * len(wanted)),
         key=quote(meta.get_field("dedup_key").column),
-        marks=", ".join(["%s"] * len(keys)),
+        keys=", ".join(["%s"] * len(keys)),
     )
     with connections[using].cursor() as cursor:
-        cursor.execute(sql, list(keys))
+        cursor.execute(sql, [*wanted, *keys])
         ids = [row[0] for row in cursor.fetchall()]
     if not ids:
         return {}
-    wanted = {site.pk for site in targets}
-    return {
-        event.site_id: event
-        for event in ConversionEvent.objects.using(using).filter(pk__in=ids)
-        if event.site_id in wanted
-    }
+    events = ConversionEvent.objects.using(using).filter(pk__in=ids)
+    return {event.site_id: event for event in events}
 
 
 def track_order(

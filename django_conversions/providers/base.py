@@ -127,7 +127,7 @@ class Request:
     """
 
     url: str
-    body: Any
+    data: bytes  # the JSON body as sent
     events: Sequence[OutboundEvent]
     positions: Sequence[int] = ()
 
@@ -145,6 +145,8 @@ class Provider:
     event_path: ClassVar[str]
     #: Path of the batch endpoint, or None when the provider has none.
     batch_path: ClassVar[str | None] = None
+    #: The batch body is ``{batch_key: [one event's body, ...]}``; None: build_batch_body().
+    batch_key: ClassVar[str | None] = None
     #: Requests per minute per API key the provider allows (None: not documented).
     rate_limit_per_minute: ClassVar[int | None] = None
     #: Seconds to wait after a 429 without Retry-After.
@@ -166,8 +168,8 @@ class Provider:
 
     def __init__(self, site: SiteConfig | None = None) -> None:
         self.site = site or SiteConfig()
-        # Bodies built while checking events, reused when the requests are made.
-        self._bodies: dict[tuple[UUID, int], Any] = {}
+        # Bodies built and encoded while checking events, reused when the requests are made.
+        self._encoded: dict[tuple[UUID, int], bytes] = {}
 
     # --- hooks a provider implements ---------------------------------------------------------
 
@@ -216,8 +218,14 @@ class Provider:
         raise NotImplementedError(f"{type(self).__name__} must implement build_body()")
 
     def build_batch_body(self, events: Sequence[OutboundEvent]) -> Any:
-        """The JSON body for several events (providers with a ``batch_path``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no batch endpoint")
+        """The JSON body for several events (providers with a ``batch_path``).
+
+        With ``batch_key`` set, the body is that key holding the events' own bodies, and it is
+        put together from their already encoded bodies instead of being encoded again.
+        """
+        if self.batch_key is None:
+            raise NotImplementedError(f"{type(self).__name__} has no batch endpoint")
+        return {self.batch_key: [self.build_body(event) for event in events]}
 
     def read_batch_answer(self, answer: http.HttpAnswer, request: Request) -> list[Result] | None:
         """Per-event results from an accepted batch answer, one per event of ``request`` in
@@ -265,17 +273,25 @@ class Provider:
             for i in range(0, len(events), size)
         ]
 
-    def body_for(self, event: OutboundEvent) -> Any:
-        """``build_body(event)``, built once per send even when checked first."""
-        key = (event.event_id, id(event.conversion))
-        body = self._bodies.pop(key, None)
-        return self.build_body(event) if body is None else body
+    def encoded_body(self, event: OutboundEvent) -> bytes:
+        """``build_body(event)`` as JSON, built and encoded once per send even when checked."""
+        encoded = self._encoded.get(self._encoded_key(event))
+        return http.dumps(self.build_body(event)) if encoded is None else encoded
+
+    @staticmethod
+    def _encoded_key(event: OutboundEvent) -> tuple[UUID, int]:
+        return (event.event_id, id(event.conversion))
 
     def _request(self, events: Sequence[OutboundEvent], positions: Sequence[int]) -> Request:
         if len(events) == 1:
-            return Request(self.url(self.event_path), self.body_for(events[0]), events, positions)
+            data = self.encoded_body(events[0])
+            return Request(self.url(self.event_path), data, events, positions)
         assert self.batch_path is not None
-        return Request(self.url(self.batch_path), self.build_batch_body(events), events, positions)
+        if self.batch_key is None:
+            data = http.dumps(self.build_batch_body(events))
+        else:
+            data = http.json_object(self.batch_key, [self.encoded_body(e) for e in events])
+        return Request(self.url(self.batch_path), data, events, positions)
 
     def send(
         self,
@@ -328,6 +344,8 @@ class Provider:
             answers = self.read_answer(answer, request, api_key)
             for position, result in zip(request.positions, answers, strict=True):
                 results[position] = result
+        for event in events:  # sends run side by side on one provider: drop only these
+            self._encoded.pop(self._encoded_key(event), None)
         return [results[position] for position in range(len(events))]
 
     def _check(self, event: OutboundEvent) -> Result | None:
@@ -336,9 +354,9 @@ class Provider:
             reason = self.ineligible_reason(event.conversion)
             if reason:
                 return Result(Outcome.INELIGIBLE, reason)
-            body = self.build_body(event)
-            http.dumps(body)  # fails here, for this event alone, if a value can't be sent
-            self._bodies[(event.event_id, id(event.conversion))] = body
+            # Encoding fails here, for this event alone, if a value can't be sent.
+            encoded = http.dumps(self.build_body(event))
+            self._encoded[self._encoded_key(event)] = encoded
         except Exception as err:  # a bug or a bad value must not block the other events
             logger.exception(
                 "%s could not build the request for event %s", self.name, event.event_id
@@ -359,7 +377,7 @@ class Provider:
             **self.auth_headers(api_key),
         }
         answer = http.post(
-            session, request.url, body=http.dumps(request.body), headers=headers, timeout=timeout
+            session, request.url, body=request.data, headers=headers, timeout=timeout
         )
         logger.log(
             logging.INFO if answer.status is None else logging.DEBUG,
@@ -421,7 +439,7 @@ class Provider:
 
         headers = {"Content-Type": "application/json", self.auth_header: mask_secret(api_key)}
         return Exchange(
-            url=redact(answer.url, api_key),
+            url=redact(answer.url, api_key)[:500],  # the attempt row's limit
             request_headers=headers,
             status=answer.status,
             response_headers={k: redact(v, api_key) for k, v in answer.headers.items()},

@@ -52,6 +52,7 @@ class ScanovaProvider(Provider):
     default_base_url = "https://track.scanova.io"
     event_path = "/server-events"
     batch_path = "/server-events/batch"
+    batch_key = ASSUMED_BATCH_KEY
     rate_limit_per_minute = 1000  # per API key, both endpoints
     default_retry_after = 60.0  # "wait Retry-After seconds (60 if absent)"
     requires_site_id = True
@@ -122,9 +123,6 @@ class ScanovaProvider(Provider):
         if conversion.consent:
             body["consent"] = conversion.consent
         return body
-
-    def build_batch_body(self, events: Sequence[OutboundEvent]) -> Any:
-        return {ASSUMED_BATCH_KEY: [self.body_for(event) for event in events]}
 
     def user_identifiers(self, conversion: Conversion) -> dict[str, str]:
         """Hashes and the shop's own customer id; nothing unless the consent policy allows."""
