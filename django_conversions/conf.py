@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds each process keeps its list of active sites (0: read it on every tracked save).
     "SITE_CACHE_SECONDS": 5,
     # How many events a worker claims at once.
-    "CLAIM_BATCH_SIZE": 100,
+    "CLAIM_BATCH_SIZE": 500,
     # Fernet keys (url-safe base64, 32 bytes) for API keys at rest; the first encrypts.
     "ENCRYPTION_KEYS": (),
     # Extra provider classes, as dotted paths.

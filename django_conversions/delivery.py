@@ -496,6 +496,9 @@ def _attempt_row(event: ConversionEvent, result: Result, when: datetime) -> Deli
 
 
 def _send_after_commit(signal: Any, **kwargs: Any) -> None:
+    if not signal.has_listeners(ConversionEvent):
+        return  # nothing to call: no callback per event on every flush
+
     def send() -> None:
         signal.send_robust(sender=ConversionEvent, **kwargs)
 

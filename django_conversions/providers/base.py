@@ -379,14 +379,16 @@ class Provider:
         answer = http.post(
             session, request.url, body=request.data, headers=headers, timeout=timeout
         )
-        logger.log(
-            logging.INFO if answer.status is None else logging.DEBUG,
-            "POST %s (%d event(s)) -> %s in %d ms",
-            redact(request.url, api_key),
-            len(request.events),
-            f"HTTP {answer.status}" if answer.status is not None else redact(answer.error, api_key),
-            answer.duration_ms,
-        )
+        level = logging.INFO if answer.status is None else logging.DEBUG
+        if logger.isEnabledFor(level):  # the masking below is not free, and DEBUG is mostly off
+            logger.log(
+                level,
+                "POST %s (%d event(s)) -> %s in %d ms",
+                redact(request.url, api_key),
+                len(request.events),
+                f"HTTP {answer.status}" if answer.status else redact(answer.error, api_key),
+                answer.duration_ms,
+            )
         return answer
 
     def read_answer(self, answer: http.HttpAnswer, request: Request, api_key: str) -> list[Result]:

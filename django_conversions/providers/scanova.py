@@ -16,7 +16,14 @@ from typing import Any
 
 from django_conversions import http
 from django_conversions.conversion import Conversion, is_uuid
-from django_conversions.providers.base import OutboundEvent, Outcome, Provider, Request, Result
+from django_conversions.providers.base import (
+    OutboundEvent,
+    Outcome,
+    Provider,
+    Request,
+    Result,
+    SiteConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +72,10 @@ class ScanovaProvider(Provider):
 
     # --- eligibility ----------------------------------------------------------------------
 
+    def __init__(self, site: SiteConfig | None = None) -> None:
+        super().__init__(site)
+        self._last_properties: tuple[Conversion, dict[str, Any], int] | None = None
+
     def site_problem(self) -> str | None:
         problem = super().site_problem()
         if problem is None and len(self.site.provider_site_id) > SITE_ID_MAX:
@@ -84,7 +95,7 @@ class ScanovaProvider(Provider):
             return f"scan session id {conversion.scan_session_id[:40]!r} is not a UUID"
         if conversion.value is not None and not conversion.currency:
             return "a value without a currency: Scanova's conversion_value needs an ISO 4217 code"
-        size = properties_size(self.properties(conversion))
+        size = self._sized_properties(conversion)[1]
         if size > ASSUMED_PROPERTIES_MAX_BYTES:
             return (
                 f"properties are {size} bytes serialised, over Scanova's 10 KB limit; "
@@ -146,6 +157,14 @@ class ScanovaProvider(Provider):
     def properties(self, conversion: Conversion) -> dict[str, Any]:
         """The order's facts plus the custom properties (which win on a clash), without any
         email address, and with the product id list shortened if it alone breaks 10 KB."""
+        return self._sized_properties(conversion)[0]
+
+    def _sized_properties(self, conversion: Conversion) -> tuple[dict[str, Any], int]:
+        """``properties()`` and their serialised size, worked out once for the conversion
+        being checked and then sent (a one-slot memo: sends may share this provider)."""
+        last = self._last_properties
+        if last is not None and last[0] is conversion:
+            return last[1], last[2]
         facts: dict[str, Any] = {}
         if conversion.order_id:
             facts["order_id"] = conversion.order_id
@@ -157,13 +176,16 @@ class ScanovaProvider(Provider):
             facts["order_status"] = conversion.status
         custom = dict(conversion.properties or {})
         properties = _without_emails({**facts, **custom}, log=True)
+        size = properties_size(properties)
         if (
-            properties_size(properties) > ASSUMED_PROPERTIES_MAX_BYTES
+            size > ASSUMED_PROPERTIES_MAX_BYTES
             and "product_ids" in facts
             and "product_ids" not in custom
         ):
             properties = _shorten_product_ids(properties)
-        return properties
+            size = properties_size(properties)
+        self._last_properties = (conversion, properties, size)
+        return properties, size
 
     # --- the answers ------------------------------------------------------------------------
 
