@@ -314,6 +314,68 @@ def test_expired_lease_returns_events_to_the_sweep(scanova_site, mocked_http):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_claim_takes_expired_leases_first_then_the_oldest_due(scanova_site):
+    # given: events in every state
+    with conversions():
+        names = ("old", "new", "later", "stale", "held", "done")
+        events = {name: record(name)[0] for name in names}
+    now = timezone.now()
+    ago = timedelta(minutes=5)
+    ConversionEvent.objects.filter(pk=events["old"].pk).update(next_attempt_at=now - 2 * ago)
+    ConversionEvent.objects.filter(pk=events["new"].pk).update(next_attempt_at=now - ago)
+    ConversionEvent.objects.filter(pk=events["later"].pk).update(next_attempt_at=now + ago)
+    ConversionEvent.objects.filter(pk=events["stale"].pk).update(
+        status=EventStatus.SENDING, lease_expires_at=now - ago, next_attempt_at=now
+    )
+    ConversionEvent.objects.filter(pk=events["held"].pk).update(
+        status=EventStatus.SENDING, lease_expires_at=now + ago, next_attempt_at=now - 3 * ago
+    )
+    ConversionEvent.objects.filter(pk=events["done"].pk).update(
+        status=EventStatus.DELIVERED, next_attempt_at=now - 3 * ago
+    )
+    names = {event.pk: name for name, event in events.items()}
+    # when
+    first, rest = claim(2), claim(10)
+    # then: the crashed worker's event, then by due time; nothing leased, later or finished
+    assert {names[e.pk] for e in first} == {"stale", "old"}
+    assert [names[e.pk] for e in rest] == ["new"]
+    assert {e.status for e in first + rest} == {EventStatus.SENDING}
+    assert len({e.claim_token for e in first}) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_takes_nothing_another_worker_took_meanwhile(scanova_site, monkeypatch):
+    """The compare-and-set: rows that stopped being due between read and write stay put."""
+    from django.db.models import QuerySet
+
+    import django_conversions.delivery as delivery
+
+    with conversions():
+        [event] = record()
+    if delivery.connections["default"].features.has_select_for_update_skip_locked:
+        pytest.skip("PostgreSQL locks the rows it reads instead (SKIP LOCKED)")
+    # given: another worker claims the event right after this one read it as due
+    original = QuerySet.update
+    raced = []
+
+    def update(self, **values):
+        if values.get("status") == EventStatus.SENDING and not raced:
+            raced.append(True)
+            original(
+                ConversionEvent.objects.filter(pk=event.pk),
+                status=EventStatus.SENDING,
+                lease_expires_at=timezone.now() + timedelta(minutes=5),
+            )
+        return original(self, **values)
+
+    monkeypatch.setattr(QuerySet, "update", update)
+    # when
+    claimed = claim(10)
+    # then
+    assert claimed == [] and raced == [True]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_rate_budget_taken_by_one_process_is_seen_by_another(scanova_site):
     from django_conversions.delivery import forget_reservations
 

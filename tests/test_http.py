@@ -246,3 +246,68 @@ def test_a_huge_answer_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
         answer = post(url + "/e")
     assert answer.status == 500
     assert answer.text == "x" * 1000 and "not read" in answer.error
+
+
+# --- the environment: proxies and .netrc ---------------------------------------------------
+
+
+@pytest.fixture
+def fresh_session() -> Iterator[None]:
+    """Each test reads the environment into a session of its own."""
+    http.close_session()
+    yield
+    http.close_session()
+
+
+def app_post(url: str, headers: dict[str, str] | None = None) -> http.HttpAnswer:
+    """post() through the session delivery uses."""
+    return http.post(http.get_session(), url, body=b"{}", headers=headers or {}, timeout=(1, 2))
+
+
+def test_a_proxy_set_in_the_environment_carries_the_request(
+    fresh_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: the local server stands in for the proxy; the provider's host doesn't resolve
+    with server(reply(200)) as (proxy, seen):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        # when
+        answer = app_post("http://provider.invalid/server-events", {"X-API-Key": "k-1"})
+    # then: the request went to the proxy, naming the provider's URL
+    assert answer.status == 200
+    [(path, headers, _)] = seen
+    assert path == "http://provider.invalid/server-events"
+    assert headers["X-API-Key"] == "k-1"
+
+
+def test_no_proxy_sends_that_host_direct(
+    fresh_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with server(reply(200)) as (proxy, proxied), server(reply(200)) as (direct, seen):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        answer = app_post(direct + "/server-events")
+    assert answer.status == 200
+    assert proxied == [] and [path for path, _, _ in seen] == ["/server-events"]
+
+
+def test_a_netrc_login_never_replaces_the_providers_authorization(
+    fresh_session: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # given: a .netrc with a login for the provider's host (requests would send it instead)
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with server(reply(200)) as (url, seen):
+        app_post(url + "/v1/event/", {"Authorization": "vt-key-1"})
+    [(_, headers, _)] = seen
+    assert headers["Authorization"] == "vt-key-1"
+
+
+def test_a_batch_body_from_encoded_events_is_what_dumps_writes() -> None:
+    events = [{"amount": Decimal("1.10"), "city": "Brașov"}, {"id": uuid.UUID(int=2)}]
+    joined = http.json_object("events", [http.dumps(e) for e in events])
+    assert joined == http.dumps({"events": events})

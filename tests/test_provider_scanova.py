@@ -720,3 +720,12 @@ def test_no_api_key_in_any_reason_log_or_exception(
         assert KEY not in result.reason and KEY not in repr(result.exchange)
     assert KEY not in caplog.text
     assert KEY not in str(raised.value)
+
+
+def test_properties_follow_the_conversion_asked_about() -> None:
+    # one provider checks and builds many events in a row (and on several threads)
+    provider = scanova()
+    first, second = minimal(order_id="A-1"), minimal(order_id="B-2", status="paid")
+    seen = [provider.properties(c)["order_id"] for c in (first, second, first, first, second)]
+    assert seen == ["A-1", "B-2", "A-1", "A-1", "B-2"]
+    assert provider.properties(second)["order_status"] == "paid"

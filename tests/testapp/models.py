@@ -37,3 +37,21 @@ class OrderItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} x {self.sku}"
+
+
+class LiveLines(models.Manager["GiftLine"]):
+    """A manager that filters (soft delete): its lines are not a plain foreign key read."""
+
+    def get_queryset(self) -> models.QuerySet[GiftLine]:
+        return super().get_queryset().filter(removed=False)
+
+
+class GiftLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="gift_lines")
+    sku = models.CharField(max_length=64)
+    removed = models.BooleanField(default=False)
+
+    objects = LiveLines()
+
+    def __str__(self) -> str:
+        return self.sku
