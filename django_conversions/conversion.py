@@ -377,7 +377,13 @@ class Conversion:
         if self.coupons:
             data["coupons"] = list(self.coupons)
         if self.customer is not None and not self.customer.is_empty():
-            data["customer"] = {k: v for k, v in dataclasses.asdict(self.customer).items() if v}
+            # Plain reads: dataclasses.asdict() deep-copies, on every tracked save.
+            customer = self.customer
+            data["customer"] = {
+                f.name: getattr(customer, f.name)
+                for f in dataclasses.fields(customer)
+                if getattr(customer, f.name)
+            }
         if self.items:
             data["items"] = [_item_snapshot(item) for item in self.items]
         if self.properties is not None:

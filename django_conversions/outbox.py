@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
+from django.utils import timezone
 
 from django_conversions import bulk
 from django_conversions.conf import conversions_settings
@@ -121,8 +123,9 @@ def _track(
         for event in existing.values()
         if event.dedup_key == failed_build_key and event.last_error.startswith(BUILD_FAILED_PREFIX)
     ]
+    now = timezone.now()  # one timestamp for the conversion's rows
     new = [
-        _new_event(conversion, site, key, source_fields)
+        _new_event(conversion, site, key, source_fields, now)
         for site in targets
         if site.pk not in existing
     ]
@@ -242,13 +245,19 @@ def _source_fields(source: models.Model | None) -> dict[str, Any]:
 
 
 def _new_event(
-    conversion: Conversion, site: TrackingSite, key: str, source_fields: dict[str, Any]
+    conversion: Conversion,
+    site: TrackingSite,
+    key: str,
+    source_fields: dict[str, Any],
+    now: datetime,
 ) -> ConversionEvent:
     event = ConversionEvent(
         site=site,
         event_name=conversion.event_name,
         dedup_key=key,
         order_reference=conversion.order_id or "",
+        created_at=now,
+        next_attempt_at=now,
         **source_fields,
     )
     _fill(event, conversion, site.provider_instance())
