@@ -38,17 +38,19 @@ def _sql(model: type[models.Model], using: str, count: int, returning: str | Non
     return _sql_cache[cache_key]
 
 
-def _params(rows: list[M], fields: list[models.Field[Any, Any]], connection: Any) -> list[Any]:
-    """The rows' values as the fields prepare them for the database, row after row.
+def _params(
+    rows: list[list[Any]], fields: list[models.Field[Any, Any]], connection: Any
+) -> list[Any]:
+    """The rows' values (one list per row, in field order) as the fields prepare them for
+    the database.
 
     A value shared with the row before (the same object: the request headers of one batch
     request on its events' attempt rows, one timestamp) is prepared once.
     """
     params: list[Any] = []
     previous: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(fields)
-    for row in rows:
-        for index, field in enumerate(fields):
-            value = field.pre_save(row, True)
+    for values in rows:
+        for index, (field, value) in enumerate(zip(fields, values, strict=True)):
             last_value, prepared = previous[index]
             if value is not last_value:
                 prepared = field.get_db_prep_save(value, connection)
@@ -73,7 +75,8 @@ def insert(rows: list[M], using: str, *, match_pk_by: str | None = None) -> list
     connection = connections[using]
     if match_pk_by and not connection.features.can_return_rows_from_bulk_insert:
         return model._default_manager.db_manager(using).bulk_create(rows)
-    params = _params(rows, _fields(model), connection)
+    fields = _fields(model)
+    params = _params([[f.pre_save(row, True) for f in fields] for row in rows], fields, connection)
     with connection.cursor() as cursor:
         cursor.execute(_sql(model, using, len(rows), match_pk_by), params)
         returned = cursor.fetchall() if match_pk_by else []
@@ -84,3 +87,20 @@ def insert(rows: list[M], using: str, *, match_pk_by: str | None = None) -> list
         row._state.adding = False
         row._state.db = using
     return rows
+
+
+def insert_values(model: type[models.Model], rows: list[dict[str, Any]], using: str) -> None:
+    """INSERT rows given as ``{field attname: value}``, without model instances.
+
+    For rows written by the hundred and never read back in the same process (delivery
+    attempts): building an instance per row cost more than the insert. Fields a row leaves
+    out take their default as ``Model()`` would, evaluated once for the whole call.
+    """
+    if not rows:
+        return
+    fields = _fields(model)
+    defaults = {f.attname: f.get_default() for f in fields}  # as Model() would fill them in
+    values = [[row.get(f.attname, defaults[f.attname]) for f in fields] for row in rows]
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(model, using, len(rows), None), _params(values, fields, connection))

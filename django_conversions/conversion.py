@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
@@ -394,20 +394,31 @@ class Conversion:
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> Conversion:
+        """The conversion a snapshot was made from.
+
+        Snapshots are written only by ``to_snapshot()`` of a conversion that was validated
+        and normalised then, so one is read back as stored instead of being normalised field
+        by field again (delivery reads one per event sent). What is not such a snapshot
+        (unknown or missing fields, an amount that is not a number) raises
+        ``InvalidConversion``.
+        """
         values = dict(data)
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise InvalidConversion("snapshot", f"unknown fields {sorted(unknown)}")
-        if "customer" in values:
-            values["customer"] = Customer(**values["customer"])
-        values["items"] = tuple(LineItem(**item) for item in values.get("items", ()))
-        values["coupons"] = tuple(values.get("coupons", ()))
-        for name in ("value", "shipping"):
-            if name in values:
-                values[name] = Decimal(values[name])
-        if "occurred_at" in values:
-            values["occurred_at"] = parse_datetime(values["occurred_at"])
-        return cls(**values)
+        try:
+            if "customer" in values:
+                values["customer"] = _as_stored(Customer, values["customer"])
+            values["items"] = tuple(_as_stored(LineItem, item) for item in values.get("items", ()))
+            values["coupons"] = tuple(values.get("coupons", ()))
+            for name in ("value", "shipping"):
+                if name in values:
+                    values[name] = Decimal(values[name])
+            for item in values["items"]:
+                if item.price is not None:
+                    object.__setattr__(item, "price", Decimal(item.price))
+            if "occurred_at" in values:
+                values["occurred_at"] = parse_datetime(values["occurred_at"])
+        except (TypeError, ValueError, ArithmeticError) as err:
+            raise InvalidConversion("snapshot", str(err)) from None
+        return _as_stored(cls, values)
 
     def replace(self, **changes: Any) -> Conversion:
         return dataclasses.replace(self, **changes)
@@ -425,6 +436,28 @@ class Conversion:
                 raise ValueError(f"narrowed() only changes customer and properties, not {name}")
             object.__setattr__(narrowed, name, value)
         return narrowed
+
+
+_Stored = TypeVar("_Stored")
+_FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {}
+
+
+def _as_stored(klass: type[_Stored], values: Any) -> _Stored:
+    """An instance of one of the frozen dataclasses here from a snapshot's values, taken as
+    they are (they were checked when the snapshot was written)."""
+    if not isinstance(values, Mapping):
+        raise InvalidConversion("snapshot", f"{klass.__name__} is not a mapping")
+    fields = _FIELDS.get(klass) or _FIELDS.setdefault(klass, dataclasses.fields(klass))
+    unknown = set(values) - {f.name for f in fields}
+    if unknown:
+        raise InvalidConversion("snapshot", f"unknown fields {sorted(unknown)}")
+    instance = object.__new__(klass)
+    for f in fields:
+        value = values.get(f.name, f.default)
+        if value is dataclasses.MISSING:
+            raise InvalidConversion("snapshot", f"{klass.__name__} without {f.name}")
+        object.__setattr__(instance, f.name, value)
+    return instance
 
 
 def _item_snapshot(item: LineItem) -> dict[str, Any]:

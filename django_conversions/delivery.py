@@ -241,7 +241,7 @@ class SiteDelivery:
         self.provider: Provider = site.provider_instance()
         self.report = DeliveryReport()
         self._dirty: list[ConversionEvent] = []
-        self._attempts: list[DeliveryAttempt] = []
+        self._attempts: list[dict[str, Any]] = []  # DeliveryAttempt rows, see _attempt_row
         self._signals: list[tuple[Any, dict[str, Any]]] = []
         self._flushed_at = time.monotonic()
         self._now = timezone.now()
@@ -413,7 +413,9 @@ class SiteDelivery:
             fields = _RESULT_FIELDS if event.status == EventStatus.PENDING else _FINISH_FIELDS
             groups[tuple((name, getattr(event, name)) for name in fields)].append(event.pk)
         with transaction.atomic(using=router.db_for_write(ConversionEvent)):
-            bulk.insert(self._attempts, router.db_for_write(DeliveryAttempt))
+            bulk.insert_values(
+                DeliveryAttempt, self._attempts, router.db_for_write(DeliveryAttempt)
+            )
             for values, pks in groups.items():
                 ConversionEvent.objects.filter(pk__in=pks).update(**dict(values))
             for signal, kwargs in self._signals:
@@ -474,25 +476,26 @@ def _release(
     )
 
 
-def _attempt_row(event: ConversionEvent, result: Result, when: datetime) -> DeliveryAttempt:
+def _attempt_row(event: ConversionEvent, result: Result, when: datetime) -> dict[str, Any]:
+    """A DeliveryAttempt row, as values (see bulk.insert_values)."""
     exchange = result.exchange
     assert exchange is not None
     error = exchange.error or ("" if result.outcome == Outcome.DELIVERED else result.reason)
     # The events of one batch request share its exchange: the same objects on every row are
     # prepared for the database once (see bulk.insert).
-    return DeliveryAttempt(
-        event=event,
-        created_at=when,
-        duration_ms=exchange.duration_ms,
-        url=exchange.url,
-        http_status=exchange.status,
-        request_headers=exchange.request_headers,
-        response_headers=exchange.response_headers,
-        response_body=exchange.response_body,
-        error=error[:2000],
-        outcome=result.outcome,
-        batch_size=exchange.batch_size,
-    )
+    return {
+        "event_id": event.pk,
+        "created_at": when,
+        "duration_ms": exchange.duration_ms,
+        "url": exchange.url,
+        "http_status": exchange.status,
+        "request_headers": exchange.request_headers,
+        "response_headers": exchange.response_headers,
+        "response_body": exchange.response_body,
+        "error": error[:2000],
+        "outcome": result.outcome,
+        "batch_size": exchange.batch_size,
+    }
 
 
 def _send_after_commit(signal: Any, **kwargs: Any) -> None:

@@ -58,3 +58,23 @@ def test_event_ids_are_time_ordered_uuids() -> None:
     assert len(set(ids)) == 3
     # the first 48 bits are the milliseconds: a later id never sorts first
     assert max(i.int >> 80 for i in ids) <= later.int >> 80
+
+
+def test_rows_given_as_values_take_defaults_for_what_they_leave_out() -> None:
+    site = TrackingSite.objects.create(name="s", provider="scanova", provider_site_id="x")
+    event = ConversionEvent.objects.create(site=site, event_name="purchase", dedup_key="k")
+    when = timezone.now()
+    bulk.insert_values(
+        DeliveryAttempt,
+        [
+            {"event_id": event.pk, "created_at": when, "outcome": "delivered", "http_status": 200},
+            {"event_id": event.pk, "created_at": when, "outcome": "retry"},
+        ],
+        "default",
+    )
+    stored = list(DeliveryAttempt.objects.order_by("pk").values())
+    assert [(a["outcome"], a["http_status"], a["batch_size"]) for a in stored] == [
+        ("delivered", 200, 1),
+        ("retry", None, 1),
+    ]
+    assert all(a["request_headers"] == {} and a["created_at"] == when for a in stored)

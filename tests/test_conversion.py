@@ -416,3 +416,18 @@ def test_nul_characters_are_removed_everywhere() -> None:
     assert conversion.order_id == "1001" and conversion.customer is not None
     assert conversion.customer.email == "ana@example.com"
     assert conversion.properties == {"k": ["v", {"n": "x"}]}
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        {"order_id": "1"},  # no event name
+        {"event_name": "purchase", "value": "a lot"},
+        {"event_name": "purchase", "items": [{"quantity": 2}]},  # an item without its id
+        {"event_name": "purchase", "items": ["sku-1"]},
+        {"event_name": "purchase", "customer": {"email": "a@b.c", "shoe_size": 42}},
+    ],
+)
+def test_what_is_not_a_snapshot_is_refused(snapshot: dict[str, Any]) -> None:
+    with pytest.raises(InvalidConversion):
+        Conversion.from_snapshot(snapshot)
