@@ -165,8 +165,10 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
             # them no longer due and changes nothing (SQLite serialises writers).
             chosen = chosen.exclude(_no_longer_due(now))
         chosen.update(**claim_values)
+    # Found by the token among the few events in flight (the status index), which is cheaper
+    # than naming the claimed ids again.
     claimed = list(
-        events.filter(pk__in=ids, claim_token=token, status=EventStatus.SENDING).order_by(
+        events.filter(status=EventStatus.SENDING, claim_token=token).order_by(
             "next_attempt_at", "pk"
         )
     )
