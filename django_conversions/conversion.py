@@ -11,14 +11,13 @@ E.164 where the number allows it. A bad value raises ``InvalidConversion`` namin
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import math
 import re
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -262,6 +261,20 @@ class Customer:
             return sha256_hex(self.phone) if self.phone.startswith("+") else None
         return self.phone_sha256
 
+    def kept(self, personal: Iterable[str], hashed: Iterable[str]) -> Customer | None:
+        """A copy with the ``personal`` fields as they are and the ``hashed`` ones (``email``,
+        ``phone``) as their SHA-256 only; None when nothing is left.
+
+        For the outbox's per-provider minimisation, on every tracked save: the values are
+        this customer's, already validated, so the copy is not validated again.
+        """
+        values = {name: getattr(self, name) for name in personal}
+        for name in hashed:
+            if name not in values:
+                values[f"{name}_sha256"] = getattr(self, f"{name}_hash")
+        reduced = _as_stored(Customer, {k: v for k, v in values.items() if v})
+        return None if reduced.is_empty() else reduced
+
     def is_empty(self) -> bool:
         # Plain attribute reads: dataclasses.asdict() deep-copies, on every tracked save.
         return not any(getattr(self, f.name) for f in dataclasses.fields(self))
@@ -430,7 +443,8 @@ class Conversion:
         changes only remove data (``customer=`` a validated ``Customer`` or None,
         ``properties=`` a subset or None), so nothing can become invalid.
         """
-        narrowed = copy.copy(self)
+        narrowed = object.__new__(Conversion)
+        narrowed.__dict__.update(self.__dict__)
         for name, value in changes.items():
             if name not in ("customer", "properties"):
                 raise ValueError(f"narrowed() only changes customer and properties, not {name}")

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions import http
-from django_conversions.conversion import Conversion, Customer
+from django_conversions.conversion import Conversion
 from django_conversions.fields import mask_secret, redact
 
 logger = logging.getLogger("django_conversions.providers")
@@ -192,12 +192,7 @@ class Provider:
             return conversion
         if not policy_for(self.id).allows_identifiers(conversion.consent):
             return conversion.narrowed(customer=None)
-        kept = {name: getattr(customer, name) for name in self.personal_fields}
-        for name in self.hashed_fields:
-            if name not in self.personal_fields:
-                kept[f"{name}_sha256"] = getattr(customer, f"{name}_hash")
-        reduced = Customer(**{k: v for k, v in kept.items() if v})
-        return conversion.narrowed(customer=None if reduced.is_empty() else reduced)
+        return conversion.narrowed(customer=customer.kept(self.personal_fields, self.hashed_fields))
 
     def accepts_event(self, event_name: str) -> bool:
         """Does this provider take events of this (normalised) name at all?"""
