@@ -419,14 +419,12 @@ class Conversion:
         try:
             if "customer" in values:
                 values["customer"] = _as_stored(Customer, values["customer"])
-            values["items"] = tuple(_as_stored(LineItem, item) for item in values.get("items", ()))
+            values["items"] = tuple(
+                _as_stored(LineItem, _with_decimals(item, "price"))
+                for item in values.get("items", ())
+            )
             values["coupons"] = tuple(values.get("coupons", ()))
-            for name in ("value", "shipping"):
-                if name in values:
-                    values[name] = Decimal(values[name])
-            for item in values["items"]:
-                if item.price is not None:
-                    object.__setattr__(item, "price", Decimal(item.price))
+            values = _with_decimals(values, "value", "shipping")
             if "occurred_at" in values:
                 values["occurred_at"] = parse_datetime(values["occurred_at"])
         except (TypeError, ValueError, ArithmeticError) as err:
@@ -472,6 +470,13 @@ def _as_stored(klass: type[_Stored], values: Any) -> _Stored:
             raise InvalidConversion("snapshot", f"{klass.__name__} without {f.name}")
         object.__setattr__(instance, f.name, value)
     return instance
+
+
+def _with_decimals(values: Any, *names: str) -> Any:
+    """A snapshot's mapping with its money fields (stored as exact text) as Decimals."""
+    if not isinstance(values, Mapping):
+        return values  # _as_stored() refuses it with the reason
+    return {**values, **{n: Decimal(values[n]) for n in names if values.get(n) is not None}}
 
 
 def _item_snapshot(item: LineItem) -> dict[str, Any]:

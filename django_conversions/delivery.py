@@ -484,7 +484,7 @@ def _attempt_row(event: ConversionEvent, result: Result, when: datetime) -> dict
     assert exchange is not None
     error = exchange.error or ("" if result.outcome == Outcome.DELIVERED else result.reason)
     # The events of one batch request share its exchange: the same objects on every row are
-    # prepared for the database once (see bulk.insert).
+    # prepared for the database once (see bulk.insert_values).
     return {
         "event_id": event.pk,
         "created_at": when,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from django_conversions.consent import policy_for
+from django_conversions.conversion import Conversion
 from django_conversions.exceptions import UnknownProvider
 from django_conversions.providers import registry
 from django_conversions.providers.base import OutboundEvent, Provider, parse_retry_after
@@ -189,3 +192,26 @@ def test_an_http_date_without_zone_is_gmt_whatever_the_local_zone(
         time.tzset()
     # then
     assert seconds == 480.0
+
+
+class ListBatchProvider(EchoProvider):
+    """A batch endpoint whose body is not ``{key: [bodies]}``: it builds its own."""
+
+    id = "list-batch"
+    batch_path = "/events/many"
+
+    def build_batch_body(self, events: Any) -> Any:
+        return [{"n": i, **self.build_body(e)} for i, e in enumerate(events)]
+
+
+def test_a_batch_body_the_provider_builds_itself_is_sent_as_built() -> None:
+    events = [
+        OutboundEvent(uuid.UUID(int=i + 1), Conversion("purchase"), datetime.now(UTC))
+        for i in range(2)
+    ]
+    [request] = ListBatchProvider().requests_for(events)
+    assert request.url == "https://echo.example.test/events/many"
+    assert json.loads(request.data) == [
+        {"n": 0, "id": str(events[0].event_id), "name": "purchase"},
+        {"n": 1, "id": str(events[1].event_id), "name": "purchase"},
+    ]

@@ -145,7 +145,8 @@ class Provider:
     event_path: ClassVar[str]
     #: Path of the batch endpoint, or None when the provider has none.
     batch_path: ClassVar[str | None] = None
-    #: The batch body is ``{batch_key: [one event's body, ...]}``; None: build_batch_body().
+    #: The batch body is ``{batch_key: [one event's body, ...]}``, joined from the encoded
+    #: bodies; None: the provider implements build_batch_body().
     batch_key: ClassVar[str | None] = None
     #: Requests per minute per API key the provider allows (None: not documented).
     rate_limit_per_minute: ClassVar[int | None] = None
@@ -213,14 +214,9 @@ class Provider:
         raise NotImplementedError(f"{type(self).__name__} must implement build_body()")
 
     def build_batch_body(self, events: Sequence[OutboundEvent]) -> Any:
-        """The JSON body for several events (providers with a ``batch_path``).
-
-        With ``batch_key`` set, the body is that key holding the events' own bodies, and it is
-        put together from their already encoded bodies instead of being encoded again.
-        """
-        if self.batch_key is None:
-            raise NotImplementedError(f"{type(self).__name__} has no batch endpoint")
-        return {self.batch_key: [self.build_body(event) for event in events]}
+        """The JSON body for several events, for a ``batch_path`` whose body is not simply
+        ``{batch_key: [bodies]}`` (with ``batch_key`` set this is never called)."""
+        raise NotImplementedError(f"{type(self).__name__} sets neither batch_key nor this")
 
     def read_batch_answer(self, answer: http.HttpAnswer, request: Request) -> list[Result] | None:
         """Per-event results from an accepted batch answer, one per event of ``request`` in
