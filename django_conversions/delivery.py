@@ -103,19 +103,6 @@ def gives_up(event: ConversionEvent, next_attempt_at: datetime) -> bool:
 # --- claiming --------------------------------------------------------------------------------
 
 
-def _no_longer_due(now: datetime) -> Q:
-    """Not due (finished, or due later, or leased), written so that it can't use an index.
-
-    For the compare-and-set UPDATE on ``pk IN (…)``: given an indexable condition, SQLite's
-    planner walks every due row of the status index instead of the hundred primary keys.
-    """
-    return (
-        Q(status__in=(EventStatus.DELIVERED, EventStatus.FAILED, EventStatus.SKIPPED))
-        | Q(status=EventStatus.PENDING, next_attempt_at__gt=now)
-        | Q(status=EventStatus.SENDING, lease_expires_at__gte=now)
-    )
-
-
 def _sendable_sites(now: datetime) -> Q:
     return Q(site__is_active=True, site__paused_at__isnull=True) & (
         Q(site__held_until__isnull=True) | Q(site__held_until__lte=now)
@@ -147,36 +134,46 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
     lease = now + timedelta(seconds=conversions_settings.LEASE_SECONDS)
     claim_values = {"status": EventStatus.SENDING, "claim_token": token, "lease_expires_at": lease}
     locking = connections[using].features.has_select_for_update_skip_locked
-    ids: list[int] = []
-    # Locked rows stay locked until the UPDATE; SQLite's compare-and-set needs no transaction
-    # (a deferred one would fail when another writer came between its read and its write).
+    taken = 0
+    # One UPDATE … WHERE pk IN (SELECT … LIMIT n) per queue: the database picks and marks the
+    # rows in one statement, so no list of ids travels through Python. On SQLite the statement
+    # holds the write lock from its first read, which makes it the compare-and-set: a row
+    # another worker took meanwhile is no longer due when the subquery reads it. PostgreSQL
+    # locks the rows the subquery picks, skipping those another worker holds.
     with transaction.atomic(using=using) if locking else nullcontext():
         for queue in queues:
+            due = queue.values("pk")[: limit - taken]
             if locking:
-                queue = queue.select_for_update(skip_locked=True, of=("self",))
-            ids += queue.values_list("pk", flat=True)[: limit - len(ids)]
-            if len(ids) >= limit:
+                due = due.select_for_update(skip_locked=True, of=("self",))
+            taken += events.filter(pk__in=due).update(**claim_values)
+            if taken >= limit:
                 break
-        if not ids:
-            return []
-        chosen = events.filter(pk__in=ids)
-        if not locking:
-            # Compare-and-set: of two workers racing for the same rows, the second finds
-            # them no longer due and changes nothing (SQLite serialises writers).
-            chosen = chosen.exclude(_no_longer_due(now))
-        chosen.update(**claim_values)
+    if not taken:
+        return []
     # Found by the token among the few events in flight (the status index), which is cheaper
     # than naming the claimed ids again.
-    claimed = list(
-        events.filter(status=EventStatus.SENDING, claim_token=token).order_by(
-            "next_attempt_at", "pk"
-        )
-    )
+    rows = events.filter(status=EventStatus.SENDING, claim_token=token)
+    if not _event_signals_heard():
+        # Only what sending needs; the values just written are set below, not read back.
+        rows = rows.only(*_SENDING_FIELDS)
+    claimed = list(rows.order_by("next_attempt_at", "pk"))
     # One object per site, shared by its events (a join would build one per event).
     sites = TrackingSite.objects.using(using).in_bulk({event.site_id for event in claimed})
     for event in claimed:
         event.site = sites[event.site_id]
+        event.__dict__.update(claim_values)
     return claimed
+
+
+# What delivering an event reads from its row. A receiver of event_delivered / event_failed
+# gets whole rows instead (see _event_signals_heard), so it never loads fields one by one.
+_SENDING_FIELDS = ("site", "event_id", "snapshot", "created_at", "attempts")
+
+
+def _event_signals_heard() -> bool:
+    return event_delivered.has_listeners(ConversionEvent) or event_failed.has_listeners(
+        ConversionEvent
+    )
 
 
 # --- running ---------------------------------------------------------------------------------

@@ -344,6 +344,32 @@ def test_a_claim_takes_expired_leases_first_then_the_oldest_due(scanova_site):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_claim_reads_what_sending_needs_and_receivers_get_whole_events(scanova_site):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with conversions():
+        [event] = record("2001")
+        record("2002")
+    # given: nobody listens to the delivery signals
+    claimed = claim(1)
+    # then: the claim knows what it wrote without reading it back, and skips the rest
+    assert [e.pk for e in claimed] == [event.pk]
+    assert claimed[0].status == EventStatus.SENDING and claimed[0].claim_token is not None
+    assert "order_reference" in claimed[0].get_deferred_fields()
+    # given: a receiver of event_delivered
+    event_delivered.connect(lambda sender, event, **kw: None, weak=False)
+    try:
+        [other] = claim(10)
+    finally:
+        event_delivered.receivers.clear()
+    # then: it gets whole events, so reading any field costs no query
+    with CaptureQueriesContext(connection) as queries:
+        assert other.order_reference == "2002" and other.dedup_key
+    assert other.get_deferred_fields() == set() and len(queries) == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_claim_takes_nothing_another_worker_took_meanwhile(scanova_site, monkeypatch):
     """The compare-and-set: rows that stopped being due between read and write stay put."""
     from django.db.models import QuerySet
