@@ -143,7 +143,9 @@ conversions_settings = ConversionsSettings()
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == SETTING_NAME:
         conversions_settings.reload()
-        from django_conversions import providers
+        from django_conversions import consent, providers
+
+        consent.clear_cache()
 
         providers.registry.reset()
         from django_conversions import sites

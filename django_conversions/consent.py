@@ -46,6 +46,25 @@ DEFAULT_POLICIES: dict[str, ConsentPolicy] = {
 
 
 def policy_for(provider_id: str) -> ConsentPolicy:
+    """The provider's policy: its default with ``CONSENT_POLICY``'s overrides.
+
+    Worked out once per provider (it is asked for every event on the checkout and in delivery);
+    a change of ``settings.CONVERSIONS`` clears the cache.
+    """
+    policy = _policies.get(provider_id)
+    if policy is None:
+        policy = _policies[provider_id] = _configured_policy(provider_id)
+    return policy
+
+
+def clear_cache() -> None:
+    _policies.clear()
+
+
+_policies: dict[str, ConsentPolicy] = {}
+
+
+def _configured_policy(provider_id: str) -> ConsentPolicy:
     from django_conversions.conf import conversions_settings
 
     policy = DEFAULT_POLICIES.get(provider_id, ConsentPolicy())

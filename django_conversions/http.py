@@ -141,14 +141,20 @@ def dumps(payload: Any) -> bytes:
 
     Raises ``TypeError`` / ``ValueError`` for what JSON can't carry (objects, NaN, infinity).
     """
-    text = json.dumps(
-        payload,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        allow_nan=False,
-        default=_json_default,
-    )
-    return _DECIMAL_STRING.sub(r"\1", text).encode("utf-8")
+    text = _ENCODER.encode(payload)
+    if _DECIMAL_TOKEN in text:
+        text = _DECIMAL_STRING.sub(_decimal_digits, text)
+    return text.encode("utf-8")
+
+
+# One encoder for every body (json.dumps() builds a new one per call when given options).
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+)
+
+
+def _decimal_digits(match: re.Match[str]) -> str:
+    return match[1]
 
 
 def json_object(key: str, encoded_items: Sequence[bytes]) -> bytes:

@@ -20,6 +20,7 @@ from django_conversions.conversion import (
     Conversion,
     Customer,
     LineItem,
+    is_uuid,
     normalize_event_name,
     round_money,
     sha256_hex,
@@ -431,3 +432,19 @@ def test_nul_characters_are_removed_everywhere() -> None:
 def test_what_is_not_a_snapshot_is_refused(snapshot: dict[str, Any]) -> None:
     with pytest.raises(InvalidConversion):
         Conversion.from_snapshot(snapshot)
+
+
+@given(st.uuids())
+def test_is_uuid_accepts_exactly_the_canonical_form(value: uuid.UUID):
+    text = str(value)
+    assert is_uuid(text)
+    assert not is_uuid(text.upper()) or text == text.upper()
+    for other in (value.hex, "{" + text + "}", "urn:uuid:" + text, text + "\n", text[:-1]):
+        assert not is_uuid(other)
+
+
+@pytest.mark.parametrize(
+    "text", [None, "", "scan-1", "0" * 36, "g" * 8 + "-0000-0000-0000-" + "0" * 12]
+)
+def test_is_uuid_refuses_what_is_not_a_uuid(text: str | None):
+    assert not is_uuid(text)

@@ -46,11 +46,16 @@ _EMAIL = re.compile(r"[^@\s\"'<>(),;:]+@[^@\s\"'<>(),;:]+\.[^\W\d_]{2,}")
 
 def properties_size(properties: Mapping[str, Any]) -> int:
     """The serialised size Scanova's 10 KB limit is checked against (see the assumption)."""
-    return len(json.dumps(properties).encode("utf-8"))
+    return len(_properties_json(properties))
+
+
+def _properties_json(properties: Mapping[str, Any]) -> str:
+    # ASCII only (json.dumps escapes the rest), so its length is its size in bytes.
+    return json.dumps(properties)
 
 
 def contains_email(text: str) -> bool:
-    return bool(_EMAIL.search(text))
+    return "@" in text and _EMAIL.search(text) is not None  # most texts have no "@" at all
 
 
 class ScanovaProvider(Provider):
@@ -175,8 +180,12 @@ class ScanovaProvider(Provider):
         if conversion.status:
             facts["order_status"] = conversion.status
         custom = dict(conversion.properties or {})
-        properties = _without_emails({**facts, **custom}, log=True)
-        size = properties_size(properties)
+        properties = {**facts, **custom}
+        encoded = _properties_json(properties)
+        if "@" in encoded:  # else no key or value can hold an email address: skip the walk
+            properties = _without_emails(properties, log=True)
+            encoded = _properties_json(properties)
+        size = len(encoded)
         if (
             size > ASSUMED_PROPERTIES_MAX_BYTES
             and "product_ids" in facts
