@@ -9,9 +9,12 @@ the model fields themselves, as the ORM does.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from django.db import connections, models
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 
 M = TypeVar("M", bound=models.Model)
 
@@ -104,3 +107,19 @@ def insert_values(model: type[models.Model], rows: list[dict[str, Any]], using: 
     connection = connections[using]
     with connection.cursor() as cursor:
         cursor.execute(_sql(model, using, len(rows), None), _params(values, fields, connection))
+
+
+def with_pks(model: type[M], pks: Sequence[Any], using: str) -> models.QuerySet[M]:
+    """``model``'s rows with these primary keys, for an UPDATE of many rows at once.
+
+    ``filter(pk__in=pks)`` prepares every key through the field, one by one, each time; the
+    keys here come from the database (the events a worker claimed), so they go to it as they are.
+    """
+    if not pks:
+        return model._default_manager.using(using).none()
+    quote = connections[using].ops.quote_name
+    column = f"{quote(model._meta.db_table)}.{quote(model._meta.pk.column)}"
+    condition = RawSQL(
+        f"{column} IN ({', '.join(['%s'] * len(pks))})", list(pks), output_field=BooleanField()
+    )
+    return model._default_manager.using(using).filter(condition)

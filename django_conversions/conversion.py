@@ -451,7 +451,31 @@ class Conversion:
 
 
 _Stored = TypeVar("_Stored")
-_FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """What ``_as_stored`` needs to know about one of the dataclasses, worked out once."""
+
+    names: frozenset[str]
+    defaults: dict[str, Any]  # fields with a plain default
+    required: frozenset[str]  # fields without one
+
+
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(klass: type) -> _Shape:
+    shape = _SHAPES.get(klass)
+    if shape is None:
+        fields = dataclasses.fields(klass)
+        defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+        shape = _SHAPES[klass] = _Shape(
+            names=frozenset(f.name for f in fields),
+            defaults=defaults,
+            required=frozenset(f.name for f in fields if f.name not in defaults),
+        )
+    return shape
 
 
 def _as_stored(klass: type[_Stored], values: Any) -> _Stored:
@@ -459,16 +483,16 @@ def _as_stored(klass: type[_Stored], values: Any) -> _Stored:
     they are (they were checked when the snapshot was written)."""
     if not isinstance(values, Mapping):
         raise InvalidConversion("snapshot", f"{klass.__name__} is not a mapping")
-    fields = _FIELDS.get(klass) or _FIELDS.setdefault(klass, dataclasses.fields(klass))
-    unknown = set(values) - {f.name for f in fields}
-    if unknown:
-        raise InvalidConversion("snapshot", f"unknown fields {sorted(unknown)}")
+    shape = _shape(klass)
+    if not shape.names.issuperset(values):
+        raise InvalidConversion("snapshot", f"unknown fields {sorted(set(values) - shape.names)}")
+    if not shape.required.issubset(values):
+        missing = sorted(shape.required - set(values))
+        raise InvalidConversion("snapshot", f"{klass.__name__} without {', '.join(missing)}")
     instance = object.__new__(klass)
-    for f in fields:
-        value = values.get(f.name, f.default)
-        if value is dataclasses.MISSING:
-            raise InvalidConversion("snapshot", f"{klass.__name__} without {f.name}")
-        object.__setattr__(instance, f.name, value)
+    # Frozen: fill the instance's dict directly, as dataclasses' own __init__ in effect does.
+    instance.__dict__.update(shape.defaults)
+    instance.__dict__.update(values)
     return instance
 
 

@@ -33,6 +33,7 @@ from django_conversions import bulk, http
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.models import (
+    ApiKey,
     ConversionEvent,
     DeliveryAttempt,
     EventStatus,
@@ -223,13 +224,14 @@ def deliver_claimed(events: Sequence[ConversionEvent]) -> DeliveryReport:
 class SiteDelivery:
     """Sends one site's claimed events and records what happened to each.
 
-    Results are written in small groups (``FLUSH_EVENTS`` events or ``FLUSH_SECONDS``, whichever
-    comes first): one transaction per group instead of one per request keeps a worker close to
-    the speed of the wire, and the group is small enough that a crash resends little (events
-    are resent with the same event_id once their lease expires).
+    Results are written in groups (``FLUSH_EVENTS`` events or ``FLUSH_SECONDS``, whichever
+    comes first; a claim of up to ``CLAIM_BATCH_SIZE`` events is mostly one group): one
+    transaction per group instead of one per request keeps a worker close to the speed of the
+    wire, and a crash resends at most about half a second of work (events are resent with the
+    same event_id once their lease expires, which the providers count once).
     """
 
-    FLUSH_EVENTS = 50
+    FLUSH_EVENTS = 500
     FLUSH_SECONDS = 0.5
     #: Largest share of the provider's per-minute budget one worker takes at a time.
     MAX_RESERVATION = 50
@@ -242,6 +244,7 @@ class SiteDelivery:
         self._dirty: list[ConversionEvent] = []
         self._attempts: list[dict[str, Any]] = []  # DeliveryAttempt rows, see _attempt_row
         self._signals: list[tuple[Any, dict[str, Any]]] = []
+        self._key: ApiKey | None = None  # the key the requests are sent with
         self._flushed_at = time.monotonic()
         self._now = timezone.now()
 
@@ -256,11 +259,11 @@ class SiteDelivery:
             self._pause(blocked)
             return self.report
         assert key is not None and isinstance(key.key, str)
+        self._key = key
         try:
             self._send_all(key.key)
         finally:
             self._flush()
-        type(key).objects.filter(pk=key.pk).update(last_used_at=timezone.now())
         return self.report
 
     def _send_all(self, api_key: str) -> None:
@@ -411,12 +414,16 @@ class SiteDelivery:
             # A finished event keeps its next_attempt_at; a requeued one gets a new one.
             fields = _RESULT_FIELDS if event.status == EventStatus.PENDING else _FINISH_FIELDS
             groups[tuple((name, getattr(event, name)) for name in fields)].append(event.pk)
-        with transaction.atomic(using=router.db_for_write(ConversionEvent)):
+        using = router.db_for_write(ConversionEvent)
+        with transaction.atomic(using=using):
             bulk.insert_values(
                 DeliveryAttempt, self._attempts, router.db_for_write(DeliveryAttempt)
             )
             for values, pks in groups.items():
-                ConversionEvent.objects.filter(pk__in=pks).update(**dict(values))
+                bulk.with_pks(ConversionEvent, pks, using).update(**dict(values))
+            if self._attempts and self._key is not None:
+                # Shown in the admin; written with the results, not in a transaction of its own.
+                ApiKey.objects.filter(pk=self._key.pk).update(last_used_at=now)
             for signal, kwargs in self._signals:
                 _send_after_commit(signal, **kwargs)
         self._dirty, self._attempts, self._signals = [], [], []

@@ -78,3 +78,19 @@ def test_rows_given_as_values_take_defaults_for_what_they_leave_out() -> None:
         ("retry", None, 1),
     ]
     assert all(a["request_headers"] == {} and a["created_at"] == when for a in stored)
+
+
+def test_rows_named_by_primary_key_are_updated_and_no_others() -> None:
+    site = TrackingSite.objects.create(name="s", provider="scanova", provider_site_id="x")
+    events = [
+        ConversionEvent.objects.create(site=site, event_name="purchase", dedup_key=f"k{n}")
+        for n in range(5)
+    ]
+    chosen = [events[0].pk, events[3].pk, events[4].pk]
+    # when
+    updated = bulk.with_pks(ConversionEvent, chosen, "default").update(attempts=7)
+    nothing = bulk.with_pks(ConversionEvent, [], "default").update(attempts=9)
+    # then
+    assert (updated, nothing) == (3, 0)
+    attempts = dict(ConversionEvent.objects.values_list("pk", "attempts"))
+    assert attempts == {e.pk: 7 if e.pk in chosen else 0 for e in events}

@@ -219,6 +219,22 @@ def test_deactivated_key_is_never_used_again(scanova_site, mocked_http):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_key_sent_with_is_marked_used_and_an_unused_one_is_not(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    # given: an older active key besides the site's current one
+    spare = ApiKey.objects.create(site=scanova_site, label="spare", key="scn_live_spare_00000003")
+    ApiKey.objects.filter(pk=spare.pk).update(created_at=timezone.now() - timedelta(days=1))
+    before = timezone.now()
+    with conversions():
+        record()
+        deliver_due()
+    stamps = dict(ApiKey.objects.values_list("label", "last_used_at"))
+    assert stamps["spare"] is None
+    [used_at] = [when for label, when in stamps.items() if label != "spare"]
+    assert used_at is not None and used_at >= before
+
+
+@pytest.mark.django_db(transaction=True)
 def test_permanent_error_fails_with_the_provider_reason_and_signal(scanova_site, mocked_http):
     failures = []
     event_failed.connect(lambda sender, event, reason, **kw: failures.append(reason), weak=False)
