@@ -400,10 +400,13 @@ class Provider:
         else:
             outcome, reason, retry_after = self.classify(answer)
             per_event = [Result(outcome, reason, retry_after)] * count
-        return [
-            Result(r.outcome, redact(r.reason, api_key)[:REASON_MAX], r.retry_after, exchange)
-            for r in per_event
-        ]
+        # The events of a batch mostly share one result: redact each distinct one once.
+        finished: dict[int, Result] = {}
+        for r in per_event:
+            if id(r) not in finished:
+                reason = redact(r.reason, api_key)[:REASON_MAX]
+                finished[id(r)] = Result(r.outcome, reason, r.retry_after, exchange)
+        return [finished[id(r)] for r in per_event]
 
     def classify(self, answer: http.HttpAnswer) -> tuple[Outcome, str, float | None]:
         """Map an answer that is not accepted to an outcome, a reason and a Retry-After."""
