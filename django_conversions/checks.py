@@ -8,7 +8,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError
+from django.db import DatabaseError, connections, router
 
 from django_conversions.conf import SETTING_NAME
 
@@ -36,7 +36,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     messages += _check_task_backend(conf)
     messages += _check_numbers(conf)
     messages += _check_api(conf)
+    messages += _check_database()
     return messages
+
+
+def _check_database() -> list[Any]:
+    """Claims need ``UPDATE … WHERE id IN (SELECT … LIMIT n)`` (see delivery.claim)."""
+    from django_conversions.models import ConversionEvent
+
+    alias = router.db_for_write(ConversionEvent)
+    connection = connections[alias]
+    if connection.features.allow_sliced_subqueries_with_in:
+        return []
+    return [
+        Error(
+            f"The database {alias!r} ({connection.vendor}) can't run a LIMIT inside an IN "
+            "subquery, which workers use to claim events.",
+            hint="Keep the outbox on PostgreSQL or SQLite (a database router may send "
+            "django_conversions' models there).",
+            id="conversions.E014",
+        )
+    ]
 
 
 def _check_order_model(conf: Any) -> list[Any]:

@@ -250,3 +250,14 @@ def test_default_api_settings_pass_the_checks(db, settings):
 
     ids = {message.id for message in run_checks()}
     assert not {"conversions.E012", "conversions.E013"} & ids
+
+
+def test_a_database_that_cannot_claim_events_is_an_error(db: Any, monkeypatch: Any) -> None:
+    from django.db import connection
+
+    assert not [m for m in run() if m.id == "conversions.E014"]
+    # given: a database like MySQL, which refuses LIMIT in an IN subquery
+    monkeypatch.setattr(connection.features, "allow_sliced_subqueries_with_in", False)
+    # then
+    message = only(run(), "conversions.E014")
+    assert "LIMIT inside an IN subquery" in message.msg and "'default'" in message.msg
