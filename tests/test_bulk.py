@@ -6,10 +6,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from django_conversions import bulk
 from django_conversions.models import (
+    ApiKey,
     ConversionEvent,
     DeliveryAttempt,
     TrackingSite,
@@ -94,3 +96,29 @@ def test_rows_named_by_primary_key_are_updated_and_no_others() -> None:
     assert (updated, nothing) == (3, 0)
     attempts = dict(ConversionEvent.objects.values_list("pk", "attempts"))
     assert attempts == {e.pk: 7 if e.pk in chosen else 0 for e in events}
+
+
+def test_plain_values_and_values_that_need_preparing_are_both_stored_right() -> None:
+    # given: rows mixing text, numbers and None (stored as they are) with values the fields
+    # must prepare: an encrypted key (a text field subclass), times, auto_now
+    site = TrackingSite.objects.create(name="s", provider="scanova", provider_site_id="x")
+    keys = [
+        ApiKey(site=site, label="first", key="sk_live_0123456789"),
+        ApiKey(site=site, label="", key="sk_live_abcdefghij", revoked_at=None),
+    ]
+    site_rows = [TrackingSite(name="t", provider="vtmarketing", rate_window_count=3)]
+    # when
+    bulk.insert(keys, "default")
+    bulk.insert(site_rows, "default")
+    # then: the key is stored encrypted and reads back as given
+    stored = list(ApiKey.objects.order_by("pk"))
+    assert [(k.label, k.key, k.revoked_at) for k in stored] == [
+        ("first", "sk_live_0123456789", None),
+        ("", "sk_live_abcdefghij", None),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {connection.ops.quote_name('key')} FROM {ApiKey._meta.db_table}")
+        raw = [row[0] for row in cursor.fetchall()]
+    assert len(raw) == 2 and not any("sk_live" in value for value in raw)
+    added = TrackingSite.objects.get(name="t")
+    assert added.rate_window_count == 3 and added.updated_at is not None

@@ -6,6 +6,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.test import override_settings
 
@@ -232,3 +233,27 @@ def test_a_site_added_in_this_process_is_used_at_once_despite_the_cache(make_sit
         assert (
             len(track(Conversion(event_name="purchase", order_id="2", scan_session_id=scan))) == 2
         )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_new_events_are_what_the_orm_would_build_and_read_their_site_without_a_query(
+    scanova_site, vt_site, django_assert_num_queries
+):
+    with conversions(**NO_TASKS):
+        order = paid_order(status="new")  # not paid: no event yet
+        events = track(Conversion(event_name="purchase", order_id="1001"), source=order)
+    # the returned events carry their site and source type without another query
+    order_type = ContentType.objects.get_for_model(Order)
+    with django_assert_num_queries(0):
+        assert [e.site for e in events] == [scanova_site, vt_site]
+        assert [e.source_content_type for e in events] == [order_type, order_type]
+    # and each matches its stored row, defaults included
+    for event in events:
+        stored = ConversionEvent.objects.get(pk=event.pk)
+        fields = [f.attname for f in ConversionEvent._meta.concrete_fields]
+        assert [getattr(event, name) for name in fields if name != "updated_at"] == [
+            getattr(stored, name) for name in fields if name != "updated_at"
+        ]
+        assert (event.attempts, event.delivered_at, event.claim_token) == (0, None, None)
+        assert event.event_id.version == 7 and not event._state.adding
+
