@@ -22,10 +22,9 @@ from django_conversions import bulk
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
-from django_conversions.providers import registry
 from django_conversions.providers.base import Provider
 from django_conversions.signals import event_queued
-from django_conversions.sites import active_sites
+from django_conversions.sites import sites_taking
 
 logger = logging.getLogger("django_conversions")
 
@@ -55,16 +54,11 @@ def sites_for(
     using: str | None = None,
 ) -> list[TrackingSite]:
     """Active sites whose filter and provider take ``event_name`` (``sites``: a subset)."""
-    candidates = active_sites(using or router.db_for_write(ConversionEvent))
-    if sites is not None:
-        wanted = {s.pk if isinstance(s, TrackingSite) else int(s) for s in sites}
-        candidates = [site for site in candidates if site.pk in wanted]
-    return [
-        site
-        for site in candidates
-        if site.accepts(event_name)
-        and registry.get_class(site.provider)().accepts_event(event_name)
-    ]
+    taking = sites_taking(using or router.db_for_write(ConversionEvent), event_name)
+    if sites is None:
+        return list(taking)
+    wanted = {s.pk if isinstance(s, TrackingSite) else int(s) for s in sites}
+    return [site for site in taking if site.pk in wanted]
 
 
 def track(
@@ -145,18 +139,8 @@ def _existing_events(
     Asked on every tracked save and nearly always empty, so it is one small SQL statement on
     the unique (site, dedup_key) index; the rows are loaded only when some exist.
     """
-    meta = ConversionEvent._meta
-    quote = connections[using].ops.quote_name
     wanted = [site.pk for site in targets]
-    # Both columns of the unique (site, dedup_key) index, so the lookup is an index probe.
-    sql = "SELECT {id} FROM {table} WHERE {site} IN ({sites}) AND {key} IN ({keys})".format(
-        id=quote(meta.pk.column),
-        table=quote(meta.db_table),
-        site=quote(meta.get_field("site").column),
-        sites=", ".join(["%s"] * len(wanted)),
-        key=quote(meta.get_field("dedup_key").column),
-        keys=", ".join(["%s"] * len(keys)),
-    )
+    sql = _existing_sql(using, len(wanted), len(keys))
     with connections[using].cursor() as cursor:
         cursor.execute(sql, [*wanted, *keys])
         ids = [row[0] for row in cursor.fetchall()]
@@ -164,6 +148,29 @@ def _existing_events(
         return {}
     events = ConversionEvent.objects.using(using).filter(pk__in=ids)
     return {event.site_id: event for event in events}
+
+
+_existing_sql_cache: dict[tuple[str, int, int], str] = {}
+
+
+def _existing_sql(using: str, sites: int, keys: int) -> str:
+    """The lookup's SQL for this many sites and keys, written once (it runs on every save)."""
+    cache_key = (using, sites, keys)
+    if cache_key not in _existing_sql_cache:
+        meta = ConversionEvent._meta
+        quote = connections[using].ops.quote_name
+        # Both columns of the unique (site, dedup_key) index, so the lookup is an index probe.
+        _existing_sql_cache[cache_key] = (
+            "SELECT {id} FROM {table} WHERE {site} IN ({sites}) AND {key} IN ({keys})".format(
+                id=quote(meta.pk.column),
+                table=quote(meta.db_table),
+                site=quote(meta.get_field("site").column),
+                sites=", ".join(["%s"] * sites),
+                key=quote(meta.get_field("dedup_key").column),
+                keys=", ".join(["%s"] * keys),
+            )
+        )
+    return _existing_sql_cache[cache_key]
 
 
 def track_order(

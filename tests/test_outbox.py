@@ -257,3 +257,36 @@ def test_new_events_are_what_the_orm_would_build_and_read_their_site_without_a_q
         assert (event.attempts, event.delivered_at, event.claim_token) == (0, None, None)
         assert event.event_id.version == 7 and not event._state.adding
 
+
+@pytest.mark.django_db(transaction=True)
+def test_a_changed_event_name_filter_is_used_at_once_despite_the_cache(make_site):
+    site = make_site("scanova", event_names="signup")
+    other = make_site("scanova", name="other")
+    scan = str(uuid.uuid4())
+    with conversions(SITE_CACHE_SECONDS=3600, **NO_TASKS):
+        first = track(Conversion(event_name="purchase", order_id="1", scan_session_id=scan))
+        assert [e.site_id for e in first] == [other.pk]
+        # when: the filter is widened
+        site.event_names = ""
+        site.save()
+        # then: both sites take the next purchase, and a subset still limits the sites
+        second = track(Conversion(event_name="purchase", order_id="2", scan_session_id=scan))
+        assert sorted(e.site_id for e in second) == sorted([site.pk, other.pk])
+        third = track(
+            Conversion(event_name="purchase", order_id="3", scan_session_id=scan), sites=[site.pk]
+        )
+        assert [e.site_id for e in third] == [site.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sites_taking_many_event_names_stay_right_and_keep_a_bounded_memo(make_site):
+    from django_conversions import sites
+
+    only_e1 = make_site("scanova", event_names="e1")
+    every = make_site("scanova", name="every")
+    with conversions(SITE_CACHE_SECONDS=3600):
+        names = [f"e{n}" for n in range(sites.TAKING_NAMES_MAX + 20)]
+        for name in names + names:  # the second round reads the memo where it kept the name
+            expected = [only_e1, every] if name == "e1" else [every]
+            assert sorted(sites.sites_taking("default", name), key=lambda s: s.pk) == expected
+        assert len(sites._cache["default"][2]) == sites.TAKING_NAMES_MAX
