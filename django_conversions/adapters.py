@@ -20,9 +20,9 @@ from django_conversions.conversion import Conversion, Customer, LineItem
 
 def first_attr(obj: Any, names: Iterable[str]) -> Any:
     """The first non-empty attribute among ``names`` (dotted paths such as ``customer.email``)."""
-    for name in names:
+    for path in _paths(names):
         value: Any = obj
-        for part in name.split("."):
+        for part in path:
             value = getattr(value, part, None)
             if value is None:
                 break
@@ -31,6 +31,19 @@ def first_attr(obj: Any, names: Iterable[str]) -> Any:
         if value not in (None, ""):
             return value
     return None
+
+
+_split_paths: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {}
+
+
+def _paths(names: Iterable[str]) -> Iterable[tuple[str, ...]]:
+    # The adapter's name tuples are read some twenty times per tracked save: split them once.
+    if type(names) is not tuple:
+        return [tuple(name.split(".")) for name in names]
+    paths = _split_paths.get(names)
+    if paths is None:
+        paths = _split_paths[names] = tuple(tuple(name.split(".")) for name in names)
+    return paths
 
 
 class OrderAdapter:

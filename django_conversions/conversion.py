@@ -12,6 +12,7 @@ E.164 where the number allows it. A bad value raises ``InvalidConversion`` namin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import re
@@ -48,6 +49,12 @@ def normalize_event_name(name: str) -> str:
     """
     if not isinstance(name, str):
         raise InvalidConversion("event_name", "must be a string")
+    return _normalized_event_name(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _normalized_event_name(name: str) -> str:
+    # A shop uses a handful of event names, normalised on every tracked save: keep the results.
     text = unicodedata.normalize("NFKC", name).lower()
     parts: list[str] = []
     gap = False
@@ -272,12 +279,12 @@ class Customer:
         for name in hashed:
             if name not in values:
                 values[f"{name}_sha256"] = getattr(self, f"{name}_hash")
-        reduced = _as_stored(Customer, {k: v for k, v in values.items() if v})
-        return None if reduced.is_empty() else reduced
+        present = {k: v for k, v in values.items() if v}
+        return _as_stored(Customer, present) if present else None
 
     def is_empty(self) -> bool:
         # Plain attribute reads: dataclasses.asdict() deep-copies, on every tracked save.
-        return not any(getattr(self, f.name) for f in dataclasses.fields(self))
+        return not any(getattr(self, name) for name in _field_names(Customer))
 
 
 @dataclass(frozen=True)
@@ -392,11 +399,8 @@ class Conversion:
         if self.customer is not None and not self.customer.is_empty():
             # Plain reads: dataclasses.asdict() deep-copies, on every tracked save.
             customer = self.customer
-            data["customer"] = {
-                f.name: getattr(customer, f.name)
-                for f in dataclasses.fields(customer)
-                if getattr(customer, f.name)
-            }
+            values = {name: getattr(customer, name) for name in _field_names(Customer)}
+            data["customer"] = {name: value for name, value in values.items() if value}
         if self.items:
             data["items"] = [_item_snapshot(item) for item in self.items]
         if self.properties is not None:
@@ -476,6 +480,17 @@ def _shape(klass: type) -> _Shape:
             required=frozenset(f.name for f in fields if f.name not in defaults),
         )
     return shape
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(klass: type) -> tuple[str, ...]:
+    # dataclasses.fields() builds its tuple on each call, several times per tracked save.
+    names = _FIELD_NAMES.get(klass)
+    if names is None:
+        names = _FIELD_NAMES[klass] = tuple(f.name for f in dataclasses.fields(klass))
+    return names
 
 
 def _as_stored(klass: type[_Stored], values: Any) -> _Stored:

@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.models import prefetch_related_objects
 from django.test.utils import CaptureQueriesContext
 
-from django_conversions.adapters import OrderAdapter, related_rows
+from django_conversions.adapters import OrderAdapter, first_attr, related_rows
 from tests.testapp.models import GiftLine, Order, OrderItem
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +74,22 @@ def test_the_default_adapter_builds_items_from_the_lines() -> None:
         ("sku-1", 2, Decimal("19.95")),
         ("sku-2", 1, None),
     ]
+
+
+def test_first_attr_takes_dotted_names_given_as_a_tuple_or_any_iterable() -> None:
+    class Buyer:
+        email = "b@example.com"
+
+    class Sale:
+        email = ""
+        buyer = Buyer()
+
+    names = ("email", "buyer.email")
+    # the same names as a tuple (split once and kept), a list and a generator
+    assert first_attr(Sale(), names) == "b@example.com"
+    assert first_attr(Sale(), names) == "b@example.com"
+    assert first_attr(Sale(), list(names)) == "b@example.com"
+    assert first_attr(Sale(), (n for n in ("missing", "buyer.missing", "buyer.email"))) == (
+        "b@example.com"
+    )
+    assert first_attr(Sale(), ("missing",)) is None

@@ -60,9 +60,15 @@ def test_event_names_are_normalised(given_name: str, normalized: str) -> None:
     [("", "no letters"), ("--!!", "no letters"), ("x" * 65, "more than 64"), (42, "a string")],
 )
 def test_bad_event_names_are_refused(bad: Any, words: str) -> None:
-    with pytest.raises(InvalidConversion, match=words) as raised:
-        Conversion(event_name=bad)
-    assert raised.value.field == "event_name"
+    for _ in range(2):  # names are normalised once and kept: a refusal is never kept
+        with pytest.raises(InvalidConversion, match=words) as raised:
+            Conversion(event_name=bad)
+        assert raised.value.field == "event_name"
+
+
+def test_unhashable_event_names_are_refused_as_not_strings() -> None:
+    with pytest.raises(InvalidConversion, match="a string"):
+        normalize_event_name(["purchase"])  # type: ignore[arg-type]
 
 
 # --- money ---------------------------------------------------------------------------------
