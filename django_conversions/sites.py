@@ -3,8 +3,10 @@
 Every tracked save needs the list of active sites; reading it from the database each time
 would be most of the cost tracking adds to a checkout. The list is kept for
 ``CONVERSIONS["SITE_CACHE_SECONDS"]`` and dropped at once when a site is saved or deleted in
-this process; other processes see the change when their copy expires. Delivery never relies
-on this cache: it re-reads each site (active, paused, key) before sending.
+this process; other processes see the change when their copy expires. Which of the sites take
+an event name (their filters and providers) is kept with the list and dropped with it.
+Delivery never relies on this cache: it re-reads each site (active, paused, key) before
+sending.
 """
 
 from __future__ import annotations
