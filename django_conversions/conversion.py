@@ -284,7 +284,7 @@ class Customer:
 
     def is_empty(self) -> bool:
         # Plain attribute reads: dataclasses.asdict() deep-copies, on every tracked save.
-        return not any(getattr(self, name) for name in _field_names(Customer))
+        return not any(getattr(self, name) for name in _shape(Customer).ordered)
 
 
 @dataclass(frozen=True)
@@ -399,7 +399,7 @@ class Conversion:
         if self.customer is not None and not self.customer.is_empty():
             # Plain reads: dataclasses.asdict() deep-copies, on every tracked save.
             customer = self.customer
-            values = {name: getattr(customer, name) for name in _field_names(Customer)}
+            values = {name: getattr(customer, name) for name in _shape(Customer).ordered}
             data["customer"] = {name: value for name, value in values.items() if value}
         if self.items:
             data["items"] = [_item_snapshot(item) for item in self.items]
@@ -459,8 +459,10 @@ _Stored = TypeVar("_Stored")
 
 @dataclasses.dataclass(frozen=True)
 class _Shape:
-    """What ``_as_stored`` needs to know about one of the dataclasses, worked out once."""
+    """What snapshots and copies need to know about one of the dataclasses, worked out once
+    (``dataclasses.fields()`` builds its tuple on each call, several times per tracked save)."""
 
+    ordered: tuple[str, ...]  # the field names, in declaration order
     names: frozenset[str]
     defaults: dict[str, Any]  # fields with a plain default
     required: frozenset[str]  # fields without one
@@ -475,22 +477,12 @@ def _shape(klass: type) -> _Shape:
         fields = dataclasses.fields(klass)
         defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
         shape = _SHAPES[klass] = _Shape(
+            ordered=tuple(f.name for f in fields),
             names=frozenset(f.name for f in fields),
             defaults=defaults,
             required=frozenset(f.name for f in fields if f.name not in defaults),
         )
     return shape
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(klass: type) -> tuple[str, ...]:
-    # dataclasses.fields() builds its tuple on each call, several times per tracked save.
-    names = _FIELD_NAMES.get(klass)
-    if names is None:
-        names = _FIELD_NAMES[klass] = tuple(f.name for f in dataclasses.fields(klass))
-    return names
 
 
 def _as_stored(klass: type[_Stored], values: Any) -> _Stored:
