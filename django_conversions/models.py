@@ -197,9 +197,8 @@ def new_event_id() -> uuid.UUID:
 class ConversionEvent(models.Model):
     """One conversion for one site: the outbox row and its delivery state."""
 
-    # Every index is written on every checkout, so none is kept that another one covers or no
-    # query uses: the site's is the (site, dedup_key) and (site, status) ones; the source has
-    # none (nothing looks events up by it: an order's events are found by order_reference).
+    # Every index is written on every checkout, so none is kept that another one covers: the
+    # site's is the (site, dedup_key) and (site, status) ones, the source's is (type, id).
     site = models.ForeignKey(
         TrackingSite,
         on_delete=models.CASCADE,
@@ -245,6 +244,9 @@ class ConversionEvent(models.Model):
         indexes = [
             models.Index(fields=("status", "next_attempt_at"), name="conversions_event_due"),
             models.Index(fields=("site", "status"), name="conversions_event_site"),
+            models.Index(
+                fields=("source_content_type", "source_object_id"), name="conversions_event_src"
+            ),
         ]
         permissions = [("view_personal_data", "Can see customers' personal data unmasked")]
 
