@@ -9,7 +9,7 @@ the model fields themselves, as the ORM does.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from django.db import connections, models
@@ -36,13 +36,16 @@ _UNCHANGED: dict[type[models.Field[Any, Any]], tuple[type, ...]] = {
     models.PositiveIntegerField: (int, _NONE),
     models.PositiveSmallIntegerField: (int, _NONE),
     models.BigIntegerField: (int, _NONE),
+    models.AutoField: (int, _NONE),
+    models.BigAutoField: (int, _NONE),
     models.DateTimeField: (_NONE,),
     models.UUIDField: (_NONE,),
 }
 
 
 def _unchanged_types(fields: list[models.Field[Any, Any]]) -> list[tuple[type, ...]]:
-    return [_UNCHANGED.get(type(f), ()) for f in fields]
+    # A foreign key's value is its target's (an event's primary key for an attempt row).
+    return [_UNCHANGED.get(type(f.target_field if f.is_relation else f), ()) for f in fields]
 
 
 def _reads_attribute(field: models.Field[Any, Any]) -> bool:
@@ -126,21 +129,44 @@ def insert(rows: list[M], using: str, *, match_pk_by: str | None = None) -> list
     return rows
 
 
-def insert_values(model: type[models.Model], rows: list[dict[str, Any]], using: str) -> None:
-    """INSERT rows given as ``{field attname: value}``, without model instances.
+def insert_sharing(
+    model: type[models.Model],
+    groups: Sequence[tuple[Mapping[str, Any], Sequence[Any]]],
+    varying: str,
+    using: str,
+) -> None:
+    """INSERT rows given as values, without model instances: per ``(shared, keys)`` group,
+    one row per key, the ``varying`` field (an attname) taking the key and every other field
+    the group's ``shared`` value or, left out, its default as ``Model()`` would fill it in.
 
-    For rows written by the hundred and never read back in the same process (delivery
-    attempts): building an instance per row cost more than the insert. Fields a row leaves
-    out take their default as ``Model()`` would, evaluated once for the whole call.
+    For rows written by the hundred that are mostly alike (a batch request's delivery
+    attempts differ only in their event): a group's values are prepared for the database
+    once, not once per row.
     """
-    if not rows:
+    if not groups:
         return
     fields = _fields(model)
-    defaults = {f.attname: f.get_default() for f in fields}  # as Model() would fill them in
-    values = [[row.get(f.attname, defaults[f.attname]) for f in fields] for row in rows]
+    slot = next(i for i, f in enumerate(fields) if f.attname == varying)
+    as_is = _unchanged_types([fields[slot]])[0]
     connection = connections[using]
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(model, using, len(rows), None), _params(values, fields, connection))
+    params: list[Any] = []
+    count = 0
+    for shared, keys in groups:
+        row = [
+            f.get_db_prep_save(
+                shared[f.attname] if f.attname in shared else f.get_default(), connection
+            )
+            for f in fields
+        ]
+        for key in keys:
+            row[slot] = (
+                key if type(key) in as_is else fields[slot].get_db_prep_save(key, connection)
+            )
+            params.extend(row)
+        count += len(keys)
+    if count:
+        with connection.cursor() as cursor:
+            cursor.execute(_sql(model, using, count, None), params)
 
 
 def with_pks(model: type[M], pks: Sequence[Any], using: str) -> models.QuerySet[M]:

@@ -419,21 +419,20 @@ class Conversion:
         (unknown or missing fields, an amount that is not a number) raises
         ``InvalidConversion``.
         """
-        values = dict(data)
+        values = dict(data) if isinstance(data, Mapping) else data
         try:
             if "customer" in values:
                 values["customer"] = _as_stored(Customer, values["customer"])
             values["items"] = tuple(
-                _as_stored(LineItem, _with_decimals(item, "price"))
-                for item in values.get("items", ())
+                _as_stored(LineItem, item, "price") for item in values.get("items", ())
             )
             values["coupons"] = tuple(values.get("coupons", ()))
-            values = _with_decimals(values, "value", "shipping")
-            if "occurred_at" in values:
-                values["occurred_at"] = parse_datetime(values["occurred_at"])
+            conversion = _as_stored(cls, values, "value", "shipping")
+            if conversion.occurred_at is not None:
+                object.__setattr__(conversion, "occurred_at", parse_datetime(values["occurred_at"]))
         except (TypeError, ValueError, ArithmeticError) as err:
             raise InvalidConversion("snapshot", str(err)) from None
-        return _as_stored(cls, values)
+        return conversion
 
     def replace(self, **changes: Any) -> Conversion:
         return dataclasses.replace(self, **changes)
@@ -485,9 +484,10 @@ def _shape(klass: type) -> _Shape:
     return shape
 
 
-def _as_stored(klass: type[_Stored], values: Any) -> _Stored:
+def _as_stored(klass: type[_Stored], values: Any, *money: str) -> _Stored:
     """An instance of one of the frozen dataclasses here from a snapshot's values, taken as
-    they are (they were checked when the snapshot was written)."""
+    they are (they were checked when the snapshot was written); the ``money`` fields, stored
+    as exact text, become Decimals."""
     if not isinstance(values, Mapping):
         raise InvalidConversion("snapshot", f"{klass.__name__} is not a mapping")
     shape = _shape(klass)
@@ -498,16 +498,13 @@ def _as_stored(klass: type[_Stored], values: Any) -> _Stored:
         raise InvalidConversion("snapshot", f"{klass.__name__} without {', '.join(missing)}")
     instance = object.__new__(klass)
     # Frozen: fill the instance's dict directly, as dataclasses' own __init__ in effect does.
-    instance.__dict__.update(shape.defaults)
-    instance.__dict__.update(values)
+    fields = instance.__dict__
+    fields.update(shape.defaults)
+    fields.update(values)
+    for name in money:
+        if fields[name] is not None:
+            fields[name] = Decimal(fields[name])
     return instance
-
-
-def _with_decimals(values: Any, *names: str) -> Any:
-    """A snapshot's mapping with its money fields (stored as exact text) as Decimals."""
-    if not isinstance(values, Mapping):
-        return values  # _as_stored() refuses it with the reason
-    return {**values, **{n: Decimal(values[n]) for n in names if values.get(n) is not None}}
 
 
 def _item_snapshot(item: LineItem) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from typing import Any
 
 from django.db import connections, router, transaction
 from django.db.models import Q
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from django_conversions import bulk, http
@@ -153,27 +155,55 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
         return []
     # Found by the token among the few events in flight (the status index), which is cheaper
     # than naming the claimed ids again.
-    rows = events.filter(status=EventStatus.SENDING, claim_token=token)
-    if not _event_signals_heard():
-        # Only what sending needs; the values just written are set below, not read back.
-        rows = rows.only(*_SENDING_FIELDS)
-    claimed = list(rows.order_by("next_attempt_at", "pk"))
+    rows = events.filter(status=EventStatus.SENDING, claim_token=token).order_by(
+        "next_attempt_at", "pk"
+    )
     # One object per site, shared by its events (a join would build one per event).
-    sites = TrackingSite.objects.using(using).in_bulk({event.site_id for event in claimed})
-    for event in claimed:
-        event.site = sites[event.site_id]
-        event.__dict__.update(claim_values)
-    return claimed
+    sites = TrackingSite.objects.using(using)
+    if _whole_rows_wanted():
+        claimed = list(rows)
+        by_pk = sites.in_bulk({event.site_id for event in claimed})
+        for event in claimed:
+            event.site = by_pk[event.site_id]
+            event.__dict__.update(claim_values)
+        return claimed
+    # Only what sending needs; the values just written are set here, not read back.
+    found = list(rows.values_list(*_SENDING_FIELDS))
+    by_pk = sites.in_bulk({values[1] for values in found})
+    return [_partial_event(values, by_pk, claim_values, using) for values in found]
 
 
-# What delivering an event reads from its row. A receiver of event_delivered / event_failed
-# gets whole rows instead (see _event_signals_heard), so it never loads fields one by one.
-_SENDING_FIELDS = ("site", "event_id", "snapshot", "created_at", "attempts")
+# What delivering an event reads from its row; the other fields load on access, as with
+# ``only()``.
+_SENDING_FIELDS = ("pk", "site_id", "event_id", "snapshot", "created_at", "attempts")
+_SENDING_ATTNAMES = ("id", *_SENDING_FIELDS[1:])
 
 
-def _event_signals_heard() -> bool:
-    return event_delivered.has_listeners(ConversionEvent) or event_failed.has_listeners(
-        ConversionEvent
+def _partial_event(
+    values: Sequence[Any], sites: dict[int, TrackingSite], claimed: dict[str, Any], using: str
+) -> ConversionEvent:
+    """A claimed ConversionEvent holding only ``_SENDING_FIELDS`` and the ``claimed`` values,
+    with its site; built without ``Model.__init__`` and the ``site`` descriptor.
+
+    ``__init__`` (its signals and per-field defaults) cost a claimed event more than reading
+    its row; nothing listens on those signals here (see ``_whole_rows_wanted``).
+    """
+    event = ConversionEvent.__new__(ConversionEvent)
+    event.__dict__.update(zip(_SENDING_ATTNAMES, values, strict=True))
+    event.__dict__.update(claimed)
+    state = event._state = ModelState()
+    state.adding = False
+    state.db = using
+    state.fields_cache = {"site": sites[values[1]]}
+    return event
+
+
+def _whole_rows_wanted() -> bool:
+    """Whole rows, built the usual way, when someone gets the events or watches instances
+    being made: a receiver of event_delivered / event_failed never loads fields one by one."""
+    return any(
+        signal.has_listeners(ConversionEvent)
+        for signal in (event_delivered, event_failed, pre_init, post_init)
     )
 
 
@@ -242,7 +272,9 @@ class SiteDelivery:
         self.provider: Provider = site.provider_instance()
         self.report = DeliveryReport()
         self._dirty: list[ConversionEvent] = []
-        self._attempts: list[dict[str, Any]] = []  # DeliveryAttempt rows, see _attempt_row
+        # DeliveryAttempt rows to write, per request result (kept so its id stays its own):
+        # the rows' values and their events' pks.
+        self._attempts: dict[int, tuple[Result, dict[str, Any], list[int]]] = {}
         self._signals: list[tuple[Any, dict[str, Any]]] = []
         self._key: ApiKey | None = None  # the key the requests are sent with
         self._flushed_at = time.monotonic()
@@ -327,7 +359,12 @@ class SiteDelivery:
     def _apply(self, event: ConversionEvent, result: Result) -> bool:
         """Decide what ``result`` means for ``event``; True when the site's other events wait."""
         if result.exchange is not None:
-            self._attempts.append(_attempt_row(event, result, self._now))
+            # The events of one batch request share its Result object: one set of values.
+            attempt = self._attempts.get(id(result))
+            if attempt is None:
+                values = _attempt_values(result, self._now)
+                attempt = self._attempts[id(result)] = (result, values, [])
+            attempt[2].append(event.pk)
         now = self._now
         if result.outcome == Outcome.AUTH_FAILED:
             # The key (or site id) is wrong, not the event: pause the site; the event keeps its
@@ -416,8 +453,11 @@ class SiteDelivery:
             groups[tuple((name, getattr(event, name)) for name in fields)].append(event.pk)
         using = router.db_for_write(ConversionEvent)
         with transaction.atomic(using=using):
-            bulk.insert_values(
-                DeliveryAttempt, self._attempts, router.db_for_write(DeliveryAttempt)
+            bulk.insert_sharing(
+                DeliveryAttempt,
+                [(values, pks) for _, values, pks in self._attempts.values()],
+                "event_id",
+                router.db_for_write(DeliveryAttempt),
             )
             for values, pks in groups.items():
                 bulk.with_pks(ConversionEvent, pks, using).update(**dict(values))
@@ -426,7 +466,7 @@ class SiteDelivery:
                 ApiKey.objects.filter(pk=self._key.pk).update(last_used_at=now)
             for signal, kwargs in self._signals:
                 _send_after_commit(signal, **kwargs)
-        self._dirty, self._attempts, self._signals = [], [], []
+        self._dirty, self._attempts, self._signals = [], {}, []
 
     def _pause(self, reason: str) -> None:
         self.site.pause(reason)
@@ -482,15 +522,12 @@ def _release(
     )
 
 
-def _attempt_row(event: ConversionEvent, result: Result, when: datetime) -> dict[str, Any]:
-    """A DeliveryAttempt row, as values (see bulk.insert_values)."""
+def _attempt_values(result: Result, when: datetime) -> dict[str, Any]:
+    """A DeliveryAttempt row's values but its event (see bulk.insert_sharing)."""
     exchange = result.exchange
     assert exchange is not None
     error = exchange.error or ("" if result.outcome == Outcome.DELIVERED else result.reason)
-    # The events of one batch request share its exchange: the same objects on every row are
-    # prepared for the database once (see bulk.insert_values).
     return {
-        "event_id": event.pk,
         "created_at": when,
         "duration_ms": exchange.duration_ms,
         "url": exchange.url,

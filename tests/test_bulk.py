@@ -62,22 +62,33 @@ def test_event_ids_are_time_ordered_uuids() -> None:
     assert max(i.int >> 80 for i in ids) <= later.int >> 80
 
 
-def test_rows_given_as_values_take_defaults_for_what_they_leave_out() -> None:
+def test_rows_given_as_shared_values_take_defaults_for_what_they_leave_out() -> None:
     site = TrackingSite.objects.create(name="s", provider="scanova", provider_site_id="x")
-    event = ConversionEvent.objects.create(site=site, event_name="purchase", dedup_key="k")
+    events = [
+        ConversionEvent.objects.create(site=site, event_name="purchase", dedup_key=f"k{n}")
+        for n in range(3)
+    ]
     when = timezone.now()
-    bulk.insert_values(
+    # when: two groups of rows, each sharing its values, one row per event named
+    bulk.insert_sharing(
         DeliveryAttempt,
         [
-            {"event_id": event.pk, "created_at": when, "outcome": "delivered", "http_status": 200},
-            {"event_id": event.pk, "created_at": when, "outcome": "retry"},
+            (
+                {"created_at": when, "outcome": "delivered", "http_status": 200},
+                [e.pk for e in events[:2]],
+            ),
+            ({"created_at": when, "outcome": "retry", "batch_size": 5}, [events[2].pk]),
+            ({"outcome": "failed"}, []),
         ],
+        "event_id",
         "default",
     )
+    # then
     stored = list(DeliveryAttempt.objects.order_by("pk").values())
-    assert [(a["outcome"], a["http_status"], a["batch_size"]) for a in stored] == [
-        ("delivered", 200, 1),
-        ("retry", None, 1),
+    assert [(a["event_id"], a["outcome"], a["http_status"], a["batch_size"]) for a in stored] == [
+        (events[0].pk, "delivered", 200, 1),
+        (events[1].pk, "delivered", 200, 1),
+        (events[2].pk, "retry", None, 5),
     ]
     assert all(a["request_headers"] == {} and a["created_at"] == when for a in stored)
 

@@ -373,6 +373,11 @@ def test_a_claim_reads_what_sending_needs_and_receivers_get_whole_events(scanova
     assert [e.pk for e in claimed] == [event.pk]
     assert claimed[0].status == EventStatus.SENDING and claimed[0].claim_token is not None
     assert "order_reference" in claimed[0].get_deferred_fields()
+    with CaptureQueriesContext(connection) as queries:
+        assert claimed[0].site == scanova_site and claimed[0].snapshot["order_id"] == "2001"
+    assert len(queries) == 0
+    # a field left out still loads when read, as with only()
+    assert claimed[0].order_reference == "2001"
     # given: a receiver of event_delivered
     event_delivered.connect(lambda sender, event, **kw: None, weak=False)
     try:
