@@ -275,7 +275,11 @@ class SiteDelivery:
         # DeliveryAttempt rows to write, per request result (kept so its id stays its own):
         # the rows' values and their events' pks.
         self._attempts: dict[int, tuple[Result, dict[str, Any], list[int]]] = {}
-        self._signals: list[tuple[Any, dict[str, Any]]] = []
+        self._signals: list[tuple[Any, dict[str, Any]]] = []  # sent after the flush commits
+        # Looked up once, not per event: most projects receive neither.
+        self._heard = {
+            s for s in (event_delivered, event_failed) if s.has_listeners(ConversionEvent)
+        }
         self._key: ApiKey | None = None  # the key the requests are sent with
         self._flushed_at = time.monotonic()
         self._now = timezone.now()
@@ -406,11 +410,11 @@ class SiteDelivery:
             event.attempts += 1
         event.status = status
         event.last_error = "" if status == EventStatus.DELIVERED else result.reason[:2000]
-        event.delivered_at = None  # stamped when written, see _flush()
-        self._mark_dirty(event)
+        self._dirty.append(event)
         if status == EventStatus.DELIVERED:
             self.report.delivered += 1
-            self._signals.append((event_delivered, {"event": event}))
+            if event_delivered in self._heard:
+                self._signals.append((event_delivered, {"event": event}))
         elif status == EventStatus.FAILED:
             self.report.failed += 1
             logger.warning(
@@ -419,7 +423,8 @@ class SiteDelivery:
                 self.site.pk,
                 redact_personal(event.last_error),
             )
-            self._signals.append((event_failed, {"event": event, "reason": event.last_error}))
+            if event_failed in self._heard:
+                self._signals.append((event_failed, {"event": event, "reason": event.last_error}))
         else:
             self.report.skipped += 1
 
@@ -427,11 +432,6 @@ class SiteDelivery:
         event.status = EventStatus.PENDING
         event.next_attempt_at = when
         event.last_error = reason[:2000]
-        self._mark_dirty(event)
-
-    def _mark_dirty(self, event: ConversionEvent) -> None:
-        event.claim_token = None
-        event.lease_expires_at = None
         self._dirty.append(event)
 
     def _flush(self) -> None:
@@ -442,15 +442,14 @@ class SiteDelivery:
         now = timezone.now()
         # Events that ended the same way share their new values: one UPDATE per group (a
         # batch of 100 delivered events is one statement), far cheaper than bulk_update().
-        groups: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for event in self._dirty:
-            event.updated_at = now
-            if event.status == EventStatus.DELIVERED:
-                # Stamped per flush (at most FLUSH_SECONDS late) so a group shares one UPDATE.
-                event.delivered_at = now
-            # A finished event keeps its next_attempt_at; a requeued one gets a new one.
-            fields = _RESULT_FIELDS if event.status == EventStatus.PENDING else _FINISH_FIELDS
-            groups[tuple((name, getattr(event, name)) for name in fields)].append(event.pk)
+            # What differs between results: what _finish / _requeue set.
+            requeued_at = event.next_attempt_at if event.status == EventStatus.PENDING else None
+            groups[(event.status, event.attempts, event.last_error, requeued_at)].append(event.pk)
+            # The rest is the same for every event of a flush: delivered_at too is stamped per
+            # flush (at most FLUSH_SECONDS late) so that a group shares one UPDATE.
+            event.__dict__.update(_written_values(event.status, now))
         using = router.db_for_write(ConversionEvent)
         with transaction.atomic(using=using):
             bulk.insert_sharing(
@@ -459,8 +458,13 @@ class SiteDelivery:
                 "event_id",
                 router.db_for_write(DeliveryAttempt),
             )
-            for values, pks in groups.items():
-                bulk.with_pks(ConversionEvent, pks, using).update(**dict(values))
+            for (status, attempts, last_error, requeued_at), pks in groups.items():
+                values = _written_values(status, now)
+                if requeued_at is not None:  # a finished event keeps its next_attempt_at
+                    values["next_attempt_at"] = requeued_at
+                bulk.with_pks(ConversionEvent, pks, using).update(
+                    status=status, attempts=attempts, last_error=last_error, **values
+                )
             if self._attempts and self._key is not None:
                 # Shown in the admin; written with the results, not in a transaction of its own.
                 ApiKey.objects.filter(pk=self._key.pk).update(last_used_at=now)
@@ -488,11 +492,14 @@ class SiteDelivery:
         self.report.deferred += len(events)
 
 
-_RESULT_FIELDS = (
-    "status", "attempts", "next_attempt_at", "last_error", "delivered_at", "claim_token",
-    "lease_expires_at", "updated_at",
-)  # fmt: skip
-_FINISH_FIELDS = tuple(name for name in _RESULT_FIELDS if name != "next_attempt_at")
+def _written_values(status: str, now: datetime) -> dict[str, Any]:
+    """What a flush writes on every event with this new status, besides its own result."""
+    return {
+        "delivered_at": now if status == EventStatus.DELIVERED else None,
+        "claim_token": None,  # the lease ends
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
 
 
 _executors: dict[int, ThreadPoolExecutor] = {}
@@ -542,9 +549,6 @@ def _attempt_values(result: Result, when: datetime) -> dict[str, Any]:
 
 
 def _send_after_commit(signal: Any, **kwargs: Any) -> None:
-    if not signal.has_listeners(ConversionEvent):
-        return  # nothing to call: no callback per event on every flush
-
     def send() -> None:
         signal.send_robust(sender=ConversionEvent, **kwargs)
 
