@@ -519,3 +519,16 @@ def test_unknown_site_id_pauses_the_site_and_loses_nothing(scanova_site, mocked_
         report = resume_site(scanova_site)
     assert report.delivered == 1
     assert json.loads(mocked_http.calls[-1].request.body)["site_id"] == "site_fixed"
+
+
+@pytest.mark.django_db
+def test_the_worker_command_keeps_what_is_loaded_out_of_full_collections(scanova_site):
+    import gc
+
+    from django.core.management import call_command
+
+    # when
+    with conversions():
+        call_command("conversions_deliver", verbosity=0)
+    # then: Django and the apps, loaded before the first claim, are frozen for the collector
+    assert gc.get_freeze_count() > 0
