@@ -42,7 +42,13 @@ from django_conversions.models import (
     TrackingSite,
 )
 from django_conversions.privacy import redact_personal
-from django_conversions.providers.base import OutboundEvent, Outcome, Provider, Result
+from django_conversions.providers.base import (
+    OutboundEvent,
+    Outcome,
+    Prepared,
+    Provider,
+    Result,
+)
 from django_conversions.signals import event_delivered, event_failed
 
 logger = logging.getLogger("django_conversions.delivery")
@@ -340,14 +346,18 @@ class SiteDelivery:
     def _send_wave(
         self, api_key: str, wave: Sequence[Sequence[tuple[ConversionEvent, OutboundEvent]]]
     ) -> list[list[Result]]:
-        """Send each chunk as one request; several at once on the worker's HTTP threads."""
+        """Send each chunk as one request; several at once on the worker's HTTP threads.
 
-        def send(chunk: Sequence[tuple[ConversionEvent, OutboundEvent]]) -> list[Result]:
-            return self.provider.send(http.get_session(), api_key, [o for _, o in chunk])
+        The bodies are built here, on this thread: the HTTP threads only wait for answers.
+        """
+        prepared = [self.provider.prepare(api_key, [o for _, o in chunk]) for chunk in wave]
 
-        if len(wave) == 1:
-            return [send(wave[0])]
-        return list(_http_threads(len(wave)).map(send, wave))
+        def deliver(requests: Prepared) -> list[Result]:
+            return self.provider.deliver(http.get_session(), api_key, requests)
+
+        if len(prepared) == 1:
+            return [deliver(prepared[0])]
+        return list(_http_threads(len(prepared)).map(deliver, prepared))
 
     def _outbound(self) -> list[tuple[ConversionEvent, OutboundEvent]]:
         outbound = []

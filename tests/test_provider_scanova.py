@@ -530,6 +530,31 @@ def test_several_events_go_in_one_batch_request(mocked_http: responses.RequestsM
     assert all(r.exchange and r.exchange.batch_size == 3 for r in results)
 
 
+def test_prepare_builds_the_requests_without_sending_and_deliver_sends_them(
+    mocked_http: responses.RequestsMock,
+) -> None:
+    # given: two sendable events and one Scanova can't take
+    mocked_http.post(BATCH_URL, json={"success": True})
+    provider = scanova()
+    batch = [*events(2), outbound(minimal(scan_session_id=None), n=9)]
+    # when
+    prepared = provider.prepare(KEY, batch)
+    # then: the bodies are built, nothing went out, the ineligible one is settled already
+    assert len(mocked_http.calls) == 0
+    [request] = prepared.requests
+    assert json.loads(request.data)["events"][1]["event_id"] == str(batch[1].event_id)
+    assert prepared.results[2].outcome == Outcome.INELIGIBLE
+    # when
+    results = provider.deliver(requests.Session(), KEY, prepared, timeout=(1.0, 2.0))
+    # then: one request, a result per event in the order given
+    assert len(mocked_http.calls) == 1
+    assert [r.outcome for r in results] == [
+        Outcome.DELIVERED,
+        Outcome.DELIVERED,
+        Outcome.INELIGIBLE,
+    ]
+
+
 def test_the_batch_size_is_configurable(mocked_http: responses.RequestsMock) -> None:
     # given: batches of 2
     mocked_http.post(BATCH_URL, json={"success": True})

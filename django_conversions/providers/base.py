@@ -123,13 +123,22 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 class Request:
     """A request about to be sent, and the events it carries (in body order).
 
-    ``positions`` are the events' indexes in the list given to ``send()``.
+    ``positions`` are the events' indexes in the list given to ``send()`` / ``prepare()``.
     """
 
     url: str
     data: bytes  # the JSON body as sent
     events: Sequence[OutboundEvent]
     positions: Sequence[int] = ()
+
+
+@dataclass
+class Prepared:
+    """Events checked and encoded into requests by ``Provider.prepare()``, ready to post."""
+
+    count: int  # events given to prepare()
+    results: dict[int, Result] = field(default_factory=dict)  # by position: settled unsent
+    requests: list[Request] = field(default_factory=list)
 
 
 class Provider:
@@ -298,9 +307,16 @@ class Provider:
         ``INELIGIBLE``, one whose body can't be built is ``FAILED``, and every answer (or
         missing answer) is classified.
         """
-        timeout = timeout or http.default_timeout()
+        return self.deliver(session, api_key, self.prepare(api_key, events), timeout=timeout)
+
+    def prepare(self, api_key: str, events: Sequence[OutboundEvent]) -> Prepared:
+        """The first half of ``send()``: check and encode the events into requests.
+
+        All CPU and no I/O, so a worker runs it on its own thread and only the requests on
+        its HTTP threads (building bodies there made the threads fight for the interpreter).
+        """
         api_key = (api_key or "").strip()
-        results: dict[int, Result] = {}
+        prepared = Prepared(count=len(events))
         sendable: list[OutboundEvent] = []
         positions: list[int] = []
         for position, event in enumerate(events):
@@ -309,13 +325,30 @@ class Provider:
                 sendable.append(event)
                 positions.append(position)
             else:
-                results[position] = result
+                prepared.results[position] = result
         key_problem = _key_problem(api_key)
         if key_problem and sendable:
             for position in positions:
-                results[position] = Result(Outcome.AUTH_FAILED, key_problem)
+                prepared.results[position] = Result(Outcome.AUTH_FAILED, key_problem)
             sendable = []
-        pending = self.requests_for(sendable, positions)
+        prepared.requests = self.requests_for(sendable, positions)
+        for event in events:  # prepares may run side by side on one provider: drop only these
+            self._encoded.pop(self._encoded_key(event), None)
+        return prepared
+
+    def deliver(
+        self,
+        session: requests.Session,
+        api_key: str,
+        prepared: Prepared,
+        *,
+        timeout: tuple[float, float] | None = None,
+    ) -> list[Result]:
+        """The second half of ``send()``: post the prepared requests, read the answers."""
+        timeout = timeout or http.default_timeout()
+        api_key = (api_key or "").strip()
+        results = dict(prepared.results)
+        pending = list(prepared.requests)
         while pending:
             request = pending.pop(0)
             answer = self._post(session, api_key, request, timeout)
@@ -335,9 +368,7 @@ class Provider:
             answers = self.read_answer(answer, request, api_key)
             for position, result in zip(request.positions, answers, strict=True):
                 results[position] = result
-        for event in events:  # sends run side by side on one provider: drop only these
-            self._encoded.pop(self._encoded_key(event), None)
-        return [results[position] for position in range(len(events))]
+        return [results[position] for position in range(prepared.count)]
 
     def _check(self, event: OutboundEvent) -> Result | None:
         """INELIGIBLE or FAILED when this event can't be sent; None when it can."""
