@@ -365,7 +365,7 @@ def main() -> None:
             bench_delivery(count=40 * scale, rounds=3, latency=0.02),
         ],
         "batch": [
-            bench_batch(count=300 * scale, rounds=3, latency=0.0),
+            bench_batch(count=300 * scale, rounds=5, latency=0.0),
             bench_batch(count=200 * scale, rounds=3, latency=0.02),
         ],
     }
