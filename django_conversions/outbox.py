@@ -24,7 +24,7 @@ from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.base import Provider
 from django_conversions.signals import event_queued
-from django_conversions.sites import sites_taking
+from django_conversions.sites import checking_provider, sites_taking
 
 logger = logging.getLogger("django_conversions")
 
@@ -119,7 +119,7 @@ def _track(
     ]
     now = timezone.now()  # one timestamp for the conversion's rows
     new = [
-        _new_event(conversion, site, key, source_fields, now)
+        _new_event(conversion, site, key, source_fields, now, using)
         for site in targets
         if site.pk not in existing
     ]
@@ -243,10 +243,11 @@ def _error_text(error: BaseException) -> str:
 def _source_fields(source: models.Model | None) -> dict[str, Any]:
     if source is None or source.pk is None:
         return {}
+    types = ContentType.objects
+    if source._state.db != types.db:  # db_manager() copies the manager: only when needed
+        types = types.db_manager(source._state.db)
     return {
-        "source_content_type": ContentType.objects.db_manager(source._state.db).get_for_model(
-            source, for_concrete_model=False
-        ),
+        "source_content_type": types.get_for_model(source, for_concrete_model=False),
         "source_object_id": str(source.pk),
     }
 
@@ -257,6 +258,7 @@ def _new_event(
     key: str,
     source_fields: dict[str, Any],
     now: datetime,
+    using: str,
 ) -> ConversionEvent:
     content_type = source_fields.get("source_content_type")
     event = _built_event(
@@ -271,7 +273,7 @@ def _new_event(
             "next_attempt_at": now,
             "source_content_type_id": content_type.pk if content_type else None,
             "source_object_id": source_fields.get("source_object_id", ""),
-            **_verdict(conversion, site.provider_instance()),
+            **_verdict(conversion, checking_provider(using, site)),
         },
     )
     return event
