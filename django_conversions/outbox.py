@@ -18,6 +18,8 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from django_conversions import bulk
@@ -155,7 +157,7 @@ def _track(
         for event in existing.values()
         if event.dedup_key == failed_build_key and event.last_error.startswith(BUILD_FAILED_PREFIX)
     ]
-    now = timezone.now()  # one timestamp for the conversion's rows
+    now = timezone.now()  # one timestamp for the conversion's rows (prepared once for the insert)
     new = [
         _new_event(conversion, site, key, source_fields, now, using)
         for site in targets
@@ -164,7 +166,7 @@ def _track(
     # A rebuilt row is saved through the ORM, which flags the transaction on failure.
     with transaction.atomic(using=using) if failed_builds else nullcontext():
         fresh = [_rebuild(event, conversion, key, using) for event in failed_builds]
-        bulk.insert(new, using, match_pk_by="event_id")
+        bulk.insert(new, using, match_pk_by="event_id", now=now)
     fresh += new
     if fresh:
         _after_commit(fresh, using)
@@ -323,18 +325,24 @@ def _new_event(
 def _built_event(
     site: TrackingSite, content_type: ContentType | None, values: dict[str, Any]
 ) -> ConversionEvent:
-    """``ConversionEvent(site=site, ...)`` from values by attname, built from positional
-    arguments: building from keywords cost twice as much, twice on every tracked save.
+    """``ConversionEvent(site=site, ...)`` from values by attname.
 
     Fields left out take their defaults, and the site and content type are attached as
     keyword building attaches them, so reading ``event.site`` makes no query.
     """
-    event = ConversionEvent(
-        *[
-            values[f.attname] if f.attname in values else f.get_default()
-            for f in ConversionEvent._meta.concrete_fields
-        ]
-    )
+    fields = {
+        f.attname: values[f.attname] if f.attname in values else f.get_default()
+        for f in ConversionEvent._meta.concrete_fields
+    }
+    if pre_init.has_listeners(ConversionEvent) or post_init.has_listeners(ConversionEvent):
+        event = ConversionEvent(*fields.values())  # so that the receivers run
+    else:
+        # What __init__ does without receivers (no field here has a setter that does more
+        # than store the value): its per-field loop cost more than the rest of building the
+        # event, twice on every tracked save.
+        event = ConversionEvent.__new__(ConversionEvent)
+        event._state = ModelState()
+        event.__dict__.update(fields)
     ConversionEvent.site.field.set_cached_value(event, site)
     if content_type is not None:
         ConversionEvent.source_content_type.field.set_cached_value(event, content_type)

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models.signals import post_init
 from django.test import override_settings
 
 from django_conversions import Conversion, Customer, track
@@ -256,6 +257,22 @@ def test_new_events_are_what_the_orm_would_build_and_read_their_site_without_a_q
         ]
         assert (event.attempts, event.delivered_at, event.claim_token) == (0, None, None)
         assert event.event_id.version == 7 and not event._state.adding
+
+
+@pytest.mark.django_db(transaction=True)
+def test_init_signal_receivers_see_new_events(scanova_site):
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    post_init.connect(receiver, sender=ConversionEvent)
+    try:
+        with conversions(**NO_TASKS):
+            events = track(Conversion(event_name="purchase", order_id="1001"))
+    finally:
+        post_init.disconnect(receiver, sender=ConversionEvent)
+    assert seen == events and seen[0] is events[0]
 
 
 @pytest.mark.django_db(transaction=True)
