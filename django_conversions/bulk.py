@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, TypeAlias, TypeVar, cast
 
 from django.db import connections, models
 from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 M = TypeVar("M", bound=models.Model)
 
@@ -50,7 +52,45 @@ def _unchanged_types(fields: list[models.Field[Any, Any]]) -> list[tuple[type, .
 
 def _reads_attribute(field: models.Field[Any, Any]) -> bool:
     """Is the field's value on save simply its attribute (no auto_now and the like)?"""
-    return type(field).pre_save is models.Field.pre_save
+    pre_save = type(field).pre_save
+    return pre_save is models.Field.pre_save or (
+        pre_save in _DATE_PRE_SAVES and not _is_stamp(field)
+    )
+
+
+def _is_stamp(field: models.Field[Any, Any]) -> bool:
+    """Does the field stamp the time of the save (auto_now, or auto_now_add on an insert)?"""
+    if type(field).pre_save not in _DATE_PRE_SAVES:
+        return False
+    date = cast(models.DateField, field)
+    return bool(date.auto_now or date.auto_now_add)
+
+
+def _stamps_time(field: models.Field[Any, Any]) -> bool:
+    """A time stamp (a date stamp takes today's date, left to its pre_save())."""
+    return type(field).pre_save is models.DateTimeField.pre_save and _is_stamp(field)
+
+
+_DATE_PRE_SAVES = (models.DateField.pre_save, models.DateTimeField.pre_save)
+
+# By model: each field's attname, how its value on save is read, the field.
+_Plan: TypeAlias = "list[tuple[str, str, models.Field[Any, Any]]]"
+_read_plans: dict[type[models.Model], _Plan] = {}
+_ATTRIBUTE, _STAMP, _PRE_SAVE = "attribute", "stamp", "pre_save"
+
+
+def _read_plan(model: type[models.Model]) -> _Plan:
+    plan = _read_plans.get(model)
+    if plan is None:
+        plan = _read_plans[model] = [
+            (
+                f.attname,
+                _ATTRIBUTE if _reads_attribute(f) else _STAMP if _stamps_time(f) else _PRE_SAVE,
+                f,
+            )
+            for f in _fields(model)
+        ]
+    return plan
 
 
 def _sql(model: type[models.Model], using: str, count: int, returning: str | None) -> str:
@@ -75,10 +115,11 @@ def _params(
     """The rows' values (one list per row, in field order) as the fields prepare them for
     the database.
 
-    A value shared with the row before (the same object: the request headers of one batch
-    request on its events' attempt rows, one timestamp) is prepared once.
+    A value shared with the row before (the same object: one timestamp) is prepared once;
+    so is a time shared by several columns.
     """
     params: list[Any] = []
+    times: dict[int, Any] = {}  # by id(): the rows hold the values, so no id is reused
     previous: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(fields)
     unchanged = _unchanged_types(fields)
     for values in rows:
@@ -88,21 +129,38 @@ def _params(
                 continue
             last_value, prepared = previous[index]
             if value is not last_value:
-                prepared = field.get_db_prep_save(value, connection)
+                prepared = _prepared(field, value, connection, times)
                 previous[index] = (value, prepared)
             params.append(prepared)
     return params
 
 
+def _prepared(
+    field: models.Field[Any, Any], value: Any, connection: Any, times: dict[int, Any]
+) -> Any:
+    """``field.get_db_prep_save(value)``, where a time already prepared for another column is
+    reused (a DateTimeField prepares by the value alone; one timestamp often fills several
+    columns, and preparing one costs more than anything else in a row)."""
+    if type(field) is not models.DateTimeField:
+        return field.get_db_prep_save(value, connection)
+    if id(value) not in times:
+        times[id(value)] = field.get_db_prep_save(value, connection)
+    return times[id(value)]
+
+
 _NOTHING = object()
 
 
-def insert(rows: list[M], using: str, *, match_pk_by: str | None = None) -> list[M]:
+def insert(
+    rows: list[M], using: str, *, match_pk_by: str | None = None, now: datetime | None = None
+) -> list[M]:
     """INSERT ``rows`` in one statement.
 
     With ``match_pk_by`` (a unique UUID field set before saving) the rows get their primary
     keys back, matched by that field since RETURNING rows come in no guaranteed order.
     Databases that can't return rows from a multi-row insert use ``bulk_create()``.
+    Fields that stamp the time of the save (auto_now) get one time for the statement:
+    ``now``, or the time of the insert.
     """
     if not rows:
         return rows
@@ -110,13 +168,10 @@ def insert(rows: list[M], using: str, *, match_pk_by: str | None = None) -> list
     connection = connections[using]
     if match_pk_by and not connection.features.can_return_rows_from_bulk_insert:
         return model._default_manager.db_manager(using).bulk_create(rows)
-    fields = _fields(model)
-    read = [(f.attname, _reads_attribute(f), f) for f in fields]
-    values = [
-        [getattr(row, attname) if plain else f.pre_save(row, True) for attname, plain, f in read]
-        for row in rows
-    ]
-    params = _params(values, fields, connection)
+    read = _read_plan(model)
+    now = now or timezone.now()
+    values = [[_value(row, attname, how, f, now) for attname, how, f in read] for row in rows]
+    params = _params(values, [f for _, _, f in read], connection)
     with connection.cursor() as cursor:
         cursor.execute(_sql(model, using, len(rows), match_pk_by), params)
         returned = cursor.fetchall() if match_pk_by else []
@@ -127,6 +182,18 @@ def insert(rows: list[M], using: str, *, match_pk_by: str | None = None) -> list
         row._state.adding = False
         row._state.db = using
     return rows
+
+
+def _value(
+    row: models.Model, attname: str, how: str, field: models.Field[Any, Any], now: datetime
+) -> Any:
+    """The value ``field`` saves for ``row``, read as the plan says."""
+    if how == _ATTRIBUTE:
+        return getattr(row, attname)
+    if how == _STAMP:  # what its pre_save() does, with the statement's time
+        setattr(row, attname, now)
+        return now
+    return field.pre_save(row, True)
 
 
 def insert_sharing(

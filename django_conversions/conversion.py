@@ -353,10 +353,11 @@ class Conversion:
             tuple(c for c in (_clean_text(c, "coupons") for c in self.coupons) if c),
         )
         set_(self, "items", tuple(self._line_item(item) for item in self.items))
-        if isinstance(self.customer, Mapping):
+        # Customer first: a Mapping check is an ABC check, slow (on every tracked save).
+        if self.customer is not None and not isinstance(self.customer, Customer):
+            if not isinstance(self.customer, Mapping):
+                raise InvalidConversion("customer", f"expected Customer, got {type(self.customer)}")
             set_(self, "customer", Customer(**self.customer))
-        elif self.customer is not None and not isinstance(self.customer, Customer):
-            raise InvalidConversion("customer", f"expected Customer, got {type(self.customer)}")
         if self.scan_session_id is not None:
             set_(self, "scan_session_id", normalize_scan_session_id(self.scan_session_id))
         if self.consent is not None:
@@ -375,10 +376,10 @@ class Conversion:
                 set_(self, "occurred_at", timezone.make_aware(self.occurred_at))
 
     def _line_item(self, item: LineItem | Mapping[str, Any]) -> LineItem:
-        if isinstance(item, Mapping):
+        if not isinstance(item, LineItem):  # LineItem first, as for the customer
+            if not isinstance(item, Mapping):
+                raise InvalidConversion("items", f"expected LineItem, got {type(item).__name__}")
             item = LineItem(**item)
-        if not isinstance(item, LineItem):
-            raise InvalidConversion("items", f"expected LineItem, got {type(item).__name__}")
         if item.price is not None:  # unit prices follow the order's currency like the total
             price = round_money(item.price, self.currency, "items.price")
             if price.as_tuple() != item.price.as_tuple():
@@ -526,6 +527,8 @@ def normalize_scan_session_id(value: Any) -> str | None:
         return None
     if isinstance(value, uuid.UUID):
         return str(value)
+    if type(value) is str and is_uuid(value):  # the usual case: already canonical
+        return value
     text = _no_nul(str(value)).strip()[:128]
     if not text:
         return None

@@ -1,21 +1,25 @@
 """Writing conversions to the outbox: one ``ConversionEvent`` per matching site.
 
-Rows are written in the caller's transaction (inside a savepoint, so a failure here never
-poisons the host's transaction): a rolled-back order leaves no event, a committed one can't be
-lost. Delivery is triggered only after commit. The unique (site, dedup_key) constraint makes a
-second event for the same order and site impossible, also under concurrent saves.
+Rows are written in the caller's transaction, and a failure here never poisons it (see
+``guarded``): a rolled-back order leaves no event, a committed one can't be lost. Delivery is
+triggered only after commit. The unique (site, dedup_key) constraint makes a second event for
+the same order and site impossible, also under concurrent saves.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from django_conversions import bulk
@@ -24,7 +28,7 @@ from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.base import Provider
 from django_conversions.signals import event_queued
-from django_conversions.sites import sites_taking
+from django_conversions.sites import checking_provider, sites_taking
 
 logger = logging.getLogger("django_conversions")
 
@@ -78,24 +82,60 @@ def track(
     ``sites`` limits the sites (objects or ids) among the active ones.
     """
     using = using or router.db_for_write(ConversionEvent)
-    return in_savepoint(using, lambda: _track(conversion, source, sites, dedup_key, using))
+    return guarded(using, lambda: _track(conversion, source, sites, dedup_key, using))
 
 
-def in_savepoint(using: str, record: Callable[[], list[ConversionEvent]]) -> list[ConversionEvent]:
-    """Run ``record`` in one savepoint, so a failure never poisons the caller's transaction.
+def guarded(
+    using: str, record: Callable[[], list[ConversionEvent]], *, host_code: bool = False
+) -> list[ConversionEvent]:
+    """Run ``record`` so that a failure never poisons the caller's transaction.
 
     A unique-constraint clash means a concurrent save recorded the same order first: the
-    savepoint is rolled back and ``record`` runs again, now finding that save's events.
+    failed write is undone and ``record`` runs again, now finding that save's events.
+    ``host_code``: ``record`` runs code of the host's (a custom adapter), which may write.
     """
     for attempt in (1, 2):
         try:
-            with transaction.atomic(using=using):
+            with _guard(using, host_code):
                 return record()
         except IntegrityError:
             if attempt == 2:
                 raise
             logger.info("A concurrent save recorded this conversion first; reading its events")
     raise AssertionError("unreachable")
+
+
+def _guard(using: str, host_code: bool) -> AbstractContextManager[object]:
+    """A savepoint, unless the database keeps its transaction through a failed statement.
+
+    PostgreSQL aborts the whole transaction on any error, so there the write runs in a
+    savepoint. SQLite undoes only the failed statement: a savepoint (two more statements on
+    every tracked save) protects nothing when all that runs is our own reads and at most one
+    write, a single INSERT (``_track`` opens one around its rare writes of several rows).
+    Code of the host's may write through the ORM, which flags the transaction as broken when
+    a write fails: it keeps the savepoint, which clears that flag.
+    """
+    connection = connections[using]
+    if (
+        host_code
+        or connection.vendor != "sqlite"
+        or not connection.features.can_return_rows_from_bulk_insert  # else bulk_create()
+    ):
+        return transaction.atomic(using=using)
+    return _unless_transaction_lost(connection)
+
+
+@contextmanager
+def _unless_transaction_lost(connection: BaseDatabaseWrapper) -> Iterator[None]:
+    try:
+        yield
+    except DatabaseError:
+        if connection.in_atomic_block and not connection.connection.in_transaction:
+            # SQLite gave up the whole transaction (disk full, I/O error): have the caller's
+            # atomic block roll back rather than commit what follows statement by statement,
+            # as Django does when a savepoint can't be rolled back.
+            connection.needs_rollback = True
+        raise
 
 
 def _track(
@@ -112,18 +152,21 @@ def _track(
         return []
     source_fields = _source_fields(source)
     existing = _existing_events(using, {key, failed_build_key} - {None}, targets)
-    fresh = [
-        _rebuild(event, conversion, key, using)
+    failed_builds = [
+        event
         for event in existing.values()
         if event.dedup_key == failed_build_key and event.last_error.startswith(BUILD_FAILED_PREFIX)
     ]
-    now = timezone.now()  # one timestamp for the conversion's rows
+    now = timezone.now()  # one timestamp for the conversion's rows (prepared once for the insert)
     new = [
-        _new_event(conversion, site, key, source_fields, now)
+        _new_event(conversion, site, key, source_fields, now, using)
         for site in targets
         if site.pk not in existing
     ]
-    bulk.insert(new, using, match_pk_by="event_id")
+    # A rebuilt row is saved through the ORM, which flags the transaction on failure.
+    with transaction.atomic(using=using) if failed_builds else nullcontext():
+        fresh = [_rebuild(event, conversion, key, using) for event in failed_builds]
+        bulk.insert(new, using, match_pk_by="event_id", now=now)
     fresh += new
     if fresh:
         _after_commit(fresh, using)
@@ -177,7 +220,7 @@ def track_order(
     order: models.Model, *, created: bool, using: str | None = None
 ) -> list[ConversionEvent]:
     """Record the order's conversion if the adapter says this save is the moment."""
-    from django_conversions.adapters import get_adapter
+    from django_conversions.adapters import OrderAdapter, get_adapter
 
     adapter = get_adapter()
     if not adapter.should_track(order, created=created):
@@ -197,7 +240,7 @@ def track_order(
             return _record_build_failure(order, err, using)
         return _track(conversion, order, None, None, using)
 
-    return in_savepoint(using, record)
+    return guarded(using, record, host_code=type(adapter) is not OrderAdapter)
 
 
 def _record_build_failure(
@@ -243,10 +286,11 @@ def _error_text(error: BaseException) -> str:
 def _source_fields(source: models.Model | None) -> dict[str, Any]:
     if source is None or source.pk is None:
         return {}
+    types = ContentType.objects
+    if source._state.db != types.db:  # db_manager() copies the manager: only when needed
+        types = types.db_manager(source._state.db)
     return {
-        "source_content_type": ContentType.objects.db_manager(source._state.db).get_for_model(
-            source, for_concrete_model=False
-        ),
+        "source_content_type": types.get_for_model(source, for_concrete_model=False),
         "source_object_id": str(source.pk),
     }
 
@@ -257,6 +301,7 @@ def _new_event(
     key: str,
     source_fields: dict[str, Any],
     now: datetime,
+    using: str,
 ) -> ConversionEvent:
     content_type = source_fields.get("source_content_type")
     event = _built_event(
@@ -271,7 +316,7 @@ def _new_event(
             "next_attempt_at": now,
             "source_content_type_id": content_type.pk if content_type else None,
             "source_object_id": source_fields.get("source_object_id", ""),
-            **_verdict(conversion, site.provider_instance()),
+            **_verdict(conversion, checking_provider(using, site)),
         },
     )
     return event
@@ -280,18 +325,24 @@ def _new_event(
 def _built_event(
     site: TrackingSite, content_type: ContentType | None, values: dict[str, Any]
 ) -> ConversionEvent:
-    """``ConversionEvent(site=site, ...)`` from values by attname, built from positional
-    arguments: building from keywords cost twice as much, twice on every tracked save.
+    """``ConversionEvent(site=site, ...)`` from values by attname.
 
     Fields left out take their defaults, and the site and content type are attached as
     keyword building attaches them, so reading ``event.site`` makes no query.
     """
-    event = ConversionEvent(
-        *[
-            values[f.attname] if f.attname in values else f.get_default()
-            for f in ConversionEvent._meta.concrete_fields
-        ]
-    )
+    fields = {
+        f.attname: values[f.attname] if f.attname in values else f.get_default()
+        for f in ConversionEvent._meta.concrete_fields
+    }
+    if pre_init.has_listeners(ConversionEvent) or post_init.has_listeners(ConversionEvent):
+        event = ConversionEvent(*fields.values())  # so that the receivers run
+    else:
+        # What __init__ does without receivers (no field here has a setter that does more
+        # than store the value): its per-field loop cost more than the rest of building the
+        # event, twice on every tracked save.
+        event = ConversionEvent.__new__(ConversionEvent)
+        event._state = ModelState()
+        event.__dict__.update(fields)
     ConversionEvent.site.field.set_cached_value(event, site)
     if content_type is not None:
         ConversionEvent.source_content_type.field.set_cached_value(event, content_type)

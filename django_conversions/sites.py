@@ -12,47 +12,72 @@ sending.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from django_conversions.conf import conversions_settings
 from django_conversions.models import TrackingSite
+from django_conversions.providers.base import Provider
 
-# By database: when the list was read, the active sites, and the sites taking each event name
-# (worked out on first use: a filter and a provider class per site, on every save otherwise).
-_cache: dict[str, tuple[float, list[TrackingSite], dict[str, list[TrackingSite]]]] = {}
 # Event names kept per list: names come from callers (the REST API too), so the memo is bounded.
 TAKING_NAMES_MAX = 64
 
 
+@dataclass
+class _Entry:
+    """One database's active sites, and what is worked out from them on first use."""
+
+    read_at: float
+    sites: list[TrackingSite]
+    # The sites taking each event name (a filter and a provider class per site, every save).
+    taking: dict[str, list[TrackingSite]] = field(default_factory=dict)
+    # Each site's provider, by site id (built from the site's settings, every save).
+    providers: dict[int, Provider] = field(default_factory=dict)
+
+
+_cache: dict[str, _Entry] = {}
+
+
 def active_sites(using: str) -> list[TrackingSite]:
-    return _entry(using)[1]
+    return _entry(using).sites
 
 
 def sites_taking(using: str, event_name: str) -> list[TrackingSite]:
     """The active sites whose filter and provider take ``event_name``, in site order."""
     from django_conversions.providers import registry
 
-    _, sites, by_name = _entry(using)
-    taking = by_name.get(event_name)
+    entry = _entry(using)
+    taking = entry.taking.get(event_name)
     if taking is None:
         taking = [
             site
-            for site in sites
+            for site in entry.sites
             if site.accepts(event_name)
             and registry.get_class(site.provider)().accepts_event(event_name)
         ]
-        if len(by_name) < TAKING_NAMES_MAX:
-            by_name[event_name] = taking
+        if len(entry.taking) < TAKING_NAMES_MAX:
+            entry.taking[event_name] = taking
     return taking
 
 
-def _entry(using: str) -> tuple[float, list[TrackingSite], dict[str, list[TrackingSite]]]:
+def checking_provider(using: str, site: TrackingSite) -> Provider:
+    """The site's provider, for checking and minimising conversions on the checkout: kept with
+    the list of sites and dropped with it. Shared by the process's threads, so it is not
+    for sending (delivery builds its own per site)."""
+    providers = _entry(using).providers
+    provider = providers.get(site.pk)
+    if provider is None:
+        provider = providers[site.pk] = site.provider_instance()
+    return provider
+
+
+def _entry(using: str) -> _Entry:
     ttl = conversions_settings.SITE_CACHE_SECONDS
     now = time.monotonic()
     cached = _cache.get(using)
-    if ttl and cached is not None and now - cached[0] < ttl:
+    if ttl and cached is not None and now - cached.read_at < ttl:
         return cached
-    entry = (now, list(TrackingSite.objects.using(using).filter(is_active=True)), {})
+    entry = _Entry(now, list(TrackingSite.objects.using(using).filter(is_active=True)))
     _cache[using] = entry
     return entry
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models.signals import post_init
 from django.test import override_settings
 
 from django_conversions import Conversion, Customer, track
@@ -259,6 +260,22 @@ def test_new_events_are_what_the_orm_would_build_and_read_their_site_without_a_q
 
 
 @pytest.mark.django_db(transaction=True)
+def test_init_signal_receivers_see_new_events(scanova_site):
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    post_init.connect(receiver, sender=ConversionEvent)
+    try:
+        with conversions(**NO_TASKS):
+            events = track(Conversion(event_name="purchase", order_id="1001"))
+    finally:
+        post_init.disconnect(receiver, sender=ConversionEvent)
+    assert seen == events and seen[0] is events[0]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_changed_event_name_filter_is_used_at_once_despite_the_cache(make_site):
     site = make_site("scanova", event_names="signup")
     other = make_site("scanova", name="other")
@@ -279,6 +296,26 @@ def test_a_changed_event_name_filter_is_used_at_once_despite_the_cache(make_site
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_changed_provider_minimises_at_once_despite_the_cache(make_site):
+    site = make_site("scanova")
+    customer = Customer(email="buyer@example.com")
+    scan = str(uuid.uuid4())
+    with conversions(SITE_CACHE_SECONDS=3600, **NO_TASKS):
+        [first] = track(
+            Conversion(event_name="purchase", order_id="1", scan_session_id=scan, customer=customer)
+        )
+        assert "email" not in first.snapshot["customer"]  # Scanova keeps the hash only
+        # when: the site is switched to a provider that takes the raw email
+        site.provider = "vtmarketing"
+        site.save()
+        [second] = track(
+            Conversion(event_name="purchase", order_id="2", consent="granted", customer=customer)
+        )
+    # then: the new provider's minimisation applies to the next event
+    assert second.snapshot["customer"] == {"email": "buyer@example.com"}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_sites_taking_many_event_names_stay_right_and_keep_a_bounded_memo(make_site):
     from django_conversions import sites
 
@@ -289,4 +326,4 @@ def test_sites_taking_many_event_names_stay_right_and_keep_a_bounded_memo(make_s
         for name in names + names:  # the second round reads the memo where it kept the name
             expected = [only_e1, every] if name == "e1" else [every]
             assert sorted(sites.sites_taking("default", name), key=lambda s: s.pk) == expected
-        assert len(sites._cache["default"][2]) == sites.TAKING_NAMES_MAX
+        assert len(sites._cache["default"].taking) == sites.TAKING_NAMES_MAX

@@ -178,6 +178,7 @@ def test_money_goes_out_as_an_exact_number(
         ({"scan_session_id": "not-a-uuid"}, "is not a UUID"),
         ({"value": "10", "currency": None}, "needs an ISO 4217 code"),
         ({"properties": {"blob": "x" * LIMIT}}, "over Scanova's 10 KB limit"),
+        ({"coupons": ["é" * 250] * 10}, "over Scanova's 10 KB limit"),  # \u00e9: 6 bytes each
     ],
 )
 def test_ineligible_conversions_are_not_sent(
@@ -191,6 +192,11 @@ def test_ineligible_conversions_are_not_sent(
     assert result.outcome == Outcome.INELIGIBLE
     assert words in result.reason
     assert result.exchange is None and len(mocked_http.calls) == 0
+
+
+@pytest.mark.parametrize("coupons", [["c" * 250] * 10, ["é" * 250] * 5, ["c"] * 2])
+def test_order_facts_under_the_limit_are_eligible(coupons: list[str]) -> None:
+    assert scanova().ineligible_reason(minimal(order_id="A-1", coupons=coupons)) is None
 
 
 def test_a_site_without_a_site_id_has_a_problem() -> None:

@@ -54,6 +54,21 @@ def _properties_json(properties: Mapping[str, Any]) -> str:
     return json.dumps(properties)
 
 
+def _may_break_size_limit(conversion: Conversion) -> bool:
+    """Could the properties break the 10 KB limit, even with the product ids shortened?
+
+    Told from the lengths of the order's texts, without serialising them (this runs on every
+    tracked save): json.dumps writes a character as at most 12 bytes (an escaped surrogate
+    pair). Custom properties are always measured.
+    """
+    if conversion.properties:
+        return True
+    texts = [conversion.order_id or "", conversion.status or "", *conversion.coupons]
+    keys_and_brackets = 200  # "order_id", "product_ids_truncated": true and the like
+    bound = keys_and_brackets + sum(12 * len(text) + 8 for text in texts)  # 8: quotes, ", "
+    return bound > ASSUMED_PROPERTIES_MAX_BYTES
+
+
 def contains_email(text: str) -> bool:
     return "@" in text and _EMAIL.search(text) is not None  # most texts have no "@" at all
 
@@ -100,12 +115,13 @@ class ScanovaProvider(Provider):
             return f"scan session id {conversion.scan_session_id[:40]!r} is not a UUID"
         if conversion.value is not None and not conversion.currency:
             return "a value without a currency: Scanova's conversion_value needs an ISO 4217 code"
-        size = self._sized_properties(conversion)[1]
-        if size > ASSUMED_PROPERTIES_MAX_BYTES:
-            return (
-                f"properties are {size} bytes serialised, over Scanova's 10 KB limit; "
-                "send fewer or shorter custom properties"
-            )
+        if _may_break_size_limit(conversion):
+            size = self._sized_properties(conversion)[1]
+            if size > ASSUMED_PROPERTIES_MAX_BYTES:
+                return (
+                    f"properties are {size} bytes serialised, over Scanova's 10 KB limit; "
+                    "send fewer or shorter custom properties"
+                )
         return None
 
     def minimize(self, conversion: Conversion) -> Conversion:
