@@ -3,7 +3,8 @@
 The outbox insert on the checkout and the attempt rows a worker writes run constantly with
 the same shape; compiling the same query each time cost more than executing it. The
 statement text is built once per model, database and row count; the values are prepared by
-the model fields themselves, as the ORM does.
+the model fields themselves, as the ORM does. Instances made by the hundred are made here
+too (``bare_instance``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, TypeAlias, TypeVar, cast
 
 from django.db import connections, models
 from django.db.models import BooleanField
+from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 M = TypeVar("M", bound=models.Model)
@@ -234,6 +237,30 @@ def insert_sharing(
     if count:
         with connection.cursor() as cursor:
             cursor.execute(_sql(model, using, count, None), params)
+
+
+def init_watched(model: type[models.Model]) -> bool:
+    """Does anything receive ``pre_init`` / ``post_init`` for ``model``? Then its instances
+    must be made by ``Model.__init__``, not by ``bare_instance()``."""
+    return pre_init.has_listeners(model) or post_init.has_listeners(model)
+
+
+def bare_instance(model: type[M], values: dict[str, Any], *, db: str | None = None) -> M:
+    """An instance holding ``values`` (by attname), made without ``Model.__init__``.
+
+    For instances made by the hundred (outbox rows on the checkout, claimed events): the
+    per-field loop of ``__init__`` cost more than the rest of their work. It does nothing more
+    here as long as no field has a setter that does more than store the value and nobody
+    watches (see ``init_watched``). Fields left out load on access, as with ``only()``;
+    ``db`` marks the instance as read from that database.
+    """
+    instance = model.__new__(model)
+    state = instance._state = ModelState()
+    if db is not None:
+        state.adding = False
+        state.db = db
+    instance.__dict__.update(values)
+    return instance
 
 
 def with_pks(model: type[M], pks: Sequence[Any], using: str) -> models.QuerySet[M]:

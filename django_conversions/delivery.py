@@ -27,8 +27,6 @@ from typing import Any
 
 from django.db import connections, router, transaction
 from django.db.models import Q
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from django_conversions import bulk, http
@@ -189,27 +187,23 @@ def _partial_event(
     values: Sequence[Any], sites: dict[int, TrackingSite], claimed: dict[str, Any], using: str
 ) -> ConversionEvent:
     """A claimed ConversionEvent holding only ``_SENDING_FIELDS`` and the ``claimed`` values,
-    with its site; built without ``Model.__init__`` and the ``site`` descriptor.
-
-    ``__init__`` (its signals and per-field defaults) cost a claimed event more than reading
-    its row; nothing listens on those signals here (see ``_whole_rows_wanted``).
+    with its site, made as ``bulk.bare_instance`` makes instances (see ``_whole_rows_wanted``).
     """
-    event = ConversionEvent.__new__(ConversionEvent)
-    event.__dict__.update(zip(_SENDING_ATTNAMES, values, strict=True))
+    event = bulk.bare_instance(
+        ConversionEvent, dict(zip(_SENDING_ATTNAMES, values, strict=True)), db=using
+    )
     event.__dict__.update(claimed)
-    state = event._state = ModelState()
-    state.adding = False
-    state.db = using
-    state.fields_cache = {"site": sites[values[1]]}
+    event._state.fields_cache = {"site": sites[values[1]]}
     return event
 
 
 def _whole_rows_wanted() -> bool:
     """Whole rows, built the usual way, when someone gets the events or watches instances
     being made: a receiver of event_delivered / event_failed never loads fields one by one."""
-    return any(
-        signal.has_listeners(ConversionEvent)
-        for signal in (event_delivered, event_failed, pre_init, post_init)
+    return (
+        event_delivered.has_listeners(ConversionEvent)
+        or event_failed.has_listeners(ConversionEvent)
+        or bulk.init_watched(ConversionEvent)
     )
 
 

@@ -18,8 +18,6 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from django_conversions import bulk
@@ -334,15 +332,10 @@ def _built_event(
         f.attname: values[f.attname] if f.attname in values else f.get_default()
         for f in ConversionEvent._meta.concrete_fields
     }
-    if pre_init.has_listeners(ConversionEvent) or post_init.has_listeners(ConversionEvent):
+    if bulk.init_watched(ConversionEvent):
         event = ConversionEvent(*fields.values())  # so that the receivers run
     else:
-        # What __init__ does without receivers (no field here has a setter that does more
-        # than store the value): its per-field loop cost more than the rest of building the
-        # event, twice on every tracked save.
-        event = ConversionEvent.__new__(ConversionEvent)
-        event._state = ModelState()
-        event.__dict__.update(fields)
+        event = bulk.bare_instance(ConversionEvent, fields)  # twice on every tracked save
     ConversionEvent.site.field.set_cached_value(event, site)
     if content_type is not None:
         ConversionEvent.source_content_type.field.set_cached_value(event, content_type)
