@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django_conversions.compat import task, task_backends
@@ -58,9 +58,16 @@ def schedule_retries(retry_at: Sequence[tuple[int, datetime]]) -> None:
         return
     by_time: dict[datetime, list[int]] = {}
     for event_id, when in retry_at:
-        by_time.setdefault(when.replace(microsecond=0), []).append(event_id)
+        by_time.setdefault(_whole_second_after(when), []).append(event_id)
     for when, ids in by_time.items():
         try:
             enqueue_delivery(ids, run_after=when)
         except Exception:
             logger.exception("Could not enqueue a retry; the sweep will pick it up")
+
+
+def _whole_second_after(when: datetime) -> datetime:
+    """``when`` rounded up to the second: retries due within one second share a task, and a
+    task never runs before its events are due (it would find nothing and be spent)."""
+    whole = when.replace(microsecond=0)
+    return whole if whole == when else whole + timedelta(seconds=1)

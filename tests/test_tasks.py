@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from django_conversions import Conversion, track
 from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.tasks import schedule_retries
 
 SCANOVA_URL = "https://track.example.test/server-events"
 DB_BACKEND = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
@@ -59,8 +60,10 @@ def test_immediate_backend_never_raises_to_the_caller(scanova_site, mocked_http)
 
 @pytest.mark.django_db(transaction=True)
 def test_database_worker_delivers_and_defers_retries(scanova_site, mocked_http):
-    # TASKS is re-read on setting_changed, by Django 6 and by the backport alike.
-    with override_settings(TASKS=DB_BACKEND):
+    # TASKS is re-read on setting_changed, by Django 6 and by the backport alike. A minute's
+    # wait keeps the retry out of the first worker run however slow the machine.
+    retry_in_a_minute = {**settings.CONVERSIONS, "RETRY_SCHEDULE": (60,)}
+    with override_settings(TASKS=DB_BACKEND, CONVERSIONS=retry_in_a_minute):
         # given: the provider fails once, then accepts
         mocked_http.post(SCANOVA_URL, status=500)
         mocked_http.post(SCANOVA_URL, json={"success": True})
@@ -82,6 +85,22 @@ def test_database_worker_delivers_and_defers_retries(scanova_site, mocked_http):
         call_command("db_worker", "--batch", "--no-startup-delay", verbosity=0)
         event.refresh_from_db()
         assert event.status == EventStatus.DELIVERED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deferred_retry_never_runs_before_its_events_are_due():
+    # A task that ran early would find its events not yet due and be spent, leaving them to
+    # the sweep; retries due within one second still share one task.
+    due = timezone.now().replace(microsecond=250_000) + timedelta(seconds=5)
+    with override_settings(TASKS=DB_BACKEND):
+        schedule_retries(
+            [(1, due), (2, due + timedelta(milliseconds=500)), (3, due.replace(microsecond=0))]
+        )
+        tasks = list(db_tasks().order_by("run_after"))
+    assert [(t.run_after, t.args_kwargs["args"]) for t in tasks] == [
+        (due.replace(microsecond=0), [[3]]),
+        (due.replace(microsecond=0) + timedelta(seconds=1), [[1, 2]]),
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
