@@ -4,7 +4,8 @@ The outbox insert on the checkout and the attempt rows a worker writes run const
 the same shape; compiling the same query each time cost more than executing it. The
 statement text is built once per model, database and row count; the values are prepared by
 the model fields themselves, as the ORM does. Instances made by the hundred are made here
-too (``bare_instance``).
+too (``bare_instance``), and an UPDATE that returns the rows it changed
+(``update_returning``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar, cast
 
-from django.db import connections, models
+from django.db import connections, models, transaction
 from django.db.models import BooleanField
 from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
 from django.db.models.signals import post_init, pre_init
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 M = TypeVar("M", bound=models.Model)
@@ -277,3 +279,48 @@ def with_pks(model: type[M], pks: Sequence[Any], using: str) -> models.QuerySet[
         f"{column} IN ({', '.join(['%s'] * len(pks))})", list(pks), output_field=BooleanField()
     )
     return model._default_manager.using(using).filter(condition)
+
+
+# Backends whose UPDATE takes a RETURNING clause (SQLite from 3.35, which is also when it
+# can return rows from an INSERT; MariaDB returns rows from INSERT but not from UPDATE).
+_UPDATE_RETURNING_VENDORS = ("postgresql", "sqlite")
+
+
+def update_returning(
+    queryset: models.QuerySet[Any], values: dict[str, Any], fields: Sequence[str]
+) -> list[tuple[Any, ...]] | None:
+    """``queryset.update(**values)`` that also returns ``fields`` of the rows it changed, as
+    the ORM's ``values_list()`` would read them, in one statement and in no set order.
+
+    None where the database can't return rows from an UPDATE: the caller updates, then reads.
+    """
+    connection = connections[queryset.db]
+    if (
+        connection.vendor not in _UPDATE_RETURNING_VENDORS
+        or not connection.features.can_return_rows_from_bulk_insert
+    ):
+        return None
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    meta = queryset.model._meta
+    targets = [meta.pk if name == "pk" else meta.get_field(name) for name in fields]
+    quote = connection.ops.quote_name
+    sql += " RETURNING " + ", ".join(quote(target.column) for target in targets)
+    with transaction.mark_for_rollback_on_error(queryset.db), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    converters = []
+    for index, target in enumerate(targets):
+        column = target.get_col(meta.db_table)
+        found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        converters.extend((index, converter, column) for converter in found)
+    if not converters:
+        return [tuple(row) for row in rows]
+    converted = []
+    for row in rows:
+        row = list(row)
+        for index, converter, column in converters:
+            row[index] = converter(row[index], column, connection)
+        converted.append(tuple(row))
+    return converted

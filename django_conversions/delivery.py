@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from django_conversions import bulk, http
@@ -121,7 +121,8 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
 
     Expired leases (a crashed worker's events) come first, then pending events oldest due
     first. Each is its own query in index order, so a claim reads about ``limit`` index
-    entries however long the backlog (one query with an OR had to sort every due row).
+    entries however long the backlog (one query with an OR had to sort every due row). Where
+    the database can, the UPDATE that marks the events also returns what sending needs.
     """
     now = timezone.now()
     using = router.db_for_write(ConversionEvent)
@@ -141,7 +142,9 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
     lease = now + timedelta(seconds=conversions_settings.LEASE_SECONDS)
     claim_values = {"status": EventStatus.SENDING, "claim_token": token, "lease_expires_at": lease}
     locking = connections[using].features.has_select_for_update_skip_locked
+    whole = _whole_rows_wanted()
     taken = 0
+    returned: list[tuple[Any, ...]] = []  # what sending needs, where the UPDATE returns rows
     # One UPDATE … WHERE pk IN (SELECT … LIMIT n) per queue: the database picks and marks the
     # rows in one statement, so no list of ids travels through Python. On SQLite the statement
     # holds the write lock from its first read, which makes it the compare-and-set: a row
@@ -152,29 +155,39 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
             due = queue.values("pk")[: limit - taken]
             if locking:
                 due = due.select_for_update(skip_locked=True, of=("self",))
-            taken += events.filter(pk__in=due).update(**claim_values)
+            marked = events.filter(pk__in=due)
+            rows = None if whole else bulk.update_returning(marked, claim_values, _SENDING_FIELDS)
+            if rows is None:
+                taken += marked.update(**claim_values)
+            else:
+                returned += sorted(rows)  # by pk: oldest first within the queue
+                taken += len(rows)
             if taken >= limit:
                 break
     if not taken:
         return []
-    # Found by the token among the few events in flight (the status index), which is cheaper
-    # than naming the claimed ids again.
-    rows = events.filter(status=EventStatus.SENDING, claim_token=token).order_by(
-        "next_attempt_at", "pk"
-    )
     # One object per site, shared by its events (a join would build one per event).
     sites = TrackingSite.objects.using(using)
-    if _whole_rows_wanted():
-        claimed = list(rows)
+    if whole:
+        claimed = list(_claimed(events, token))
         by_pk = sites.in_bulk({event.site_id for event in claimed})
         for event in claimed:
             event.site = by_pk[event.site_id]
             event.__dict__.update(claim_values)
         return claimed
     # Only what sending needs; the values just written are set here, not read back.
-    found = list(rows.values_list(*_SENDING_FIELDS))
-    by_pk = sites.in_bulk({values[1] for values in found})
-    return [_partial_event(values, by_pk, claim_values, using) for values in found]
+    if not returned:  # the database can't return rows from an UPDATE: read them
+        returned = list(_claimed(events, token).values_list(*_SENDING_FIELDS))
+    by_pk = sites.in_bulk({values[1] for values in returned})
+    return [_partial_event(values, by_pk, claim_values, using) for values in returned]
+
+
+def _claimed(events: QuerySet[ConversionEvent], token: uuid.UUID) -> QuerySet[ConversionEvent]:
+    # Found by the token among the few events in flight (the status index), which is cheaper
+    # than naming the claimed ids again.
+    return events.filter(status=EventStatus.SENDING, claim_token=token).order_by(
+        "next_attempt_at", "pk"
+    )
 
 
 # What delivering an event reads from its row; the other fields load on access, as with

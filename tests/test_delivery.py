@@ -391,33 +391,54 @@ def test_a_claim_reads_what_sending_needs_and_receivers_get_whole_events(scanova
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_claim_takes_nothing_another_worker_took_meanwhile(scanova_site, monkeypatch):
-    """The compare-and-set: rows that stopped being due between read and write stay put."""
-    from django.db.models import QuerySet
+@pytest.mark.parametrize("update_returns_rows", [True, False], ids=["returning", "read-back"])
+def test_a_claim_reads_the_same_values_whether_or_not_the_update_returns_rows(
+    scanova_site, monkeypatch, update_returns_rows
+):
+    from django_conversions import bulk
 
-    import django_conversions.delivery as delivery
+    if not update_returns_rows:  # as on a database whose UPDATE has no RETURNING
+        monkeypatch.setattr(bulk, "_UPDATE_RETURNING_VENDORS", ())
+    with conversions():
+        recorded = [record(f"30{n}")[0] for n in range(3)]
+    # when
+    claimed = claim(10)
+    # then: each event holds what its row holds, as the ORM reads it
+    stored = {event.pk: event for event in ConversionEvent.objects.all()}
+    assert sorted(e.pk for e in claimed) == sorted(e.pk for e in recorded)
+    for event in claimed:
+        row = stored[event.pk]
+        assert event.status == row.status == EventStatus.SENDING
+        assert event.claim_token == row.claim_token
+        assert isinstance(event.event_id, uuid.UUID) and event.event_id == row.event_id
+        assert event.created_at == row.created_at and event.created_at.tzinfo is not None
+        assert event.snapshot == row.snapshot and event.snapshot["order_id"].startswith("30")
+        assert event.attempts == row.attempts and event.site == scanova_site
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_takes_nothing_another_worker_took_meanwhile(scanova_site):
+    """The compare-and-set: rows that stopped being due between read and write stay put."""
+    from django.db import connection
 
     with conversions():
         [event] = record()
-    if delivery.connections["default"].features.has_select_for_update_skip_locked:
+    if connection.features.has_select_for_update_skip_locked:
         pytest.skip("PostgreSQL locks the rows it reads instead (SKIP LOCKED)")
-    # given: another worker claims the event right after this one read it as due
-    original = QuerySet.update
+    # given: another worker claims the event right before this one's claim statement runs
     raced = []
 
-    def update(self, **values):
-        if values.get("status") == EventStatus.SENDING and not raced:
+    def other_worker_first(execute, sql, params, many, context):
+        if sql.startswith("UPDATE") and EventStatus.SENDING in (params or ()) and not raced:
             raced.append(True)
-            original(
-                ConversionEvent.objects.filter(pk=event.pk),
-                status=EventStatus.SENDING,
-                lease_expires_at=timezone.now() + timedelta(minutes=5),
+            ConversionEvent.objects.filter(pk=event.pk).update(
+                status=EventStatus.SENDING, lease_expires_at=timezone.now() + timedelta(minutes=5)
             )
-        return original(self, **values)
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(QuerySet, "update", update)
     # when
-    claimed = claim(10)
+    with connection.execute_wrapper(other_worker_first):
+        claimed = claim(10)
     # then
     assert claimed == [] and raced == [True]
 

@@ -297,6 +297,17 @@ def test_raw_emails_are_dropped_from_properties(caplog: pytest.LogCaptureFixture
     assert caplog.records and "@" not in caplog.text
 
 
+def test_an_email_in_the_order_facts_is_not_sent() -> None:
+    # given: no custom properties, an email where a coupon code and a product id should be
+    conversion = minimal(
+        order_id="A-7", coupons=["SPRING", "ana@example.com"], items=[LineItem(id="b@c.org")]
+    )
+    # when
+    body = scanova().build_body(outbound(conversion))
+    # then: only the email addresses are left out
+    assert body["properties"] == {"order_id": "A-7", "product_ids": [], "coupons": ["SPRING"]}
+
+
 def test_the_outbox_does_not_store_property_emails_for_scanova() -> None:
     stored = scanova().minimize(minimal(properties={"note": "x@y.com", "keep": 1}))
     assert stored.properties == {"keep": 1}

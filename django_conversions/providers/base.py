@@ -178,8 +178,6 @@ class Provider:
 
     def __init__(self, site: SiteConfig | None = None) -> None:
         self.site = site or SiteConfig()
-        # Bodies built and encoded while checking events, reused when the requests are made.
-        self._encoded: dict[tuple[UUID, int], bytes] = {}
 
     # --- hooks a provider implements ---------------------------------------------------------
 
@@ -263,34 +261,43 @@ class Provider:
         return self.batch_path is not None
 
     def requests_for(
-        self, events: Sequence[OutboundEvent], positions: Sequence[int] | None = None
+        self,
+        events: Sequence[OutboundEvent],
+        positions: Sequence[int] | None = None,
+        bodies: Mapping[int, bytes] | None = None,
     ) -> list[Request]:
-        """Split events into requests: batches of ``site.batch_size`` or one per event."""
+        """Split events into requests: batches of ``site.batch_size`` or one per event.
+
+        ``bodies``: events' bodies already encoded (while checking them), by ``id(event)``.
+        """
         positions = list(range(len(events))) if positions is None else list(positions)
         size = max(1, self.site.batch_size) if self.supports_batch else 1
         return [
-            self._request(events[i : i + size], positions[i : i + size])
+            self._request(events[i : i + size], positions[i : i + size], bodies)
             for i in range(0, len(events), size)
         ]
 
     def encoded_body(self, event: OutboundEvent) -> bytes:
-        """``build_body(event)`` as JSON, built and encoded once per send even when checked."""
-        encoded = self._encoded.get(self._encoded_key(event))
-        return http.dumps(self.build_body(event)) if encoded is None else encoded
+        """``build_body(event)`` as JSON."""
+        return http.dumps(self.build_body(event))
 
-    @staticmethod
-    def _encoded_key(event: OutboundEvent) -> tuple[UUID, int]:
-        return (event.event_id, id(event.conversion))
+    def _request(
+        self,
+        events: Sequence[OutboundEvent],
+        positions: Sequence[int],
+        bodies: Mapping[int, bytes] | None = None,
+    ) -> Request:
+        def body(event: OutboundEvent) -> bytes:
+            encoded = bodies.get(id(event)) if bodies else None
+            return self.encoded_body(event) if encoded is None else encoded
 
-    def _request(self, events: Sequence[OutboundEvent], positions: Sequence[int]) -> Request:
         if len(events) == 1:
-            data = self.encoded_body(events[0])
-            return Request(self.url(self.event_path), data, events, positions)
+            return Request(self.url(self.event_path), body(events[0]), events, positions)
         assert self.batch_path is not None
         if self.batch_key is None:
             data = http.dumps(self.build_batch_body(events))
         else:
-            data = http.json_object(self.batch_key, [self.encoded_body(e) for e in events])
+            data = http.json_object(self.batch_key, [body(event) for event in events])
         return Request(self.url(self.batch_path), data, events, positions)
 
     def send(
@@ -319,21 +326,21 @@ class Provider:
         prepared = Prepared(count=len(events))
         sendable: list[OutboundEvent] = []
         positions: list[int] = []
+        bodies: dict[int, bytes] = {}  # by id(event): the events are alive until returned
         for position, event in enumerate(events):
-            result = self._check(event)
-            if result is None:
+            checked = self._check(event)
+            if isinstance(checked, Result):
+                prepared.results[position] = checked
+            else:
+                bodies[id(event)] = checked
                 sendable.append(event)
                 positions.append(position)
-            else:
-                prepared.results[position] = result
         key_problem = _key_problem(api_key)
         if key_problem and sendable:
             for position in positions:
                 prepared.results[position] = Result(Outcome.AUTH_FAILED, key_problem)
             sendable = []
-        prepared.requests = self.requests_for(sendable, positions)
-        for event in events:  # prepares may run side by side on one provider: drop only these
-            self._encoded.pop(self._encoded_key(event), None)
+        prepared.requests = self.requests_for(sendable, positions, bodies)
         return prepared
 
     def deliver(
@@ -370,21 +377,19 @@ class Provider:
                 results[position] = result
         return [results[position] for position in range(prepared.count)]
 
-    def _check(self, event: OutboundEvent) -> Result | None:
-        """INELIGIBLE or FAILED when this event can't be sent; None when it can."""
+    def _check(self, event: OutboundEvent) -> Result | bytes:
+        """INELIGIBLE or FAILED when this event can't be sent; else its encoded body."""
         try:
             reason = self.ineligible_reason(event.conversion)
             if reason:
                 return Result(Outcome.INELIGIBLE, reason)
             # Encoding fails here, for this event alone, if a value can't be sent.
-            encoded = http.dumps(self.build_body(event))
-            self._encoded[self._encoded_key(event)] = encoded
+            return self.encoded_body(event)
         except Exception as err:  # a bug or a bad value must not block the other events
             logger.exception(
                 "%s could not build the request for event %s", self.name, event.event_id
             )
             return Result(Outcome.FAILED, f"could not build the request: {short_text(str(err))}")
-        return None
 
     def _post(
         self,

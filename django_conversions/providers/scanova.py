@@ -58,15 +58,19 @@ def _may_break_size_limit(conversion: Conversion) -> bool:
     """Could the properties break the 10 KB limit, even with the product ids shortened?
 
     Told from the lengths of the order's texts, without serialising them (this runs on every
-    tracked save): json.dumps writes a character as at most 12 bytes (an escaped surrogate
-    pair). Custom properties are always measured.
+    tracked save). Custom properties are always measured.
     """
     if conversion.properties:
         return True
     texts = [conversion.order_id or "", conversion.status or "", *conversion.coupons]
+    return _size_bound(texts) > ASSUMED_PROPERTIES_MAX_BYTES
+
+
+def _size_bound(texts: Sequence[str]) -> int:
+    """The most these texts can take serialised as the properties' values: json.dumps writes
+    a character as at most 12 bytes (an escaped surrogate pair)."""
     keys_and_brackets = 200  # "order_id", "product_ids_truncated": true and the like
-    bound = keys_and_brackets + sum(12 * len(text) + 8 for text in texts)  # 8: quotes, ", "
-    return bound > ASSUMED_PROPERTIES_MAX_BYTES
+    return keys_and_brackets + sum(12 * len(text) + 8 for text in texts)  # 8: quotes, ", "
 
 
 def contains_email(text: str) -> bool:
@@ -181,8 +185,9 @@ class ScanovaProvider(Provider):
         return self._sized_properties(conversion)[0]
 
     def _sized_properties(self, conversion: Conversion) -> tuple[dict[str, Any], int]:
-        """``properties()`` and their serialised size, worked out once for the conversion
-        being checked and then sent (a one-slot memo: sends may share this provider)."""
+        """``properties()`` and their serialised size (for short plain facts, a bound under
+        the limit), worked out once for the conversion being checked and then sent (a
+        one-slot memo: sends may share this provider)."""
         last = self._last_properties
         if last is not None and last[0] is conversion:
             return last[1], last[2]
@@ -195,6 +200,15 @@ class ScanovaProvider(Provider):
             facts["coupons"] = list(conversion.coupons)
         if conversion.status:
             facts["order_status"] = conversion.status
+        if not conversion.properties:
+            # Only the order's own facts: when no text holds an "@" and their lengths show they
+            # fit, there is nothing to remove or shorten, so they are not serialised to check.
+            texts = [*facts.get("product_ids", ()), *conversion.coupons]
+            texts += [conversion.order_id or "", conversion.status or ""]
+            bound = _size_bound(texts)
+            if bound <= ASSUMED_PROPERTIES_MAX_BYTES and not any("@" in text for text in texts):
+                self._last_properties = (conversion, facts, bound)
+                return facts, bound
         custom = dict(conversion.properties or {})
         properties = {**facts, **custom}
         encoded = _properties_json(properties)
