@@ -89,10 +89,12 @@ IMPORT_STRINGS = frozenset({"ORDER_ADAPTER"})
 
 
 class ConversionsSettings:
-    """Attribute access to ``settings.CONVERSIONS`` merged over ``DEFAULTS``."""
+    """Attribute access to ``settings.CONVERSIONS`` merged over ``DEFAULTS``.
 
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+    A setting read once is kept as an attribute of the instance (until ``reload()``), so
+    later reads are plain attribute reads: they happen many times per tracked save and per
+    event sent, and a miss that goes through ``__getattr__`` costs far more.
+    """
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -114,18 +116,18 @@ class ConversionsSettings:
         return self.user_settings.get(name, DEFAULTS[name])
 
     def __getattr__(self, name: str) -> Any:
+        # Only called for a setting not read since the last reload().
         if name.startswith("_") or name not in DEFAULTS:
             raise AttributeError(f"{SETTING_NAME} has no setting {name!r}")
-        if name in self._cache:
-            return self._cache[name]
         value = self.raw(name)
         if name in IMPORT_STRINGS and isinstance(value, str):
             value = import_setting(name, value)
-        self._cache[name] = value
+        setattr(self, name, value)
         return value
 
     def reload(self) -> None:
-        self._cache.clear()
+        for name in DEFAULTS:
+            self.__dict__.pop(name, None)
 
 
 def import_setting(name: str, dotted_path: str) -> Any:
