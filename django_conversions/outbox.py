@@ -26,7 +26,7 @@ from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.base import Provider
 from django_conversions.signals import event_queued
-from django_conversions.sites import checking_provider, sites_taking
+from django_conversions.sites import checking_provider, host_provider_takes, sites_taking
 
 logger = logging.getLogger("django_conversions")
 
@@ -80,7 +80,11 @@ def track(
     ``sites`` limits the sites (objects or ids) among the active ones.
     """
     using = using or router.db_for_write(ConversionEvent)
-    return guarded(using, lambda: _track(conversion, source, sites, dedup_key, using))
+    return guarded(
+        using,
+        lambda: _track(conversion, source, sites, dedup_key, using),
+        host_code=host_provider_takes(using, conversion.event_name),
+    )
 
 
 def guarded(
@@ -90,7 +94,8 @@ def guarded(
 
     A unique-constraint clash means a concurrent save recorded the same order first: the
     failed write is undone and ``record`` runs again, now finding that save's events.
-    ``host_code``: ``record`` runs code of the host's (a custom adapter), which may write.
+    ``host_code``: ``record`` runs code of the host's (its adapter, its providers' checks),
+    which may write.
     """
     for attempt in (1, 2):
         try:
@@ -238,7 +243,10 @@ def track_order(
             return _record_build_failure(order, err, using)
         return _track(conversion, order, None, None, using)
 
-    return guarded(using, record, host_code=type(adapter) is not OrderAdapter)
+    host_code = type(adapter) is not OrderAdapter or host_provider_takes(
+        using, conversions_settings.ORDER_EVENT_NAME
+    )
+    return guarded(using, record, host_code=host_code)
 
 
 def _record_build_failure(

@@ -33,6 +33,8 @@ class _Entry:
     taking: dict[str, list[TrackingSite]] = field(default_factory=dict)
     # Each site's provider, by site id (built from the site's settings, every save).
     providers: dict[int, Provider] = field(default_factory=dict)
+    # Whether a provider of the host's takes each event name (see host_provider_takes).
+    host_takers: dict[str, bool] = field(default_factory=dict)
 
 
 _cache: dict[str, _Entry] = {}
@@ -58,6 +60,27 @@ def sites_taking(using: str, event_name: str) -> list[TrackingSite]:
         if len(entry.taking) < TAKING_NAMES_MAX:
             entry.taking[event_name] = taking
     return taking
+
+
+def host_provider_takes(using: str, event_name: str) -> bool:
+    """Does a site taking ``event_name`` use a provider of the host's, not one of this
+    package's? Its ``ineligible_reason()`` and ``minimize()`` then run in the host's
+    transaction, which decides how the outbox write is guarded."""
+    from django_conversions.providers import registry
+
+    entry = _entry(using)
+    found = entry.host_takers.get(event_name)
+    if found is None:
+        found = any(
+            not registry.get_class(site.provider).__module__.startswith(_PACKAGE)
+            for site in sites_taking(using, event_name)
+        )
+        if len(entry.host_takers) < TAKING_NAMES_MAX:
+            entry.host_takers[event_name] = found
+    return found
+
+
+_PACKAGE = __name__.partition(".")[0] + "."
 
 
 def checking_provider(using: str, site: TrackingSite) -> Provider:

@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django_conversions import Conversion, bulk, outbox, track
 from django_conversions.adapters import OrderAdapter
 from django_conversions.models import ConversionEvent
+from django_conversions.providers.scanova import ScanovaProvider
 from tests.conftest import ON_POSTGRES
 from tests.test_outbox import NO_TASKS, conversions, paid_order
 from tests.testapp.models import Order
@@ -73,6 +74,31 @@ def test_a_host_adapter_failing_in_a_write_leaves_the_host_transaction_usable(sc
         paid_order(number="2")  # the host goes on in its transaction
     # then: the host's rows committed, and the adapter's write was undone
     assert sorted(Order.objects.values_list("number", flat=True)) == ["1", "2"]
+
+
+class WriteThenFailProvider(ScanovaProvider):
+    """A host's provider whose check writes on the checkout, and fails doing so."""
+
+    id = "writes"
+    name = "Writes while minimising"
+
+    def minimize(self, conversion: Conversion) -> Conversion:
+        Order.objects.create(number=f"side-{conversion.order_id}")
+        Order.objects.create(number=conversion.order_id)  # the order's own number: fails
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_host_provider_failing_in_a_write_leaves_the_host_transaction_usable(make_site):
+    provider = "tests.test_outbox_guard.WriteThenFailProvider"
+    with conversions(PROVIDERS=[provider], **NO_TASKS):
+        make_site("writes", provider_site_id="site_abc123")
+        with transaction.atomic():
+            paid_order(number="1")
+            paid_order(number="2")  # the host goes on in its transaction
+    # then: the host's rows committed, and the provider's write was undone
+    assert sorted(Order.objects.values_list("number", flat=True)) == ["1", "2"]
+    assert ConversionEvent.objects.count() == 0
 
 
 @pytest.mark.django_db(transaction=True)
