@@ -22,6 +22,9 @@ from django_conversions.providers.base import Provider
 # Event names kept per list: names come from callers (the REST API too), so the memo is bounded.
 TAKING_NAMES_MAX = 64
 
+# Providers from modules outside this package are the host's code.
+_PACKAGE = __name__.partition(".")[0] + "."
+
 
 @dataclass
 class _Entry:
@@ -78,9 +81,6 @@ def host_provider_takes(using: str, event_name: str) -> bool:
         if len(entry.host_takers) < TAKING_NAMES_MAX:
             entry.host_takers[event_name] = found
     return found
-
-
-_PACKAGE = __name__.partition(".")[0] + "."
 
 
 def checking_provider(using: str, site: TrackingSite) -> Provider:
