@@ -26,6 +26,17 @@ def conversions(**extra):
     return override_settings(CONVERSIONS={**settings.CONVERSIONS, **extra})
 
 
+def scanned_purchase(order_id: str, value: str) -> Conversion:
+    """A purchase that began with a QR scan, as Scanova takes it."""
+    return Conversion(
+        event_name="purchase",
+        order_id=order_id,
+        value=Decimal(value),
+        currency="EUR",
+        scan_session_id=str(uuid.uuid4()),
+    )
+
+
 def paid_order(number: str = "1001", **fields) -> Order:
     values = {
         "status": "paid",
@@ -136,13 +147,7 @@ def test_site_event_name_filter(make_site):
 
 @pytest.mark.django_db(transaction=True)
 def test_track_returns_existing_events_for_a_repeated_order_id(scanova_site):
-    conversion = Conversion(
-        event_name="purchase",
-        order_id="A-1",
-        value=Decimal("5"),
-        currency="EUR",
-        scan_session_id=str(uuid.uuid4()),
-    )
+    conversion = scanned_purchase("A-1", "5")
     with conversions(**NO_TASKS):
         first = track(conversion)
         second = track(conversion)

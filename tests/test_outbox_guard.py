@@ -7,8 +7,6 @@ tests hold on both databases.
 
 from __future__ import annotations
 
-import uuid
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ from django_conversions.adapters import OrderAdapter
 from django_conversions.models import ConversionEvent
 from django_conversions.providers.scanova import ScanovaProvider
 from tests.conftest import ON_POSTGRES
-from tests.test_outbox import NO_TASKS, conversions, paid_order
+from tests.test_outbox import NO_TASKS, conversions, paid_order, scanned_purchase
 from tests.testapp.models import Order
 
 
@@ -103,13 +101,7 @@ def test_a_host_provider_failing_in_a_write_leaves_the_host_transaction_usable(m
 
 @pytest.mark.django_db(transaction=True)
 def test_a_save_that_loses_the_race_returns_the_winners_events(scanova_site, monkeypatch):
-    conversion = Conversion(
-        event_name="purchase",
-        order_id="RACE-1",
-        value=Decimal("3"),
-        currency="EUR",
-        scan_session_id=str(uuid.uuid4()),
-    )
+    conversion = scanned_purchase("RACE-1", "3")
     with conversions(**NO_TASKS):
         [winner] = track(conversion)
         # given: a save that looked before the other one's row was visible
