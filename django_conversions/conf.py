@@ -54,8 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_MAX_AGE": 3 * 24 * 3600,
     # Random extra delay, as a fraction of each wait, so retries from many events spread out.
     "RETRY_JITTER": 0.2,
-    # Requests a worker keeps in flight at once per site (HTTP waits overlap; results are
-    # still recorded in order by the worker's own thread).
+    # Requests a worker keeps in flight at once per site (HTTP waits overlap; each answer is
+    # recorded by the worker's own thread as it comes).
     "DELIVERY_CONCURRENCY": 4,
     # Events per request on providers with a batch endpoint.
     "BATCH_SIZE": 100,

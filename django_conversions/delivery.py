@@ -17,9 +17,9 @@ import random
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,7 +43,6 @@ from django_conversions.privacy import redact_personal
 from django_conversions.providers.base import (
     OutboundEvent,
     Outcome,
-    Prepared,
     Provider,
     Result,
 )
@@ -52,6 +51,8 @@ from django_conversions.signals import event_delivered, event_failed
 logger = logging.getLogger("django_conversions.delivery")
 
 RATE_WINDOW = timedelta(minutes=1)
+#: Seconds after a site took a request during which a worker skips the one-request probe.
+ACCEPTED_FOR = 60.0
 
 
 @dataclass
@@ -264,6 +265,10 @@ def deliver_claimed(events: Sequence[ConversionEvent]) -> DeliveryReport:
     return report
 
 
+# One request's events: each claimed event with what is sent for it.
+_Chunk = Sequence[tuple[ConversionEvent, OutboundEvent]]
+
+
 class SiteDelivery:
     """Sends one site's claimed events and records what happened to each.
 
@@ -294,6 +299,7 @@ class SiteDelivery:
             s for s in (event_delivered, event_failed) if s.has_listeners(ConversionEvent)
         }
         self._key: ApiKey | None = None  # the key the requests are sent with
+        self._budget = 0  # requests reserved from the site's per-minute budget, not yet sent
         self._flushed_at = time.monotonic()
         self._now = timezone.now()
 
@@ -316,59 +322,100 @@ class SiteDelivery:
         return self.report
 
     def _send_all(self, api_key: str) -> None:
-        outbound = self._outbound()
+        """Send the claimed events, keeping up to ``DELIVERY_CONCURRENCY`` requests in flight.
+
+        Each request's conversions are rebuilt and encoded just before it goes, and each answer
+        is applied as it comes, so this thread works while the others wait on the wire. The
+        first request goes alone (a refused key or a 429 then costs one request) unless the
+        site took a request with this key here moments ago.
+        """
         size = max(1, conversions_settings.BATCH_SIZE) if self.provider.supports_batch else 1
-        chunks = [outbound[i : i + size] for i in range(0, len(outbound), size)]
+        waiting = deque(self.events[i : i + size] for i in range(0, len(self.events), size))
         concurrency = max(1, conversions_settings.DELIVERY_CONCURRENCY)
-        budget = index = 0
-        while index < len(chunks):
-            if budget == 0:
-                wanted = min(len(chunks) - index, self.MAX_RESERVATION)
-                budget, wait = reserve_requests(
-                    self.site, self.provider.rate_limit_per_minute, wanted
-                )
-                if budget == 0:
-                    self._hold(timezone.now() + timedelta(seconds=wait), "rate budget spent")
-                    self._release_rest(chunks[index:], "waiting for the provider's rate limit")
-                    return
-            # A wave of requests in flight at once; results are applied in order afterwards.
-            # The first wave is a single request: a refused key or a 429 costs one request.
-            width = 1 if index == 0 else concurrency
-            wave = chunks[index : index + min(width, budget)]
-            budget -= len(wave)
-            index += len(wave)
-            stop = False
-            for chunk, results in zip(wave, self._send_wave(api_key, wave), strict=True):
-                self._now = timezone.now()
-                for (event, _), result in zip(chunk, results, strict=True):
-                    stop = self._apply(event, result) or stop
-            if stop:
-                self._release_rest(chunks[index:], self.site.paused_reason or "site held back")
-                return
+        width = concurrency if self._recently_accepted() else 1
+        in_flight: dict[Future[list[Result]], _Chunk] = {}
+        held: str | None = None  # why the events not sent yet wait
+        while waiting or in_flight:
+            while held is None and waiting and len(in_flight) < width:
+                chunk = self._outbound(waiting.popleft())
+                if not chunk:
+                    continue
+                if not self._take_request(len(waiting) + 1):
+                    waiting.appendleft([event for event, _ in chunk])
+                    held = "waiting for the provider's rate limit"
+                    break
+                in_flight[self._send(api_key, chunk, concurrency)] = chunk
+            if not in_flight:
+                break
+            # Whichever answers first: a slow request doesn't hold back the ones behind it.
+            answered, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for answer in [f for f in in_flight if f in answered]:  # in the order sent
+                if self._apply_all(in_flight.pop(answer), answer.result()):
+                    held = held or self.site.paused_reason or "site held back"
+                elif held is None:
+                    width = concurrency
             if len(self._dirty) >= self.FLUSH_EVENTS or (
                 time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS
             ):
                 self._flush()
+        if held is not None:
+            self._release_rest(waiting, held)
 
-    def _send_wave(
-        self, api_key: str, wave: Sequence[Sequence[tuple[ConversionEvent, OutboundEvent]]]
-    ) -> list[list[Result]]:
-        """Send each chunk as one request; several at once on the worker's HTTP threads.
+    def _take_request(self, wanted: int) -> bool:
+        """One request from the site's per-minute budget; False, with the site held back,
+        when it is spent. Reserves up to ``wanted`` at a time."""
+        if self._budget == 0:
+            self._budget, wait = reserve_requests(
+                self.site, self.provider.rate_limit_per_minute, min(wanted, self.MAX_RESERVATION)
+            )
+            if self._budget == 0:
+                self._hold(timezone.now() + timedelta(seconds=wait), "rate budget spent")
+                return False
+        self._budget -= 1
+        return True
 
-        The bodies are built here, on this thread: the HTTP threads only wait for answers.
+    def _send(self, api_key: str, chunk: _Chunk, concurrency: int) -> Future[list[Result]]:
+        """Send ``chunk`` as one request: on the worker's HTTP threads when it has several.
+
+        The body is built here, on this thread: the HTTP threads only wait for answers.
         """
-        prepared = [self.provider.prepare(api_key, [o for _, o in chunk]) for chunk in wave]
+        requests = self.provider.prepare(api_key, [outbound for _, outbound in chunk])
 
-        def deliver(requests: Prepared) -> list[Result]:
+        def deliver() -> list[Result]:
             return self.provider.deliver(http.get_session(), api_key, requests)
 
-        if len(prepared) == 1:
-            return [deliver(prepared[0])]
-        return list(_http_threads(len(prepared)).map(deliver, prepared))
+        if concurrency > 1:
+            return _http_threads(concurrency).submit(deliver)
+        done: Future[list[Result]] = Future()
+        try:
+            done.set_result(deliver())
+        except Exception as err:
+            done.set_exception(err)
+        return done
 
-    def _outbound(self) -> list[tuple[ConversionEvent, OutboundEvent]]:
+    def _apply_all(self, chunk: _Chunk, results: Sequence[Result]) -> bool:
+        """Apply one request's results; True when the site's other events wait."""
+        self._now = timezone.now()
+        stops = False
+        for (event, _), result in zip(chunk, results, strict=True):
+            stops = self._apply(event, result) or stops
+        if stops:
+            _accepted.pop(self._accepted_key(), None)
+        else:
+            _accepted[self._accepted_key()] = time.monotonic()
+        return stops
+
+    def _accepted_key(self) -> tuple[int, int | None]:
+        return (self.site.pk, self._key.pk if self._key else None)
+
+    def _recently_accepted(self) -> bool:
+        accepted_at = _accepted.get(self._accepted_key())
+        return accepted_at is not None and time.monotonic() - accepted_at < ACCEPTED_FOR
+
+    def _outbound(self, events: Sequence[ConversionEvent]) -> _Chunk:
+        """The events with their stored conversions; an unreadable one fails here."""
         outbound = []
-        for event in self.events:
+        for event in events:
             try:
                 conversion = Conversion.from_snapshot(event.snapshot)
             except Exception as err:
@@ -500,10 +547,8 @@ class SiteDelivery:
         self.site.held_until = until
         logger.info("Holding site %s until %s: %s", self.site.pk, until.isoformat(), reason)
 
-    def _release_rest(
-        self, chunks: Sequence[Sequence[tuple[ConversionEvent, OutboundEvent]]], reason: str
-    ) -> None:
-        events = [event for chunk in chunks for event, _ in chunk]
+    def _release_rest(self, chunks: Iterable[Sequence[ConversionEvent]], reason: str) -> None:
+        events = [event for chunk in chunks for event in chunk]
         self._flush()
         _release(events, f"waiting: {reason}", not_before=self.site.held_until)
         self.report.deferred += len(events)
@@ -604,14 +649,18 @@ def reserve_requests(site: TrackingSite, per_minute: int | None, wanted: int) ->
 
 
 RESERVE_BLOCK = 20
+# When each (site, API key) last took a request from this process (see ACCEPTED_FOR).
+_accepted: dict[tuple[int, int | None], float] = {}
 _leftover: dict[int, tuple[datetime, int]] = {}
 _leftover_lock = threading.Lock()
 
 
-def forget_reservations() -> None:
-    """Drop this process's unused request budget (tests; a site's limit changing)."""
+def forget_sites() -> None:
+    """Drop what this process remembers of the sites: its unused request budgets and which
+    sites took a request lately (tests; a site's limit or key changing)."""
     with _leftover_lock:
         _leftover.clear()
+    _accepted.clear()
 
 
 def _reserve_from_row(

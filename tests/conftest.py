@@ -64,14 +64,14 @@ def _skip_without_postgres(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_site_cache() -> Iterator[None]:
     """Sites created by one test vanish with its rollback, which fires no signal."""
-    from django_conversions.delivery import forget_reservations
+    from django_conversions.delivery import forget_sites
     from django_conversions.sites import clear_cache
 
     clear_cache()
-    forget_reservations()
+    forget_sites()
     yield
     clear_cache()
-    forget_reservations()
+    forget_sites()
 
 
 @pytest.fixture

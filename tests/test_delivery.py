@@ -445,14 +445,14 @@ def test_a_claim_takes_nothing_another_worker_took_meanwhile(scanova_site):
 
 @pytest.mark.django_db(transaction=True)
 def test_rate_budget_taken_by_one_process_is_seen_by_another(scanova_site):
-    from django_conversions.delivery import forget_reservations
+    from django_conversions.delivery import forget_sites
 
     # given: this process took a block of the budget (more than it needs right now)
     assert reserve_requests(scanova_site, 30, 1) == (1, 0.0)
     scanova_site.refresh_from_db()
     assert scanova_site.rate_window_count == 20
     # when: another process (no leftover of its own) asks
-    forget_reservations()
+    forget_sites()
     granted, _ = reserve_requests(scanova_site, 30, 50)
     # then: it only gets what the row still has
     assert granted == 10

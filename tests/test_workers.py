@@ -32,9 +32,9 @@ def local_site(url: str, provider: str = "scanova") -> TrackingSite:
     return site
 
 
-def record_many(count: int) -> list[ConversionEvent]:
+def record_many(count: int, start: int = 0) -> list[ConversionEvent]:
     events = []
-    for n in range(count):
+    for n in range(start, start + count):
         events += track(
             Conversion(
                 event_name="purchase",
@@ -187,3 +187,64 @@ def test_a_worker_keeps_several_requests_in_flight_after_a_first_probe():
     assert set(server.event_id_counts().values()) == {1}
     assert len(server.event_id_counts()) == len(events)
     assert server.max_in_flight == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_request_does_not_hold_back_the_ones_behind_it():
+    # given: a provider that takes 2 s over one event and answers the others at once
+    answered_at: dict[str, float] = {}
+    slow_started: list[float] = []
+
+    def answer(received) -> Answer:
+        [event_id] = received.event_ids()
+        if event_id == str(events[1].event_id):  # the first one after the probe
+            slow_started.append(time.monotonic())
+            return Answer(delay=2.0)
+        answered_at[event_id] = time.monotonic()
+        return Answer()
+
+    with recording_server() as server, conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4):
+        server.responder = answer
+        local_site(server.url)
+        events = record_many(12)
+        # when
+        report = deliver_due()
+    # then: the other ten went out while the slow one was still waiting for its answer
+    assert report.delivered == 12
+    assert len(answered_at) == 11
+    assert max(answered_at.values()) < slow_started[0] + 2.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_site_that_took_a_request_moments_ago_gets_a_full_window_at_once():
+    # given: a slow provider that just took a request from this worker
+    with (
+        recording_server(Answer(delay=0.3)) as server,
+        conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4),
+    ):
+        local_site(server.url)
+        record_many(1)
+        assert deliver_due().delivered == 1
+        server.max_in_flight = 0
+        # when: four more are due
+        record_many(4, start=1)
+        report = deliver_due()
+    # then: no lone probe first: all four were in flight together
+    assert report.delivered == 4
+    assert server.max_in_flight == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_new_to_a_site_probes_with_one_request_first():
+    # given: four events for a slow provider this worker has not sent to yet
+    with (
+        recording_server(Answer(delay=0.3)) as server,
+        conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4),
+    ):
+        local_site(server.url)
+        record_many(4)
+        # when
+        report = deliver_due()
+    # then: the first went alone, the other three together after its answer
+    assert report.delivered == 4
+    assert server.max_in_flight == 3
