@@ -8,12 +8,16 @@ wins. Override ``get_<field>()`` for one field, or ``to_conversion()`` for every
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, models
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
 
+from django_conversions import bulk
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion, Customer, LineItem
 
@@ -170,6 +174,7 @@ class _LinesQuery:
     sql: str
     attnames: list[str]
     converters: list[tuple[int, list[Any], Any]]  # (column, converter functions, expression)
+    plain: bool  # rows may be built without from_db() (see _plainly_built)
 
 
 # By (line model, relation, database).
@@ -208,7 +213,14 @@ def related_rows(manager: models.Manager[Any]) -> Iterable[models.Model]:
         for position, functions, expression in lines.converters:
             for convert in functions:
                 row[position] = convert(row[position], expression, connection)
-    built = [manager.model.from_db(using, lines.attnames, row) for row in rows]
+    model = manager.model
+    if lines.plain and not bulk.init_watched(model):
+        names = lines.attnames
+        built = [
+            bulk.bare_instance(model, dict(zip(names, row, strict=True)), db=using) for row in rows
+        ]
+    else:
+        built = [model.from_db(using, lines.attnames, row) for row in rows]
     for row in built:  # as the related manager does: row.<fk> is the order, no query
         field.set_cached_value(row, instance)
     return built
@@ -232,11 +244,31 @@ def _compile_lines(
     if list(params) != [key_value] or not all(hasattr(c, "target") for c in columns):
         return None
     converters = compiler.get_converters(columns)
+    attnames = [column.target.attname for column in columns]
     return _LinesQuery(
         sql=sql,
-        attnames=[column.target.attname for column in columns],
+        attnames=attnames,
         converters=[(i, functions, expr) for i, (functions, expr) in converters.items()],
+        plain=_plainly_built(queryset.model, attnames),
     )
+
+
+def _plainly_built(model: type[models.Model], attnames: list[str]) -> bool:
+    """Would ``from_db()`` do no more than store these values (every field's) on a new
+    instance? Then ``bulk.bare_instance()`` builds it for a fraction of the cost."""
+    return (
+        model.from_db.__func__ is models.Model.from_db.__func__  # type: ignore[attr-defined]
+        and model.__init__ is models.Model.__init__
+        and sorted(attnames) == sorted(f.attname for f in model._meta.concrete_fields)
+        and all(
+            type(inspect.getattr_static(model, attname, None)) in _STORING_DESCRIPTORS
+            for attname in attnames
+        )
+    )
+
+
+# Field descriptors whose setting a value on a new instance only stores it.
+_STORING_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -10,7 +10,6 @@ too (``bare_instance``), and an UPDATE that returns the rows it changed
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar, cast
@@ -50,9 +49,9 @@ _UNCHANGED: dict[type[models.Field[Any, Any]], tuple[type, ...]] = {
 }
 
 
-def _unchanged_types(fields: list[models.Field[Any, Any]]) -> list[tuple[type, ...]]:
+def _unchanged_types(field: models.Field[Any, Any]) -> tuple[type, ...]:
     # A foreign key's value is its target's (an event's primary key for an attempt row).
-    return [_UNCHANGED.get(type(f.target_field if f.is_relation else f), ()) for f in fields]
+    return _UNCHANGED.get(type(field.target_field if field.is_relation else field), ())
 
 
 def _reads_attribute(field: models.Field[Any, Any]) -> bool:
@@ -78,8 +77,9 @@ def _stamps_time(field: models.Field[Any, Any]) -> bool:
 
 _DATE_PRE_SAVES = (models.DateField.pre_save, models.DateTimeField.pre_save)
 
-# By model: each field's attname, how its value on save is read, the field.
-_Plan: TypeAlias = "list[tuple[str, str, models.Field[Any, Any]]]"
+# By model: each field's attname, how its value on save is read, the field, the types of
+# values it saves unchanged.
+_Plan: TypeAlias = "list[tuple[str, str, models.Field[Any, Any], tuple[type, ...]]]"
 _read_plans: dict[type[models.Model], _Plan] = {}
 _ATTRIBUTE, _STAMP, _PRE_SAVE = "attribute", "stamp", "pre_save"
 
@@ -92,6 +92,7 @@ def _read_plan(model: type[models.Model]) -> _Plan:
                 f.attname,
                 _ATTRIBUTE if _reads_attribute(f) else _STAMP if _stamps_time(f) else _PRE_SAVE,
                 f,
+                _unchanged_types(f),
             )
             for f in _fields(model)
         ]
@@ -114,22 +115,19 @@ def _sql(model: type[models.Model], using: str, count: int, returning: str | Non
     return _sql_cache[cache_key]
 
 
-def _params(
-    rows: list[list[Any]], fields: list[models.Field[Any, Any]], connection: Any
-) -> list[Any]:
-    """The rows' values (one list per row, in field order) as the fields prepare them for
-    the database.
+def _params(rows: list[list[Any]], plan: _Plan, connection: Any) -> list[Any]:
+    """The rows' values (one list per row, in the plan's field order) as the fields prepare
+    them for the database.
 
     A value shared with the row before (the same object: one timestamp) is prepared once;
     so is a time shared by several columns.
     """
     params: list[Any] = []
     times: dict[int, Any] = {}  # by id(): the rows hold the values, so no id is reused
-    previous: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(fields)
-    unchanged = _unchanged_types(fields)
+    previous: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(plan)
     for values in rows:
-        for index, (field, value) in enumerate(zip(fields, values, strict=True)):
-            if type(value) in unchanged[index]:
+        for index, ((_, _, field, unchanged), value) in enumerate(zip(plan, values, strict=True)):
+            if type(value) in unchanged:
                 params.append(value)
                 continue
             last_value, prepared = previous[index]
@@ -173,17 +171,26 @@ def insert(
     connection = connections[using]
     if match_pk_by and not connection.features.can_return_rows_from_bulk_insert:
         return model._default_manager.db_manager(using).bulk_create(rows)
-    read = _read_plan(model)
+    plan = _read_plan(model)
     now = now or timezone.now()
-    values = [[_value(row, attname, how, f, now) for attname, how, f in read] for row in rows]
-    params = _params(values, [f for _, _, f in read], connection)
+    values = [
+        [
+            getattr(row, attname) if how is _ATTRIBUTE else _value(row, attname, how, f, now)
+            for attname, how, f, _ in plan
+        ]
+        for row in rows
+    ]
+    params = _params(values, plan, connection)
     with connection.cursor() as cursor:
         cursor.execute(_sql(model, using, len(rows), match_pk_by), params)
         returned = cursor.fetchall() if match_pk_by else []
-    by_key = {uuid.UUID(str(key)): pk for pk, key in returned}
+    if match_pk_by:
+        # The database returns each key as it was sent: match by the prepared values.
+        by_key = {str(key): pk for pk, key in returned}
+        slot = next(i for i, (attname, *_) in enumerate(plan) if attname == match_pk_by)
+        for index, row in enumerate(rows):
+            row.pk = by_key[str(params[index * len(plan) + slot])]
     for row in rows:
-        if match_pk_by:
-            row.pk = by_key[getattr(row, match_pk_by)]
         row._state.adding = False
         row._state.db = using
     return rows
@@ -219,7 +226,7 @@ def insert_sharing(
         return
     fields = _fields(model)
     slot = next(i for i, f in enumerate(fields) if f.attname == varying)
-    as_is = _unchanged_types([fields[slot]])[0]
+    as_is = _unchanged_types(fields[slot])
     connection = connections[using]
     params: list[Any] = []
     count = 0

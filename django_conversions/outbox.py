@@ -336,10 +336,11 @@ def _built_event(
     Fields left out take their defaults, and the site and content type are attached as
     keyword building attaches them, so reading ``event.site`` makes no query.
     """
-    fields = {
-        f.attname: values[f.attname] if f.attname in values else f.get_default()
-        for f in ConversionEvent._meta.concrete_fields
-    }
+    defaults, made_defaults = _event_defaults()
+    fields = {**defaults, **values}  # in field order: the defaults hold every field
+    for field in made_defaults:
+        if field.attname not in values:
+            fields[field.attname] = field.get_default()
     if bulk.init_watched(ConversionEvent):
         event = ConversionEvent(*fields.values())  # so that the receivers run
     else:
@@ -348,6 +349,20 @@ def _built_event(
     if content_type is not None:
         ConversionEvent.source_content_type.field.set_cached_value(event, content_type)
     return event
+
+
+_defaults: tuple[dict[str, Any], list[models.Field[Any, Any]]] | None = None
+
+
+def _event_defaults() -> tuple[dict[str, Any], list[models.Field[Any, Any]]]:
+    """ConversionEvent's fields with their constant defaults (None for the others), in field
+    order, and the fields whose default is made anew for each row (a new event id)."""
+    global _defaults
+    if _defaults is None:
+        fields = ConversionEvent._meta.concrete_fields
+        made = [f for f in fields if f.has_default() and callable(f.default)]
+        _defaults = ({f.attname: None if f in made else f.get_default() for f in fields}, made)
+    return _defaults
 
 
 def _verdict(conversion: Conversion, provider: Provider) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 from django.db.models import prefetch_related_objects
+from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 
 from django_conversions.adapters import OrderAdapter, first_attr, related_rows
@@ -38,6 +39,36 @@ def test_lines_are_the_rows_the_orm_reads_in_one_query() -> None:
     assert as_tuples(rows) == as_tuples(order.items.all())
     assert [type(row.price) for row in rows] == [Decimal, type(None)]  # type: ignore[attr-defined]
     assert len(queries) == 1 and all(seen is order for seen in orders_seen)
+
+
+def test_lines_read_without_the_orm_are_saved_as_the_existing_rows_they_are() -> None:
+    order = order_with_lines("A-2", ("sku-1", 2, None))
+    related_rows(order_with_lines("A-3", ("warm", 1, None)).items)  # compiled
+    [line] = related_rows(order.items)
+    line.quantity = 5  # type: ignore[attr-defined]
+    line.save()  # an UPDATE of that row, not a second row
+    assert list(OrderItem.objects.filter(order=order).values_list("sku", "quantity")) == [
+        ("sku-1", 5)
+    ]
+
+
+def test_lines_are_built_by_the_orm_when_someone_watches_instances_being_made() -> None:
+    # given: a receiver of post_init for the line model
+    order = order_with_lines("A-4", ("a", 1, None), ("b", 1, None))
+    related_rows(order_with_lines("A-5", ("warm", 1, None)).items)  # compiled
+    seen: list[str] = []
+
+    def made(sender: type, instance: OrderItem, **kwargs: object) -> None:
+        seen.append(instance.sku)
+
+    post_init.connect(made, sender=OrderItem)
+    try:
+        # when
+        rows = related_rows(order.items)
+    finally:
+        post_init.disconnect(made, sender=OrderItem)
+    # then: it heard every line
+    assert seen == ["a", "b"] == [r.sku for r in rows]  # type: ignore[attr-defined]
 
 
 def test_each_order_reads_its_own_lines_after_the_first() -> None:
