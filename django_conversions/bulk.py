@@ -10,10 +10,13 @@ too (``bare_instance``), and an UPDATE that returns the rows it changed
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar, cast
 
+from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.models import BooleanField
 from django.db.models.base import ModelState
@@ -301,6 +304,17 @@ def update_returning(
 
     None where the database can't return rows from an UPDATE: the caller updates, then reads.
     """
+    statement = update_returning_sql(queryset, values, fields)
+    if statement is None:
+        return None
+    sql, params = statement
+    return run_returning(queryset.model, queryset.db, sql, params, fields)
+
+
+def update_returning_sql(
+    queryset: models.QuerySet[Any], values: dict[str, Any], fields: Sequence[str]
+) -> tuple[str, list[Any]] | None:
+    """The SQL and parameters of ``update_returning()``; None where it can't be done."""
     connection = connections[queryset.db]
     if (
         connection.vendor not in _UPDATE_RETURNING_VENDORS
@@ -310,16 +324,23 @@ def update_returning(
     query = queryset.query.chain(UpdateQuery)
     query.add_update_values(values)
     sql, params = query.get_compiler(queryset.db).as_sql()
-    meta = queryset.model._meta
-    targets = [meta.pk if name == "pk" else meta.get_field(name) for name in fields]
     quote = connection.ops.quote_name
-    sql += " RETURNING " + ", ".join(quote(target.column) for target in targets)
-    with transaction.mark_for_rollback_on_error(queryset.db), connection.cursor() as cursor:
+    columns = ", ".join(quote(target.column) for target in _targets(queryset.model, fields))
+    return f"{sql} RETURNING {columns}", list(params)
+
+
+def run_returning(
+    model: type[models.Model], using: str, sql: str, params: Sequence[Any], fields: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """Run a statement returning ``fields`` of ``model``; its rows as the ORM reads them."""
+    connection = connections[using]
+    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+    table = model._meta.db_table
     converters = []
-    for index, target in enumerate(targets):
-        column = target.get_col(meta.db_table)
+    for index, target in enumerate(_targets(model, fields)):
+        column = target.get_col(table)
         found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
         converters.extend((index, converter, column) for converter in found)
     if not converters:
@@ -331,3 +352,77 @@ def update_returning(
             row[index] = converter(row[index], column, connection)
         converted.append(tuple(row))
     return converted
+
+
+def _targets(model: type[models.Model], fields: Sequence[str]) -> list[models.Field[Any, Any]]:
+    meta = model._meta
+    return [meta.pk if name == "pk" else meta.get_field(name) for name in fields]
+
+
+@dataclass(frozen=True)
+class Template:
+    """A statement the ORM compiled once, to run again with new values for some parameters.
+
+    Building and compiling a queryset costs far more than running a small statement; a
+    worker's claim is the same statement every time but for the time, token and lease.
+    """
+
+    sql: str
+    params: list[Any]
+    slots: list[tuple[int, str]]  # (parameter position, name of the value that goes there)
+    fields: dict[str, models.Field[Any, Any]]  # the fields each value is prepared as
+
+    def params_for(self, values: Mapping[str, Any], connection: Any) -> list[Any]:
+        prepared = {
+            name: self.fields[name].get_db_prep_value(value, connection)
+            for name, value in values.items()
+        }
+        params = list(self.params)
+        for position, name in self.slots:
+            params[position] = prepared[name]
+        return params
+
+
+def template(
+    build: Callable[[Mapping[str, Any]], tuple[str, Sequence[Any]] | None],
+    fields: Mapping[str, models.Field[Any, Any]],
+    using: str,
+) -> Template | None:
+    """Compile ``build(values)`` once with stand-in values and note where each lands among the
+    parameters. None when ``build`` gives nothing, or some stand-in can't be told apart from
+    the other parameters (then compile every time)."""
+    connection = connections[using]
+    stand_ins = {name: _stand_in(field, n) for n, (name, field) in enumerate(fields.items(), 1)}
+    if any(value is None for value in stand_ins.values()):
+        return None
+    statement = build(stand_ins)
+    if statement is None:
+        return None
+    sql, params = statement
+    prepared = {
+        name: fields[name].get_db_prep_value(v, connection) for name, v in stand_ins.items()
+    }
+    slots = []
+    for position, param in enumerate(params):
+        names = [name for name, value in prepared.items() if _same(value, param)]
+        if len(names) > 1:
+            return None
+        if names:
+            slots.append((position, names[0]))
+    if {name for _, name in slots} != set(fields):
+        return None
+    return Template(sql, list(params), slots, dict(fields))
+
+
+def _stand_in(field: models.Field[Any, Any], n: int) -> Any:
+    """A value for ``field`` that no real statement would hold (the n-th of its kind)."""
+    if isinstance(field, models.DateTimeField):
+        moment = datetime(2000, 1, 1, 0, 0, 0, n)
+        return moment.replace(tzinfo=UTC) if settings.USE_TZ else moment
+    if isinstance(field, models.UUIDField):
+        return uuid.UUID(int=n)
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b

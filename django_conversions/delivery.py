@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -128,22 +129,15 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
     now = timezone.now()
     using = router.db_for_write(ConversionEvent)
     events = ConversionEvent.objects.using(using)
-    sendable = events.filter(_sendable_sites(now))
-    if event_ids is not None:
-        sendable = sendable.filter(pk__in=list(event_ids))
-    queues = (
-        sendable.filter(status=EventStatus.SENDING, lease_expires_at__lt=now).order_by(
-            "lease_expires_at", "pk"
-        ),
-        sendable.filter(status=EventStatus.PENDING, next_attempt_at__lte=now).order_by(
-            "next_attempt_at", "pk"
-        ),
-    )
-    token = uuid.uuid4()
-    lease = now + timedelta(seconds=conversions_settings.LEASE_SECONDS)
-    claim_values = {"status": EventStatus.SENDING, "claim_token": token, "lease_expires_at": lease}
+    values = {
+        "now": now,
+        "token": uuid.uuid4(),
+        "lease": now + timedelta(seconds=conversions_settings.LEASE_SECONDS),
+    }
+    claim_values = _claim_values(values)
     locking = connections[using].features.has_select_for_update_skip_locked
     whole = _whole_rows_wanted()
+    ids = None if event_ids is None else list(event_ids)
     taken = 0
     returned: list[tuple[Any, ...]] = []  # what sending needs, where the UPDATE returns rows
     # One UPDATE … WHERE pk IN (SELECT … LIMIT n) per queue: the database picks and marks the
@@ -152,14 +146,11 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
     # another worker took meanwhile is no longer due when the subquery reads it. PostgreSQL
     # locks the rows the subquery picks, skipping those another worker holds.
     with transaction.atomic(using=using) if locking else nullcontext():
-        for queue in queues:
-            due = queue.values("pk")[: limit - taken]
-            if locking:
-                due = due.select_for_update(skip_locked=True, of=("self",))
-            marked = events.filter(pk__in=due)
-            rows = None if whole else bulk.update_returning(marked, claim_values, _SENDING_FIELDS)
+        for queue in _QUEUES:
+            marking = _Marking(using, queue, limit - taken, locking, ids)
+            rows = None if whole else marking.returning(values)
             if rows is None:
-                taken += marked.update(**claim_values)
+                taken += marking.queryset(values).update(**claim_values)
             else:
                 returned += sorted(rows)  # by pk: oldest first within the queue
                 taken += len(rows)
@@ -170,7 +161,7 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
     # One object per site, shared by its events (a join would build one per event).
     sites = TrackingSite.objects.using(using)
     if whole:
-        claimed = list(_claimed(events, token))
+        claimed = list(_claimed(events, values["token"]))
         by_pk = sites.in_bulk({event.site_id for event in claimed})
         for event in claimed:
             event.site = by_pk[event.site_id]
@@ -178,9 +169,92 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> list[Conversion
         return claimed
     # Only what sending needs; the values just written are set here, not read back.
     if not returned:  # the database can't return rows from an UPDATE: read them
-        returned = list(_claimed(events, token).values_list(*_SENDING_FIELDS))
+        returned = list(_claimed(events, values["token"]).values_list(*_SENDING_FIELDS))
     by_pk = sites.in_bulk({values[1] for values in returned})
     return [_partial_event(values, by_pk, claim_values, using) for values in returned]
+
+
+# Expired leases (a crashed worker's events) first, then pending events.
+_QUEUES = ("expired", "due")
+
+
+@dataclass(frozen=True)
+class _Marking:
+    """The UPDATE that marks up to ``n`` events of one queue as this claim's.
+
+    A claim runs it with its own time, token and lease; the rest of the statement is always
+    the same, so the sweep's is compiled once and run again (building and compiling the
+    queryset cost more than running it).
+    """
+
+    using: str
+    queue: str
+    n: int
+    locking: bool
+    ids: list[int] | None  # only these events (after commit, "retry now")
+
+    def queryset(self, values: dict[str, Any]) -> QuerySet[ConversionEvent]:
+        now = values["now"]
+        events = ConversionEvent.objects.using(self.using)
+        due = events.filter(_sendable_sites(now))
+        if self.ids is not None:
+            due = due.filter(pk__in=self.ids)
+        if self.queue == "expired":
+            due = due.filter(status=EventStatus.SENDING, lease_expires_at__lt=now)
+            due = due.order_by("lease_expires_at", "pk")
+        else:
+            due = due.filter(status=EventStatus.PENDING, next_attempt_at__lte=now)
+            due = due.order_by("next_attempt_at", "pk")
+        due = due.values("pk")[: self.n]
+        if self.locking:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        return events.filter(pk__in=due)
+
+    def returning(self, values: dict[str, Any]) -> list[tuple[Any, ...]] | None:
+        """Mark the events and return what sending needs; None if the database can't."""
+        template = None if self.ids is not None else self._template()
+        if template is not None:
+            sql, params = template.sql, template.params_for(values, connections[self.using])
+        else:
+            statement = self._sql(values)
+            if statement is None:
+                return None
+            sql, params = statement
+        return bulk.run_returning(ConversionEvent, self.using, sql, params, _SENDING_FIELDS)
+
+    def _sql(self, values: dict[str, Any]) -> tuple[str, list[Any]] | None:
+        return bulk.update_returning_sql(
+            self.queryset(values), _claim_values(values), _SENDING_FIELDS
+        )
+
+    def _template(self) -> bulk.Template | None:
+        key = (self.using, self.queue, self.n, self.locking, settings.USE_TZ)
+        if key not in _templates:
+            if len(_templates) > 64:  # odd sizes after a partial first queue: keep it small
+                _templates.clear()
+            fields = ConversionEvent._meta
+            _templates[key] = bulk.template(
+                self._sql,
+                {
+                    "now": fields.get_field("next_attempt_at"),
+                    "token": fields.get_field("claim_token"),
+                    "lease": fields.get_field("lease_expires_at"),
+                },
+                self.using,
+            )
+        return _templates[key]
+
+
+_templates: dict[tuple[Any, ...], bulk.Template | None] = {}
+
+
+def _claim_values(values: dict[str, Any]) -> dict[str, Any]:
+    """What a claim writes on the events it takes."""
+    return {
+        "status": EventStatus.SENDING,
+        "claim_token": values["token"],
+        "lease_expires_at": values["lease"],
+    }
 
 
 def _claimed(events: QuerySet[ConversionEvent], token: uuid.UUID) -> QuerySet[ConversionEvent]:
@@ -231,9 +305,10 @@ def deliver_due(max_events: int | None = None) -> DeliveryReport:
     while max_events is None or report.handled < max_events:
         limit = batch if max_events is None else min(batch, max_events - report.handled)
         events = claim(limit)
-        if not events:
+        if events:
+            report.add(deliver_claimed(events))
+        if len(events) < limit:  # that was everything due (or not held by other workers)
             break
-        report.add(deliver_claimed(events))
     return report
 
 

@@ -133,3 +133,41 @@ def test_plain_values_and_values_that_need_preparing_are_both_stored_right() -> 
     assert len(raw) == 2 and not any("sk_live" in value for value in raw)
     added = TrackingSite.objects.get(name="t")
     assert added.rate_window_count == 3 and added.updated_at is not None
+
+
+def test_a_template_runs_as_the_statement_compiled_anew_with_the_same_values() -> None:
+    # given: an UPDATE whose time, token and lease change from run to run
+    site = TrackingSite.objects.create(name="s", provider="scanova", provider_site_id="x")
+    fields = {
+        "now": ConversionEvent._meta.get_field("next_attempt_at"),
+        "token": ConversionEvent._meta.get_field("claim_token"),
+        "lease": ConversionEvent._meta.get_field("lease_expires_at"),
+    }
+
+    def build(values: dict) -> tuple[str, list]:
+        queryset = ConversionEvent.objects.filter(site=site, next_attempt_at__lte=values["now"])
+        statement = bulk.update_returning_sql(
+            queryset,
+            {"claim_token": values["token"], "lease_expires_at": values["lease"]},
+            ("pk",),
+        )
+        assert statement is not None
+        return statement
+
+    template = bulk.template(build, fields, "default")
+    assert template is not None
+    now = timezone.now()
+    values = {"now": now, "token": uuid.uuid4(), "lease": now + timedelta(minutes=5)}
+    # when / then: the same text and parameters as compiling with these values
+    assert (template.sql, template.params_for(values, connection)) == build(values)
+
+
+def test_a_template_is_refused_when_a_value_cannot_be_placed() -> None:
+    # given: a statement in which the value never appears among the parameters
+    fields = {"now": ConversionEvent._meta.get_field("next_attempt_at")}
+
+    def build(values: dict) -> tuple[str, list]:
+        return 'SELECT 1 FROM "django_conversions_conversionevent" WHERE id = %s', [1]
+
+    # when / then
+    assert bulk.template(build, fields, "default") is None

@@ -553,3 +553,46 @@ def test_the_worker_command_keeps_what_is_loaded_out_of_full_collections(scanova
         call_command("conversions_deliver", verbosity=0)
     # then: Django and the apps, loaded before the first claim, are frozen for the collector
     assert gc.get_freeze_count() > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_stops_after_a_claim_that_took_less_than_it_could(
+    scanova_site, mocked_http, monkeypatch
+):
+    # given: two events due, claims of up to 500
+    from django_conversions import delivery
+
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    claims: list[int] = []
+    real_claim = delivery.claim
+
+    def counted_claim(limit: int, event_ids=None):
+        taken = real_claim(limit, event_ids)
+        claims.append(len(taken))
+        return taken
+
+    monkeypatch.setattr(delivery, "claim", counted_claim)
+    with conversions(BATCH_SIZE=1):
+        record("1")
+        record("2")
+        # when
+        report = deliver_due()
+    # then: one claim took both; nothing was due beyond it, so no second claim
+    assert report.delivered == 2
+    assert claims == [2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_claims_again_after_a_full_claim(scanova_site, mocked_http):
+    # given: three events due, claims of two
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with conversions(BATCH_SIZE=1, CLAIM_BATCH_SIZE=2):
+        for order in ("1", "2", "3"):
+            record(order)
+        # when
+        report = deliver_due()
+    # then: all three, each sent once
+    assert report.delivered == 3
+    assert sorted(event_ids_sent(mocked_http.calls)) == sorted(
+        str(e.event_id) for e in ConversionEvent.objects.all()
+    )
