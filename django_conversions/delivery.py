@@ -601,9 +601,8 @@ class SiteDelivery:
                 values = _written_values(status, now)
                 if requeued_at is not None:  # a finished event keeps its next_attempt_at
                     values["next_attempt_at"] = requeued_at
-                bulk.with_pks(ConversionEvent, pks, using).update(
-                    status=status, attempts=attempts, last_error=last_error, **values
-                )
+                values.update(status=status, attempts=attempts, last_error=last_error)
+                bulk.update_pks(ConversionEvent, pks, values, using)
             if self._attempts and self._key is not None:
                 # Shown in the admin; written with the results, not in a transaction of its own.
                 ApiKey.objects.filter(pk=self._key.pk).update(last_used_at=now)

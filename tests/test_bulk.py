@@ -101,8 +101,8 @@ def test_rows_named_by_primary_key_are_updated_and_no_others() -> None:
     ]
     chosen = [events[0].pk, events[3].pk, events[4].pk]
     # when
-    updated = bulk.with_pks(ConversionEvent, chosen, "default").update(attempts=7)
-    nothing = bulk.with_pks(ConversionEvent, [], "default").update(attempts=9)
+    updated = bulk.update_pks(ConversionEvent, chosen, {"attempts": 7}, "default")
+    nothing = bulk.update_pks(ConversionEvent, [], {"attempts": 9}, "default")
     # then
     assert (updated, nothing) == (3, 0)
     attempts = dict(ConversionEvent.objects.values_list("pk", "attempts"))
@@ -171,3 +171,27 @@ def test_a_template_is_refused_when_a_value_cannot_be_placed() -> None:
 
     # when / then
     assert bulk.template(build, fields, "default") is None
+
+
+def test_values_set_by_primary_key_read_back_as_the_orm_writes_them() -> None:
+    # given: an event with a claim, then a flush that ends it and stamps the times
+    site = TrackingSite.objects.create(name="s", provider="scanova", provider_site_id="x")
+    event = ConversionEvent.objects.create(
+        site=site, event_name="purchase", dedup_key="k", claim_token=uuid.uuid4()
+    )
+    other = ConversionEvent.objects.create(site=site, event_name="purchase", dedup_key="k2")
+    when = timezone.now()
+    values = {
+        "status": "delivered",
+        "delivered_at": when,
+        "claim_token": None,
+        "updated_at": when,
+        "last_error": "",
+    }
+    # when
+    bulk.update_pks(ConversionEvent, [event.pk], values, "default")
+    ConversionEvent.objects.filter(pk=other.pk).update(**values)
+    # then: both rows hold the same values, read back through the ORM
+    fields = list(values)
+    assert ConversionEvent.objects.filter(pk=event.pk).values(*fields).get() == values
+    assert ConversionEvent.objects.filter(pk=other.pk).values(*fields).get() == values
