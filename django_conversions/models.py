@@ -197,8 +197,10 @@ def new_event_id() -> uuid.UUID:
 class ConversionEvent(models.Model):
     """One conversion for one site: the outbox row and its delivery state."""
 
-    # Every index is written on every checkout, so none is kept that another one covers: the
-    # site's is the (site, dedup_key) and (site, status) ones, the source's is (type, id).
+    # Every index is written on every checkout, so none is kept that another one covers, and
+    # none starts with the site: a checkout writes one row per site, and an index led by the
+    # site puts those rows on as many pages, each written twice (journal, then table). Queries
+    # by site and status go through the status index (pending and failed rows are few).
     site = models.ForeignKey(
         TrackingSite,
         on_delete=models.CASCADE,
@@ -239,11 +241,11 @@ class ConversionEvent(models.Model):
         verbose_name_plural = _("conversion events")
         ordering = ("-created_at", "-pk")
         constraints = [
-            models.UniqueConstraint(fields=("site", "dedup_key"), name="conversions_event_dedup")
+            # The dedup key first: one conversion's rows for all its sites sit side by side.
+            models.UniqueConstraint(fields=("dedup_key", "site"), name="conversions_event_dedup")
         ]
         indexes = [
             models.Index(fields=("status", "next_attempt_at"), name="conversions_event_due"),
-            models.Index(fields=("site", "status"), name="conversions_event_site"),
             models.Index(
                 fields=("source_content_type", "source_object_id"), name="conversions_event_src"
             ),
