@@ -25,7 +25,7 @@ from django.utils import timezone
 
 M = TypeVar("M", bound=models.Model)
 
-_sql_cache: dict[tuple[type[models.Model], str, int, str | None], str] = {}
+_sql_cache: dict[tuple[type[models.Model], str, int, str | None, bool], str] = {}
 
 
 def _fields(model: type[models.Model]) -> list[models.Field[Any, Any]]:
@@ -100,8 +100,14 @@ def _read_plan(model: type[models.Model]) -> _Plan:
     return plan
 
 
-def _sql(model: type[models.Model], using: str, count: int, returning: str | None) -> str:
-    cache_key = (model, using, count, returning)
+def _sql(
+    model: type[models.Model],
+    using: str,
+    count: int,
+    returning: str | None,
+    skip_conflicts: bool = False,
+) -> str:
+    cache_key = (model, using, count, returning, skip_conflicts)
     if cache_key not in _sql_cache:
         quote = connections[using].ops.quote_name
         fields = _fields(model)
@@ -109,6 +115,8 @@ def _sql(model: type[models.Model], using: str, count: int, returning: str | Non
         row = "(" + ", ".join(["%s"] * len(fields)) + ")"
         sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "
         sql += ", ".join([row] * count)
+        if skip_conflicts:
+            sql += " ON CONFLICT DO NOTHING"
         if returning:
             pk = quote(model._meta.pk.column)
             sql += f" RETURNING {pk}, {quote(model._meta.get_field(returning).column)}"
@@ -156,20 +164,29 @@ _NOTHING = object()
 
 
 def insert(
-    rows: list[M], using: str, *, match_pk_by: str | None = None, now: datetime | None = None
+    rows: list[M],
+    using: str,
+    *,
+    match_pk_by: str | None = None,
+    now: datetime | None = None,
+    skip_conflicts: bool = False,
 ) -> list[M]:
-    """INSERT ``rows`` in one statement.
+    """INSERT ``rows`` in one statement; returns the rows inserted.
 
     With ``match_pk_by`` (a unique UUID field set before saving) the rows get their primary
     keys back, matched by that field since RETURNING rows come in no guaranteed order.
     Databases that can't return rows from a multi-row insert use ``bulk_create()``.
     Fields that stamp the time of the save (auto_now) get one time for the statement:
-    ``now``, or the time of the insert.
+    ``now``, or the time of the insert. ``skip_conflicts`` (with ``match_pk_by``, where
+    ``skips_conflicts()``): rows that would break a unique constraint are left out, and only
+    the others are returned.
     """
     if not rows:
         return rows
     model = type(rows[0])
     connection = connections[using]
+    if skip_conflicts and not (match_pk_by and skips_conflicts(using)):
+        raise ValueError("skip_conflicts needs match_pk_by and a database that skips_conflicts()")
     if match_pk_by and not connection.features.can_return_rows_from_bulk_insert:
         return model._default_manager.db_manager(using).bulk_create(rows)
     plan = _read_plan(model)
@@ -183,18 +200,32 @@ def insert(
     ]
     params = _params(values, plan, connection)
     with connection.cursor() as cursor:
-        cursor.execute(_sql(model, using, len(rows), match_pk_by), params)
+        cursor.execute(_sql(model, using, len(rows), match_pk_by, skip_conflicts), params)
         returned = cursor.fetchall() if match_pk_by else []
     if match_pk_by:
         # The database returns each key as it was sent: match by the prepared values.
         by_key = {str(key): pk for pk, key in returned}
         slot = next(i for i, (attname, *_) in enumerate(plan) if attname == match_pk_by)
+        kept = []  # all of them, unless conflicts were skipped
         for index, row in enumerate(rows):
-            row.pk = by_key[str(params[index * len(plan) + slot])]
+            pk = by_key.get(str(params[index * len(plan) + slot]))
+            if pk is not None:
+                row.pk = pk
+                kept.append(row)
+        rows = kept
     for row in rows:
         row._state.adding = False
         row._state.db = using
     return rows
+
+
+def skips_conflicts(using: str) -> bool:
+    """Can ``insert(..., skip_conflicts=True)`` run here (ON CONFLICT DO NOTHING, RETURNING)?"""
+    connection = connections[using]
+    return (
+        connection.vendor in ("postgresql", "sqlite")
+        and connection.features.can_return_rows_from_bulk_insert
+    )
 
 
 def _value(

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
@@ -28,6 +28,9 @@ from django_conversions.providers.base import Provider
 from django_conversions.signals import event_queued
 from django_conversions.sites import checking_provider, host_provider_takes, sites_taking
 
+if TYPE_CHECKING:
+    from django_conversions.adapters import OrderAdapter
+
 logger = logging.getLogger("django_conversions")
 
 BUILD_FAILED_PREFIX = "Could not build the conversion: "
@@ -36,10 +39,14 @@ BUILD_FAILED_PREFIX = "Could not build the conversion: "
 def dedup_key_for(conversion: Conversion, source: models.Model | None) -> str:
     """One event per order per site: keyed by order id, else by the source object."""
     if conversion.order_id:
-        return f"{conversion.event_name}:order:{conversion.order_id}"[:255]
+        return order_key(conversion.event_name, conversion.order_id)
     return source_key(conversion.event_name, source) or (
         f"{conversion.event_name}:event:{uuid.uuid4()}"
     )
+
+
+def order_key(event_name: str, order_id: str) -> str:
+    return f"{event_name}:order:{order_id}"[:255]
 
 
 def source_key(event_name: str, source: models.Model | None) -> str | None:
@@ -149,32 +156,55 @@ def _track(
     using: str,
 ) -> list[ConversionEvent]:
     key = dedup_key or dedup_key_for(conversion, source)
-    failed_build_key = source_key(conversion.event_name, source)
     targets = sites_for(conversion.event_name, sites, using=using)
     if not targets:
         return []
     source_fields = _source_fields(source)
-    existing = _existing_events(using, {key, failed_build_key} - {None}, targets)
+    now = timezone.now()  # one timestamp for the conversion's rows (prepared once for the insert)
+    new = [_new_event(conversion, site, key, source_fields, now, using) for site in targets]
+    inserted, existing = _insert_new(new, key, targets, using, now)
     failed_builds = [
         event
         for event in existing.values()
-        if event.dedup_key == failed_build_key and event.last_error.startswith(BUILD_FAILED_PREFIX)
+        if event.status == EventStatus.FAILED and event.last_error.startswith(BUILD_FAILED_PREFIX)
     ]
-    now = timezone.now()  # one timestamp for the conversion's rows (prepared once for the insert)
-    new = [
-        _new_event(conversion, site, key, source_fields, now, using)
-        for site in targets
-        if site.pk not in existing
-    ]
-    # A rebuilt row is saved through the ORM, which flags the transaction on failure.
-    with transaction.atomic(using=using) if failed_builds else nullcontext():
-        fresh = [_rebuild(event, conversion, key, using) for event in failed_builds]
-        bulk.insert(new, using, match_pk_by="event_id", now=now)
-    fresh += new
+    fresh = inserted
+    if failed_builds:
+        # A rebuilt row is saved through the ORM, which flags the transaction on failure.
+        with transaction.atomic(using=using):
+            fresh = [*(_rebuild(event, conversion, key, using) for event in failed_builds), *fresh]
     if fresh:
         _after_commit(fresh, using)
-    by_site = {**existing, **{event.site_id: event for event in new}}
+    by_site = {**existing, **{event.site_id: event for event in inserted}}
     return [by_site[site.pk] for site in targets]
+
+
+def _insert_new(
+    new: list[ConversionEvent],
+    key: str,
+    targets: Sequence[TrackingSite],
+    using: str,
+    now: datetime,
+) -> tuple[list[ConversionEvent], dict[int, ConversionEvent]]:
+    """Insert the events of the sites that have none for ``key`` yet.
+
+    Returns the inserted events and the other sites' existing ones, by site. Where the insert
+    can skip rows that clash with the unique (dedup_key, site) constraint, a first save (nearly
+    every one) is that one statement; the events already there are read only when some clashed.
+    """
+    if bulk.skips_conflicts(using):
+        inserted = bulk.insert(new, using, match_pk_by="event_id", now=now, skip_conflicts=True)
+        if len(inserted) == len(new):
+            return inserted, {}
+        taken = {event.site_id for event in inserted}
+        clashed = [site for site in targets if site.pk not in taken]
+        existing = _existing_events(using, {key}, clashed)
+        if len(existing) < len(clashed):  # a clash with a row this transaction can't see
+            raise IntegrityError("a concurrent save holds this conversion's dedup key")
+        return inserted, existing
+    existing = _existing_events(using, {key}, targets)
+    unrecorded = [event for event in new if event.site_id not in existing]
+    return bulk.insert(unrecorded, using, match_pk_by="event_id", now=now), existing
 
 
 def _existing_events(
@@ -240,7 +270,7 @@ def track_order(
                 order.pk,
                 type(err).__name__,
             )
-            return _record_build_failure(order, err, using)
+            return _record_build_failure(adapter, order, err, using)
         return _track(conversion, order, None, None, using)
 
     host_code = type(adapter) is not OrderAdapter or host_provider_takes(
@@ -250,15 +280,15 @@ def track_order(
 
 
 def _record_build_failure(
-    source: models.Model, error: BaseException, using: str
+    adapter: OrderAdapter, source: models.Model, error: BaseException, using: str
 ) -> list[ConversionEvent]:
     """Keep a failed event with the reason, so the admin shows why the order was not sent.
 
-    Saving the order again once the cause is fixed turns these rows into real events.
+    Saving the order again once the cause is fixed turns these rows into real events: they
+    carry the dedup key the order's events will have, so that save finds them.
     """
     event_name = conversions_settings.ORDER_EVENT_NAME
-    key = source_key(event_name, source)
-    assert key is not None
+    key = _failure_key(adapter, source, event_name)
     source_fields = _source_fields(source)
     targets = sites_for(event_name, using=using)
     known = set(
@@ -281,6 +311,21 @@ def _record_build_failure(
         if site.pk not in known
     ]
     return bulk.insert(rows, using, match_pk_by="event_id")
+
+
+def _failure_key(adapter: OrderAdapter, order: models.Model, event_name: str) -> str:
+    """The dedup key of the order's events, as far as the adapter can still read it: its
+    event name and order id (the build failed elsewhere, nearly always), else the order row."""
+    try:
+        order_id = adapter.get_order_id(order)
+        event_name = adapter.get_event_name(order) or event_name
+    except Exception:
+        order_id = None
+    if order_id:
+        return order_key(event_name, order_id)
+    key = source_key(event_name, order)
+    assert key is not None
+    return key
 
 
 def _error_text(error: BaseException) -> str:

@@ -100,11 +100,28 @@ def test_a_host_provider_failing_in_a_write_leaves_the_host_transaction_usable(m
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_save_whose_insert_clashes_returns_the_events_already_there(scanova_site):
+    conversion = scanned_purchase("RACE-0", "3")
+    with conversions(**NO_TASKS):
+        [first] = track(conversion)
+        # when: the same conversion again, in the host's transaction
+        with transaction.atomic():
+            [again] = track(conversion)
+            Order.objects.create(number="after the clash")  # the transaction is still usable
+    # then: the insert skipped the clashing row and the event already there came back
+    assert again.pk == first.pk and again.event_id == first.event_id
+    assert ConversionEvent.objects.count() == 1
+    assert Order.objects.filter(number="after the clash").exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_save_that_loses_the_race_returns_the_winners_events(scanova_site, monkeypatch):
+    # given: a database whose insert can't skip clashing rows, so the outbox looks first
+    monkeypatch.setattr(bulk, "skips_conflicts", lambda using: False)
     conversion = scanned_purchase("RACE-1", "3")
     with conversions(**NO_TASKS):
         [winner] = track(conversion)
-        # given: a save that looked before the other one's row was visible
+        # and: a save that looked before the other one's row was visible
         lookups = []
         real_lookup = outbox._existing_events
 
