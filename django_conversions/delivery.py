@@ -605,7 +605,9 @@ class SiteDelivery:
                 bulk.update_pks(ConversionEvent, pks, values, using)
             if self._attempts and self._key is not None:
                 # Shown in the admin; written with the results, not in a transaction of its own.
-                ApiKey.objects.filter(pk=self._key.pk).update(last_used_at=now)
+                bulk.update_pks(
+                    ApiKey, [self._key.pk], {"last_used_at": now}, router.db_for_write(ApiKey)
+                )
             for signal, kwargs in self._signals:
                 _send_after_commit(signal, **kwargs)
         self._dirty, self._attempts, self._signals = [], {}, []
