@@ -1,11 +1,11 @@
-"""Multi-row INSERTs without ``bulk_create()``'s per-call query compilation.
+"""Statements that run constantly with the same shape, without the ORM compiling them anew.
 
-The outbox insert on the checkout and the attempt rows a worker writes run constantly with
-the same shape; compiling the same query each time cost more than executing it. The
-statement text is built once per model, database and row count; the values are prepared by
-the model fields themselves, as the ORM does. Instances made by the hundred are made here
-too (``bare_instance``), and an UPDATE that returns the rows it changed
-(``update_returning``).
+The outbox insert on the checkout and the attempt rows a worker writes (``insert``,
+``insert_sharing``), a flush's updates by primary key (``update_pks``), a claim's UPDATE that
+returns the rows it changed (``update_returning_sql`` / ``run_returning``, compiled once as a
+``template``): compiling the same query each time cost more than executing it. Statement
+text is built once; values are prepared by the model fields themselves, as the ORM does.
+Instances made by the hundred are made here too (``bare_instance``).
 """
 
 from __future__ import annotations
@@ -336,25 +336,12 @@ def update_pks(model: type[M], pks: Sequence[Any], values: Mapping[str, Any], us
 _UPDATE_RETURNING_VENDORS = ("postgresql", "sqlite")
 
 
-def update_returning(
-    queryset: models.QuerySet[Any], values: dict[str, Any], fields: Sequence[str]
-) -> list[tuple[Any, ...]] | None:
-    """``queryset.update(**values)`` that also returns ``fields`` of the rows it changed, as
-    the ORM's ``values_list()`` would read them, in one statement and in no set order.
-
-    None where the database can't return rows from an UPDATE: the caller updates, then reads.
-    """
-    statement = update_returning_sql(queryset, values, fields)
-    if statement is None:
-        return None
-    sql, params = statement
-    return run_returning(queryset.model, queryset.db, sql, params, fields)
-
-
 def update_returning_sql(
     queryset: models.QuerySet[Any], values: dict[str, Any], fields: Sequence[str]
 ) -> tuple[str, list[Any]] | None:
-    """The SQL and parameters of ``update_returning()``; None where it can't be done."""
+    """``queryset.update(**values)`` that also returns ``fields`` of the rows it changes, as
+    SQL and parameters for ``run_returning()``; None where the database can't return rows
+    from an UPDATE (the caller updates, then reads)."""
     connection = connections[queryset.db]
     if (
         connection.vendor not in _UPDATE_RETURNING_VENDORS

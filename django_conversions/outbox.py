@@ -50,7 +50,8 @@ def order_key(event_name: str, order_id: str) -> str:
 
 
 def source_key(event_name: str, source: models.Model | None) -> str | None:
-    """The key of an event known only by the object that caused it (also a failed build's)."""
+    """The key of an event known only by the object that caused it (also a failed build's
+    when the order id can't be read)."""
     if source is None or source.pk is None:
         return None
     return f"{event_name}:{source._meta.label_lower}:{source.pk}"[:255]
@@ -310,7 +311,9 @@ def _record_build_failure(
         for site in targets
         if site.pk not in known
     ]
-    return bulk.insert(rows, using, match_pk_by="event_id")
+    # An event recorded for the same order id some other way (the REST API) holds the key.
+    skip = bulk.skips_conflicts(using)
+    return bulk.insert(rows, using, match_pk_by="event_id", skip_conflicts=skip)
 
 
 def _failure_key(adapter: OrderAdapter, order: models.Model, event_name: str) -> str:

@@ -199,6 +199,31 @@ def test_adapter_error_is_stored_and_a_fixed_order_replaces_it(scanova_site):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_broken_order_already_recorded_another_way_keeps_its_event(scanova_site, caplog):
+    # given: the order's conversion was recorded without the order object (the REST API)
+    with conversions(**NO_TASKS):
+        [recorded] = track(
+            Conversion(
+                event_name="purchase",
+                order_id="1001",
+                value=Decimal("99.99"),
+                currency="USD",
+                scan_session_id=str(uuid.uuid4()),
+                customer=Customer(email="buyer@example.com"),
+                consent="granted",
+            )
+        )
+    # when: the order is saved and its adapter fails
+    with conversions(ORDER_ADAPTER="tests.test_outbox.ExplodingAdapter", **NO_TASKS):
+        paid_order(city="broken")
+    # then: the recorded event stands, no failed row joins it, and nothing went wrong
+    assert list(ConversionEvent.objects.values_list("pk", "status")) == [
+        (recorded.pk, EventStatus.PENDING)
+    ]
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_host_transaction_stays_usable_when_recording_fails(scanova_site):
     # given: a malformed order inside the host's own transaction
     adapter = conversions(ORDER_ADAPTER="tests.test_outbox.ExplodingAdapter", **NO_TASKS)
