@@ -200,7 +200,8 @@ class ConversionEvent(models.Model):
     # Every index is written on every checkout, so none is kept that another one covers, and
     # none starts with the site: a checkout writes one row per site, and an index led by the
     # site puts those rows on as many pages, each written twice (journal, then table). Queries
-    # by site and status go through the status index (pending and failed rows are few).
+    # by site and status go through the status index (pending and failed rows are few); no
+    # query reads events by their source, so it has no index.
     site = models.ForeignKey(
         TrackingSite,
         on_delete=models.CASCADE,
@@ -246,9 +247,6 @@ class ConversionEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=("status", "next_attempt_at"), name="conversions_event_due"),
-            models.Index(
-                fields=("source_content_type", "source_object_id"), name="conversions_event_src"
-            ),
         ]
         permissions = [("view_personal_data", "Can see customers' personal data unmasked")]
 

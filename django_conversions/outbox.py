@@ -292,9 +292,9 @@ def _record_build_failure(
     key = _failure_key(adapter, source, event_name)
     source_fields = _source_fields(source)
     targets = sites_for(event_name, using=using)
-    known = set(
+    known = set(  # sites whose event for this order exists (the unique dedup index)
         ConversionEvent.objects.using(using)
-        .filter(site__in=targets, event_name=event_name, **source_fields)
+        .filter(dedup_key=key, site__in=targets)
         .values_list("site_id", flat=True)
     )
     rows = [
@@ -311,9 +311,7 @@ def _record_build_failure(
         for site in targets
         if site.pk not in known
     ]
-    # An event recorded for the same order id some other way (the REST API) holds the key.
-    skip = bulk.skips_conflicts(using)
-    return bulk.insert(rows, using, match_pk_by="event_id", skip_conflicts=skip)
+    return bulk.insert(rows, using, match_pk_by="event_id")
 
 
 def _failure_key(adapter: OrderAdapter, order: models.Model, event_name: str) -> str:
