@@ -221,11 +221,7 @@ def insert(
 
 def skips_conflicts(using: str) -> bool:
     """Can ``insert(..., skip_conflicts=True)`` run here (ON CONFLICT DO NOTHING, RETURNING)?"""
-    connection = connections[using]
-    return (
-        connection.vendor in ("postgresql", "sqlite")
-        and connection.features.can_return_rows_from_bulk_insert
-    )
+    return _returns_from_updates(connections[using])
 
 
 def _value(
@@ -332,8 +328,16 @@ def update_pks(model: type[M], pks: Sequence[Any], values: Mapping[str, Any], us
 
 
 # Backends whose UPDATE takes a RETURNING clause (SQLite from 3.35, which is also when it
-# can return rows from an INSERT; MariaDB returns rows from INSERT but not from UPDATE).
+# can return rows from an INSERT; MariaDB returns rows from INSERT but not from UPDATE). Both
+# also know ON CONFLICT DO NOTHING (SQLite from 3.24).
 _UPDATE_RETURNING_VENDORS = ("postgresql", "sqlite")
+
+
+def _returns_from_updates(connection: Any) -> bool:
+    return (
+        connection.vendor in _UPDATE_RETURNING_VENDORS
+        and connection.features.can_return_rows_from_bulk_insert
+    )
 
 
 def update_returning_sql(
@@ -343,10 +347,7 @@ def update_returning_sql(
     SQL and parameters for ``run_returning()``; None where the database can't return rows
     from an UPDATE (the caller updates, then reads)."""
     connection = connections[queryset.db]
-    if (
-        connection.vendor not in _UPDATE_RETURNING_VENDORS
-        or not connection.features.can_return_rows_from_bulk_insert
-    ):
+    if not _returns_from_updates(connection):
         return None
     query = queryset.query.chain(UpdateQuery)
     query.add_update_values(values)

@@ -6,6 +6,8 @@ import re
 import signal
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -16,7 +18,7 @@ from django.test import override_settings
 from django_conversions import Conversion, Customer, track
 from django_conversions.delivery import deliver_due
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
-from tests.servers import Answer, recording_server
+from tests.servers import Answer, RecordingServer, recording_server
 from tests.workers import start_command, start_python
 
 
@@ -46,6 +48,18 @@ def record_many(count: int, start: int = 0) -> list[ConversionEvent]:
             )
         )
     return events
+
+
+@contextmanager
+def slow_site_one_event_per_request(answer: Answer | None = None) -> Iterator[RecordingServer]:
+    """A local site answering after 0.3 s (or as ``answer`` says), sent one event per request
+    with up to four requests in flight."""
+    with (
+        recording_server(answer or Answer(delay=0.3)) as server,
+        conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4),
+    ):
+        local_site(server.url)
+        yield server
 
 
 def wait_until(condition, timeout: float = 20.0) -> None:
@@ -174,11 +188,7 @@ def test_loop_mode_stops_cleanly_on_sigterm():
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_keeps_several_requests_in_flight_after_a_first_probe():
     # given: a slow provider without a batch endpoint in use, and 9 events
-    with (
-        recording_server(Answer(delay=0.3)) as server,
-        conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4),
-    ):
-        local_site(server.url)
+    with slow_site_one_event_per_request() as server:
         events = record_many(9)
         # when
         report = deliver_due()
@@ -203,9 +213,8 @@ def test_a_slow_request_does_not_hold_back_the_ones_behind_it():
         answered_at[event_id] = time.monotonic()
         return Answer()
 
-    with recording_server() as server, conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4):
+    with slow_site_one_event_per_request(Answer()) as server:
         server.responder = answer
-        local_site(server.url)
         events = record_many(12)
         # when
         report = deliver_due()
@@ -218,11 +227,7 @@ def test_a_slow_request_does_not_hold_back_the_ones_behind_it():
 @pytest.mark.django_db(transaction=True)
 def test_a_site_that_took_a_request_moments_ago_gets_a_full_window_at_once():
     # given: a slow provider that just took a request from this worker
-    with (
-        recording_server(Answer(delay=0.3)) as server,
-        conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4),
-    ):
-        local_site(server.url)
+    with slow_site_one_event_per_request() as server:
         record_many(1)
         assert deliver_due().delivered == 1
         server.max_in_flight = 0
@@ -237,11 +242,7 @@ def test_a_site_that_took_a_request_moments_ago_gets_a_full_window_at_once():
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_new_to_a_site_probes_with_one_request_first():
     # given: four events for a slow provider this worker has not sent to yet
-    with (
-        recording_server(Answer(delay=0.3)) as server,
-        conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=4),
-    ):
-        local_site(server.url)
+    with slow_site_one_event_per_request() as server:
         record_many(4)
         # when
         report = deliver_due()
