@@ -128,39 +128,31 @@ def _params(rows: list[list[Any]], plan: _Plan, connection: Any) -> list[Any]:
     """The rows' values (one list per row, in the plan's field order) as the fields prepare
     them for the database.
 
-    A value shared with the row before (the same object: one timestamp) is prepared once;
-    so is a time shared by several columns.
+    Values of the types a field saves unchanged go as they are (most of a row); the same
+    object met again (one timestamp in several columns and rows) is prepared once.
     """
     params: list[Any] = []
-    times: dict[int, Any] = {}  # by id(): the rows hold the values, so no id is reused
-    previous: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(plan)
+    prepared: dict[int, Any] = {}  # by id(): the rows hold the values, so no id is reused
+    columns = [(field, unchanged) for _, _, field, unchanged in plan]
     for values in rows:
-        for index, ((_, _, field, unchanged), value) in enumerate(zip(plan, values, strict=True)):
-            if type(value) in unchanged:
-                params.append(value)
-                continue
-            last_value, prepared = previous[index]
-            if value is not last_value:
-                prepared = _prepared(field, value, connection, times)
-                previous[index] = (value, prepared)
-            params.append(prepared)
+        params += [
+            value if type(value) in unchanged else _prepared(field, value, connection, prepared)
+            for (field, unchanged), value in zip(columns, values, strict=True)
+        ]
     return params
 
 
 def _prepared(
-    field: models.Field[Any, Any], value: Any, connection: Any, times: dict[int, Any]
+    field: models.Field[Any, Any], value: Any, connection: Any, prepared: dict[int, Any]
 ) -> Any:
     """``field.get_db_prep_save(value)``, where a time already prepared for another column is
     reused (a DateTimeField prepares by the value alone; one timestamp often fills several
     columns, and preparing one costs more than anything else in a row)."""
     if type(field) is not models.DateTimeField:
         return field.get_db_prep_save(value, connection)
-    if id(value) not in times:
-        times[id(value)] = field.get_db_prep_save(value, connection)
-    return times[id(value)]
-
-
-_NOTHING = object()
+    if id(value) not in prepared:
+        prepared[id(value)] = field.get_db_prep_save(value, connection)
+    return prepared[id(value)]
 
 
 def insert(

@@ -56,6 +56,29 @@ def test_dumps_writes_compact_utf8_with_exact_decimals() -> None:
     assert json.loads(wire)["amount"] == 400.34
 
 
+def test_dumps_writes_every_decimal_of_a_body_as_a_bare_number() -> None:
+    payload = {"a": [Decimal("-0.50"), Decimal("7")], "b": '"quoted" 1.00', "c": Decimal("3.25")}
+
+    assert http.dumps(payload) == b'{"a":[-0.50,7],"b":"\\"quoted\\" 1.00","c":3.25}'
+
+
+def test_a_body_that_contains_itself_is_refused() -> None:
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+
+    with pytest.raises((RecursionError, ValueError)):
+        http.dumps(looped)
+
+
+def test_without_the_c_encoder_bodies_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = {"amount": Decimal("400.34"), "name": "Brașov", "n": [1, None]}
+    monkeypatch.setattr(http, "c_make_encoder", None)
+    encode = http._made_once()
+
+    assert encode == http._ENCODER.encode
+    assert encode(payload) == http._encode(payload)
+
+
 @pytest.mark.parametrize(
     "bad", [float("nan"), float("inf"), Decimal("NaN"), Decimal("-Infinity"), object(), {1, 2}]
 )
