@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from django_conversions import currencies
+from django_conversions.conf import conversions_settings
 from django_conversions.exceptions import InvalidConversion
 
 CONSENT_VALUES = ("granted", "denied", "pending")
@@ -177,8 +178,6 @@ def _clean_text(value: Any, field_name: str, max_length: int = 255) -> str | Non
 
 
 def _phone_country_code() -> str | None:
-    from django_conversions.conf import conversions_settings
-
     code = conversions_settings.DEFAULT_PHONE_COUNTRY_CODE
     if code in (None, ""):
         return None

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
@@ -21,15 +21,14 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from django_conversions import bulk
+from django_conversions.adapters import OrderAdapter, get_adapter
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.base import Provider
 from django_conversions.signals import event_queued
 from django_conversions.sites import checking_provider, host_provider_takes, sites_taking
-
-if TYPE_CHECKING:
-    from django_conversions.adapters import OrderAdapter
+from django_conversions.tasks import enqueue_delivery
 
 logger = logging.getLogger("django_conversions")
 
@@ -250,12 +249,29 @@ def _existing_sql(using: str, sites: int, keys: int) -> str:
     return _existing_sql_cache[cache_key]
 
 
+def order_saved(
+    sender: type[models.Model],
+    instance: models.Model,
+    created: bool = False,
+    raw: bool = False,
+    using: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """post_save receiver for ``CONVERSIONS["ORDER_MODEL"]``. Never raises into ``save()``."""
+    if raw:  # loading fixtures is not a sale
+        return
+    try:
+        track_order(instance, created=created, using=using)
+    except Exception:  # the host's save must succeed whatever happens here
+        logger.exception(
+            "Could not record the conversion for %s pk=%s", sender._meta.label, instance.pk
+        )
+
+
 def track_order(
     order: models.Model, *, created: bool, using: str | None = None
 ) -> list[ConversionEvent]:
     """Record the order's conversion if the adapter says this save is the moment."""
-    from django_conversions.adapters import OrderAdapter, get_adapter
-
     adapter = get_adapter()
     if not adapter.should_track(order, created=created):
         return []
@@ -441,8 +457,6 @@ def _after_commit(events: list[ConversionEvent], using: str) -> None:
     def notify_and_enqueue() -> None:
         event_queued.send(sender=ConversionEvent, events=events)
         if pending:
-            from django_conversions.tasks import enqueue_delivery
-
             enqueue_delivery(pending)
 
     transaction.on_commit(_never_raise(notify_and_enqueue), using=using)
@@ -465,7 +479,6 @@ def rebuild_snapshot(event: ConversionEvent) -> str | None:
     Used by "retry now": once the cause of a failure is fixed on the order (an email, an
     amount), the retry sends the fixed data. Returns an error text when the adapter fails.
     """
-    from django_conversions.adapters import get_adapter
     from django_conversions.apps import order_model
 
     model = order_model()

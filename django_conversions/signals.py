@@ -1,4 +1,4 @@
-"""Public signals, and the receiver that turns a saved order into outbox rows.
+"""Public signals, and connecting the receiver that turns a saved order into outbox rows.
 
 Signals the host can receive (each sent after the database change is committed):
 
@@ -12,13 +12,8 @@ Signals the host can receive (each sent after the database change is committed):
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from django.db import models
 from django.dispatch import Signal
-
-logger = logging.getLogger("django_conversions")
 
 event_queued = Signal()
 event_delivered = Signal()
@@ -27,28 +22,10 @@ event_failed = Signal()
 _DISPATCH_UID = "django_conversions.order_saved"
 
 
-def order_saved(
-    sender: type[models.Model],
-    instance: models.Model,
-    created: bool = False,
-    raw: bool = False,
-    using: str | None = None,
-    **kwargs: Any,
-) -> None:
-    """post_save receiver for ``CONVERSIONS["ORDER_MODEL"]``. Never raises into ``save()``."""
-    if raw:  # loading fixtures is not a sale
-        return
-    from django_conversions.outbox import track_order
-
-    try:
-        track_order(instance, created=created, using=using)
-    except Exception:  # the host's save must succeed whatever happens here
-        logger.exception(
-            "Could not record the conversion for %s pk=%s", sender._meta.label, instance.pk
-        )
-
-
 def connect_order_model(model: type[models.Model]) -> None:
+    # The receiver lives with track_order (the outbox module imports this one's signals).
+    from django_conversions.outbox import order_saved
+
     models.signals.post_save.connect(order_saved, sender=model, dispatch_uid=_DISPATCH_UID)
 
 

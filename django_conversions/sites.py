@@ -17,6 +17,7 @@ from typing import Any
 
 from django_conversions.conf import conversions_settings
 from django_conversions.models import TrackingSite
+from django_conversions.providers import registry
 from django_conversions.providers.base import Provider
 
 # Event names kept per list: names come from callers (the REST API too), so the memo is bounded.
@@ -49,8 +50,6 @@ def active_sites(using: str) -> list[TrackingSite]:
 
 def sites_taking(using: str, event_name: str) -> list[TrackingSite]:
     """The active sites whose filter and provider take ``event_name``, in site order."""
-    from django_conversions.providers import registry
-
     entry = _entry(using)
     taking = entry.taking.get(event_name)
     if taking is None:
@@ -69,8 +68,6 @@ def host_provider_takes(using: str, event_name: str) -> bool:
     """Does a site taking ``event_name`` use a provider of the host's, not one of this
     package's? Its ``ineligible_reason()`` and ``minimize()`` then run in the host's
     transaction, which decides how the outbox write is guarded."""
-    from django_conversions.providers import registry
-
     entry = _entry(using)
     found = entry.host_takers.get(event_name)
     if found is None:

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions import http
+from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion
 from django_conversions.fields import mask_secret, redact
 
@@ -193,8 +194,6 @@ class Provider:
         This is what the outbox stores for the provider's sites: data the provider does not
         need (or may not get, by the consent policy) is never written to the database.
         """
-        from django_conversions.consent import policy_for
-
         customer = conversion.customer
         if customer is None:
             return conversion
@@ -212,8 +211,6 @@ class Provider:
         The base checks the consent policy (``CONVERSIONS["CONSENT_POLICY"]``); providers add
         their own rules after ``super().ineligible_reason(conversion)``.
         """
-        from django_conversions.consent import policy_for
-
         return policy_for(self.id).skip_reason(conversion.consent)
 
     def build_body(self, event: OutboundEvent) -> dict[str, Any]:

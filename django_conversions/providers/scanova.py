@@ -15,6 +15,7 @@ from datetime import UTC
 from typing import Any
 
 from django_conversions import http
+from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion, is_uuid
 from django_conversions.providers.base import (
     OutboundEvent,
@@ -162,8 +163,6 @@ class ScanovaProvider(Provider):
 
     def user_identifiers(self, conversion: Conversion) -> dict[str, str]:
         """Hashes and the shop's own customer id; nothing unless the consent policy allows."""
-        from django_conversions.consent import policy_for
-
         customer = conversion.customer
         if customer is None or not policy_for(self.id).allows_identifiers(conversion.consent):
             return {}

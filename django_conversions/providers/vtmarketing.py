@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django_conversions import http
+from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion
 from django_conversions.providers.base import OutboundEvent, Provider
 
@@ -38,8 +39,6 @@ class VTMarketingProvider(Provider):
         }
 
     def ineligible_reason(self, conversion: Conversion) -> str | None:
-        from django_conversions.consent import policy_for
-
         reason = super().ineligible_reason(conversion)  # consent policy: 'granted' by default
         if reason:
             return reason
