@@ -27,6 +27,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from django_conversions import __version__
+from django_conversions.conf import conversions_settings
 
 USER_AGENT = f"django-conversions/{__version__} (+https://pypi.org/project/django-conversions/)"
 #: At most this much of an answer is read; a provider's answer is short, anything longer is cut.
@@ -98,8 +99,6 @@ def close_session() -> None:
 
 def default_timeout() -> tuple[float, float]:
     """``(connect, read)`` seconds: ``CONVERSIONS["CONNECT_TIMEOUT"]`` and ``["READ_TIMEOUT"]``."""
-    from django_conversions.conf import conversions_settings
-
     return (float(conversions_settings.CONNECT_TIMEOUT), float(conversions_settings.READ_TIMEOUT))
 
 

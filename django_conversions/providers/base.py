@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions import http
+from django_conversions.conf import conversions_settings
 from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion
 from django_conversions.fields import mask_secret, redact
@@ -464,8 +465,6 @@ class Provider:
         return Outcome.FAILED, reason, None
 
     def _exchange(self, answer: http.HttpAnswer, request: Request, api_key: str) -> Exchange:
-        from django_conversions.conf import conversions_settings
-
         headers = {"Content-Type": "application/json", self.auth_header: mask_secret(api_key)}
         return Exchange(
             url=redact(answer.url, api_key)[:500],  # the attempt row's limit
