@@ -128,8 +128,8 @@ def _params(rows: list[list[Any]], plan: _Plan, connection: Any) -> list[Any]:
     """The rows' values (one list per row, in the plan's field order) as the fields prepare
     them for the database.
 
-    Values of the types a field saves unchanged go as they are (most of a row); the same
-    object met again (one timestamp in several columns and rows) is prepared once.
+    Values of the types a field saves unchanged go as they are (most of a row); a time met
+    again (one timestamp in several columns and rows) is prepared once.
     """
     params: list[Any] = []
     prepared: dict[int, Any] = {}  # by id(): the rows hold the values, so no id is reused
