@@ -1,4 +1,5 @@
-"""The outbox and its configuration: TrackingSite, ApiKey, ConversionEvent, DeliveryAttempt."""
+"""The outbox and its configuration: TrackingSite, ApiKey, ConversionEvent, and the delivery
+log: DeliveryAttempt (one HTTP exchange) with an EventResult per event it carried."""
 
 from __future__ import annotations
 
@@ -197,17 +198,12 @@ def new_event_id() -> uuid.UUID:
 class ConversionEvent(models.Model):
     """One conversion for one site: the outbox row and its delivery state."""
 
-    # Every index is written on every checkout, so none is kept that another one covers, and
-    # none starts with the site: a checkout writes one row per site, and an index led by the
-    # site puts those rows on as many pages, each written twice (journal, then table). Queries
-    # by site and status go through the status index (pending and failed rows are few); no
-    # query reads events by their source, so it has no index.
     site = models.ForeignKey(
         TrackingSite,
         on_delete=models.CASCADE,
         related_name="events",
         verbose_name=_("site"),
-        db_index=False,
+        db_index=False,  # the dedup constraint and the due index both lead with the site
     )
     event_id = models.UUIDField(_("event id"), default=new_event_id, unique=True, editable=False)
     event_name = models.CharField(_("event name"), max_length=64)
@@ -242,11 +238,20 @@ class ConversionEvent(models.Model):
         verbose_name_plural = _("conversion events")
         ordering = ("-created_at", "-pk")
         constraints = [
-            # The dedup key first: one conversion's rows for all its sites sit side by side.
-            models.UniqueConstraint(fields=("dedup_key", "site"), name="conversions_event_dedup")
+            models.UniqueConstraint(fields=("site", "dedup_key"), name="conversions_event_dedup")
         ]
         indexes = [
-            models.Index(fields=("status", "next_attempt_at"), name="conversions_event_due"),
+            # A claim reads one sendable site's due events in order: bounded by the claim's
+            # size whatever other sites (paused, held) or equal due times hold.
+            models.Index(
+                fields=("site", "status", "next_attempt_at", "id"), name="conversions_event_due"
+            ),
+            # Expired leases (a crashed worker's events): few rows are ever "sending".
+            models.Index(fields=("status", "lease_expires_at"), name="conversions_event_lease"),
+            # The order an event came from: reconciliation, the admin, forget.
+            models.Index(
+                fields=("source_content_type", "source_object_id"), name="conversions_event_source"
+            ),
         ]
         permissions = [("view_personal_data", "Can see customers' personal data unmasked")]
 
@@ -259,24 +264,30 @@ class ConversionEvent(models.Model):
 
 
 class DeliveryAttempt(models.Model):
-    """One request (or one event's share of a batch request) and what came back."""
+    """One HTTP exchange with a provider: the request as sent (key masked) and what came back.
 
-    event = models.ForeignKey(
-        ConversionEvent,
+    A batch request carrying 100 events is one attempt; each event's own outcome in it is an
+    ``EventResult`` row.
+    """
+
+    site = models.ForeignKey(
+        TrackingSite,
         on_delete=models.CASCADE,
         related_name="delivery_attempts",
-        verbose_name=_("event"),
+        verbose_name=_("site"),
     )
-    created_at = models.DateTimeField(_("time"), default=timezone.now)
+    created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
     url = models.CharField(_("URL"), max_length=500, blank=True)
     http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
     request_headers = models.JSONField(_("request headers"), default=dict, blank=True)
+    request_body = models.TextField(_("request body"), blank=True)
     response_headers = models.JSONField(_("response headers"), default=dict, blank=True)
     response_body = models.TextField(_("response body"), blank=True)
     error = models.TextField(_("error"), blank=True)
+    #: What the answer meant for the request as a whole (events may differ: see EventResult).
     outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
-    batch_size = models.PositiveIntegerField(_("events in request"), default=1)
+    event_count = models.PositiveIntegerField(_("events in request"), default=1)
 
     class Meta:
         verbose_name = _("delivery attempt")
@@ -286,3 +297,31 @@ class DeliveryAttempt(models.Model):
     def __str__(self) -> str:
         status = self.http_status or "no answer"
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {status} {self.get_outcome_display()}"
+
+
+class EventResult(models.Model):
+    """One event's part in a DeliveryAttempt: its own outcome and the provider's message."""
+
+    attempt = models.ForeignKey(
+        DeliveryAttempt,
+        on_delete=models.CASCADE,
+        related_name="results",
+        verbose_name=_("attempt"),
+    )
+    event = models.ForeignKey(
+        ConversionEvent,
+        on_delete=models.CASCADE,
+        related_name="results",
+        verbose_name=_("event"),
+    )
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    #: The provider's word on this event; blank when it is the attempt's (a plain acceptance).
+    message = models.TextField(_("message"), blank=True)
+
+    class Meta:
+        verbose_name = _("event result")
+        verbose_name_plural = _("event results")
+        ordering = ("-attempt__created_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"{self.event_id} in attempt {self.attempt_id}: {self.get_outcome_display()}"

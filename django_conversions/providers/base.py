@@ -73,12 +73,17 @@ class OutboundEvent:
         return self.conversion.occurred_at or self.created_at
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Exchange:
-    """One HTTP request as it may be stored: secrets masked, body cut to size."""
+    """One HTTP request as it may be stored: secrets masked, bodies cut to size.
+
+    Compared by identity: the results of one request share its exchange, and two requests are
+    two exchanges even when everything in them is alike.
+    """
 
     url: str
     request_headers: Mapping[str, str]
+    request_body: str
     status: int | None
     response_headers: Mapping[str, str]
     response_body: str
@@ -469,6 +474,10 @@ class Provider:
         return Exchange(
             url=redact(answer.url, api_key)[:500],  # the attempt row's limit
             request_headers=headers,
+            request_body=http.truncate(
+                redact(request.data.decode("utf-8", "replace"), api_key),
+                conversions_settings.RESPONSE_BODY_LIMIT,
+            ),
             status=answer.status,
             response_headers={k: redact(v, api_key) for k, v in answer.headers.items()},
             response_body=http.truncate(
