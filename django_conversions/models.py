@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.contrib.contenttypes.fields import GenericForeignKey
@@ -195,8 +196,26 @@ def new_event_id() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+class ConversionEventQuerySet(models.QuerySet["ConversionEvent"]):
+    def held(self, now: datetime | None = None) -> ConversionEventQuerySet:
+        """Events a worker holds right now (its lease has not run out)."""
+        return self.filter(held_q(now or timezone.now()))
+
+    def resendable(self, now: datetime | None = None) -> ConversionEventQuerySet:
+        """Events that may be sent again on request: never a delivered one (the provider
+        counted it), never one a worker is sending right now."""
+        return self.exclude(status=EventStatus.DELIVERED).exclude(held_q(now or timezone.now()))
+
+
+def held_q(now: datetime) -> models.Q:
+    """The one rule for "a worker is holding this event": claimed, and its lease still runs."""
+    return models.Q(status=EventStatus.SENDING, lease_expires_at__gt=now)
+
+
 class ConversionEvent(models.Model):
     """One conversion for one site: the outbox row and its delivery state."""
+
+    objects = ConversionEventQuerySet.as_manager()
 
     site = models.ForeignKey(
         TrackingSite,
@@ -261,6 +280,19 @@ class ConversionEvent(models.Model):
     @property
     def is_retrying(self) -> bool:
         return self.status == EventStatus.PENDING and self.attempts > 0
+
+    def is_held(self, now: datetime | None = None) -> bool:
+        """See ``held_q``: a worker holds the event until its lease runs out."""
+        now = now or timezone.now()
+        return (
+            self.status == EventStatus.SENDING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
+
+    def is_resendable(self, now: datetime | None = None) -> bool:
+        """See ``ConversionEventQuerySet.resendable``."""
+        return self.status != EventStatus.DELIVERED and not self.is_held(now)
 
 
 class DeliveryAttempt(models.Model):
