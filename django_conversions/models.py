@@ -215,8 +215,6 @@ def held_q(now: datetime) -> models.Q:
 class ConversionEvent(models.Model):
     """One conversion for one site: the outbox row and its delivery state."""
 
-    objects = ConversionEventQuerySet.as_manager()
-
     site = models.ForeignKey(
         TrackingSite,
         on_delete=models.CASCADE,
@@ -251,6 +249,8 @@ class ConversionEvent(models.Model):
     # Claim bookkeeping: which worker took the event and until when it may keep it.
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ConversionEventQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("conversion event")
