@@ -6,6 +6,11 @@ carry the API key to another host, and turns a POST into a GET), a timeout on ev
 User-Agent naming the app, and a ``post()`` that never raises: the outcome of the wire is
 always an ``HttpAnswer``. It logs nothing: it does not know which values are secret, so the
 provider base logs each request once the API key is masked.
+
+Every request has a total deadline (``CONVERSIONS["REQUEST_DEADLINE"]``): ``requests``' read
+timeout bounds each socket read, not the answer, so a provider dripping a byte a second would
+hold a worker for ever. Here the connect and read timeouts never exceed the time left, and the
+answer is read while a timer stands ready to shut its socket down at the deadline.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.util import Timeout
 
 from django_conversions import __version__
 from django_conversions.conf import conversions_settings
@@ -56,7 +62,7 @@ class _Session(requests.Session):
         self._proxies_by_host: dict[str, dict[str, str]] = {}
 
     def post_prepared(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: tuple[float, float]
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout
     ) -> requests.Response:
         """``post()`` without merging cookies, hooks and settings the app never sets."""
         request = requests.PreparedRequest()
@@ -102,6 +108,12 @@ def default_timeout() -> tuple[float, float]:
     return (float(conversions_settings.CONNECT_TIMEOUT), float(conversions_settings.READ_TIMEOUT))
 
 
+def default_deadline() -> float:
+    """Seconds a whole request may take, connect to last byte: ``["REQUEST_DEADLINE"]``."""
+    # TODO(conf): read conversions_settings.REQUEST_DEADLINE once conf.py defines it.
+    return float(getattr(conversions_settings, "REQUEST_DEADLINE", 30.0))
+
+
 # --- JSON ----------------------------------------------------------------------------------
 
 
@@ -116,9 +128,9 @@ def decimal_text(value: Decimal) -> str:
     return format(value, "f")
 
 
-# Decimals leave the C encoder as "<token><digits>" strings and are turned into bare JSON
-# numbers afterwards: exact digits at the C encoder's speed. The token is random per process,
-# so no real string can collide with it.
+# A Decimal leaves the encoder as the string "<token><digits>" and is written as the bare number
+# <digits> afterwards: the standard encoder keeps its speed and the digits stay exact. The token
+# is random per process, so no real string can carry it.
 _DECIMAL_TOKEN = uuid.uuid4().hex
 _DECIMAL_OPENING = f'"{_DECIMAL_TOKEN}'
 
@@ -135,51 +147,26 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"a {type(value).__name__} can't be sent as JSON")
 
 
-def dumps(payload: Any) -> bytes:
-    """Compact UTF-8 JSON; Decimal as an exact JSON number, UUID and datetime as strings.
-
-    Raises ``TypeError`` / ``ValueError`` for what JSON can't carry (objects, NaN, infinity).
-    """
-    text = _encode(payload)
-    if _DECIMAL_OPENING in text:
-        text = _bare_decimals(text)
-    return text.encode("utf-8")
-
-
 # One encoder for every body (json.dumps() builds a new one per call when given options).
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
 )
 
 
-def _made_once() -> Callable[[Any], str]:
-    """``_ENCODER.encode``, with its C encoder made once instead of on every call (a fifth of
-    the cost of encoding a body) and no circular-reference bookkeeping: a body is a fresh
-    tree of plain values, and a cycle still fails, as a RecursionError. Where this Python's
-    C encoder is missing or takes other arguments, ``_ENCODER.encode`` itself."""
-    try:
-        made = c_make_encoder(  # type: ignore[misc]
-            None, _json_default, encode_basestring, None, ":", ",", False, False, False
-        )
+def dumps(payload: Any) -> bytes:
+    """Compact UTF-8 JSON; Decimal as an exact JSON number, UUID and datetime as strings.
 
-        def encode(payload: Any) -> str:
-            return "".join(made(payload, 0))
-
-        sample = {"a": [1, 2.5, None, True, "é\n"], "b": Decimal("1.10")}
-        if encode(sample) == _ENCODER.encode(sample):
-            return encode
-    except TypeError:
-        pass
-    return _ENCODER.encode
-
-
-_encode = _made_once()
+    Raises ``TypeError`` / ``ValueError`` for what JSON can't carry (objects, NaN, infinity,
+    a body that contains itself, text that is not valid Unicode).
+    """
+    text = _ENCODER.encode(payload)
+    if _DECIMAL_OPENING in text:
+        text = _bare_decimals(text)
+    return text.encode("utf-8")
 
 
 def _bare_decimals(text: str) -> str:
-    """``text`` with each ``"<token><digits>"`` string written as the bare number ``<digits>``
-    (splitting on the token costs a fraction of a regular expression's search, on every body).
-    """
+    """``text`` with each ``"<token><digits>"`` string written as the bare number ``<digits>``."""
     first, *marked = text.split(_DECIMAL_OPENING)
     parts = [first]
     for piece in marked:  # the digits, the closing quote, then the rest of the text
@@ -243,52 +230,118 @@ def post(
     body: bytes,
     headers: Mapping[str, str],
     timeout: tuple[float, float],
+    deadline: float | None = None,
 ) -> HttpAnswer:
-    """POST ``body`` and return what happened; never raises, never follows a redirect."""
-    started = time.perf_counter()
+    """POST ``body`` and return what happened; never raises, never follows a redirect.
 
-    def elapsed() -> int:
-        return int((time.perf_counter() - started) * 1000)
-
+    ``timeout`` is ``(connect, read)``: how long to wait for the connection and for each read.
+    ``deadline`` (default ``REQUEST_DEADLINE``) bounds the whole exchange: an answer not
+    complete by then has no status and says so, and the connection is dropped.
+    """
+    clock = _Deadline(default_deadline() if deadline is None else deadline)
+    # urllib3's ``total`` caps the connect timeout, and each read before the headers, to the
+    # time left; the timer below bounds reading the body.
+    limits = Timeout(
+        connect=min(timeout[0], clock.seconds),
+        read=min(timeout[1], clock.seconds),
+        total=clock.seconds,
+    )
     try:
         if isinstance(session, _Session):
-            response = session.post_prepared(url, body, headers, timeout)
+            response = session.post_prepared(url, body, headers, limits)
         else:
             response = session.post(
                 url,
                 data=body,
                 headers=dict(headers),
-                timeout=timeout,
+                timeout=limits,
                 allow_redirects=False,
                 stream=True,
             )
     except (requests.RequestException, ValueError) as err:
-        return HttpAnswer(url, None, error=describe_error(err, timeout), duration_ms=elapsed())
-    text, error = _read_body(response, timeout)
+        error = clock.describe() if clock.passed() else describe_error(err, timeout)
+        return HttpAnswer(url, None, error=error, duration_ms=clock.elapsed_ms())
+    text, error = _read_body(response, timeout, clock)
+    if clock.cut_off:
+        return HttpAnswer(
+            url, None, dict(response.headers), text, clock.describe(), clock.elapsed_ms()
+        )
     return HttpAnswer(
         url,
         response.status_code,
         headers=dict(response.headers),
         text=text,
         error=error,
-        duration_ms=elapsed(),
+        duration_ms=clock.elapsed_ms(),
     )
 
 
-def _read_body(response: requests.Response, timeout: tuple[float, float]) -> tuple[str, str]:
+class _Deadline:
+    """The time a request may take, and whether the answer was cut off when it passed."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = max(float(seconds), 0.001)
+        self.started = time.monotonic()
+        self.ends = self.started + self.seconds
+        self.cut_off = False
+        self._read = False
+        self._lock = threading.Lock()
+
+    def left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def describe(self) -> str:
+        return f"no complete answer within {self.seconds:g} s (deadline)"
+
+    def read_to_the_end(self) -> None:
+        """The whole answer is in: from now on the timer leaves it alone."""
+        with self._lock:
+            self._read = True
+
+    def cut(self, response: requests.Response) -> None:
+        """Stop reading ``response``: a read blocked on its socket returns at once."""
+        with self._lock:
+            if self._read:
+                return
+            self.cut_off = True
+        # Already released or closed (nothing is blocked on it), or no socket at all (a mocked
+        # answer): then the check between reads ends the loop.
+        with suppress(OSError, RuntimeError, ValueError):
+            response.raw.shutdown()
+
+
+def _read_body(
+    response: requests.Response, timeout: tuple[float, float], clock: _Deadline
+) -> tuple[str, str]:
     """The answer's text (at most ``MAX_ANSWER_BYTES``) and any error met while reading it."""
     raw = bytearray()
     error = ""
+    timer = threading.Timer(max(clock.left(), 0), clock.cut, args=(response,))
+    timer.daemon = True
+    timer.start()
     try:
+        # Decoding (gzip) happens chunk by chunk, so a small compressed answer that inflates
+        # beyond the limit is cut like any other.
         for chunk in response.iter_content(64 * 1024):
             raw += chunk
             if len(raw) > MAX_ANSWER_BYTES:
                 del raw[MAX_ANSWER_BYTES:]
                 error = f"answer longer than {MAX_ANSWER_BYTES} bytes; the rest was not read"
                 break
-    except (requests.RequestException, ValueError) as err:
+            if clock.passed():
+                clock.cut(response)
+                break
+        clock.read_to_the_end()
+    except (requests.RequestException, ValueError, OSError) as err:
         error = "reading the answer failed: " + describe_error(err, timeout)
     finally:
+        timer.cancel()
         response.close()
     return raw.decode(response.encoding or "utf-8", errors="replace"), error
 

@@ -6,6 +6,7 @@ local HTTP server; the rest uses ``responses``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -70,17 +71,56 @@ def test_a_body_that_contains_itself_is_refused() -> None:
         http.dumps(looped)
 
 
-def test_without_the_c_encoder_bodies_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    payload = {"amount": Decimal("400.34"), "name": "Brașov", "n": [1, None]}
-    monkeypatch.setattr(http, "c_make_encoder", None)
-    encode = http._made_once()
+# Bodies as the encoder wrote them before it moved to the standard library's public API: the
+# bytes a provider receives did not change.
+@pytest.mark.parametrize(
+    ("payload", "wire"),
+    [
+        (
+            {
+                "event_id": uuid.UUID(int=7),
+                "value": Decimal("1234567890123456789.99"),
+                "items": [
+                    {"id": "sku-1", "quantity": 2, "price": Decimal("0.10")},
+                    {"id": "é\u2028\x00", "price": Decimal("-0")},
+                ],
+                "nested": {"deep": [[Decimal("1E+2")]]},
+                "ok": None,
+            },
+            b'{"event_id":"00000000-0000-0000-0000-000000000007","value":1234567890123456789.99,'
+            b'"items":[{"id":"sku-1","quantity":2,"price":0.10},'
+            b'{"id":"\xc3\xa9\xe2\x80\xa8\\u0000","price":-0}],"nested":{"deep":[[100]]},'
+            b'"ok":null}',
+        ),
+        (
+            [Decimal("0.000001"), 'x"y\\z', "😀", 1.5, -2, True],
+            b'[0.000001,"x\\"y\\\\z","\xf0\x9f\x98\x80",1.5,-2,true]',
+        ),
+        (
+            {
+                "s": "a\nb\tc\u001f",
+                "at": datetime(2026, 12, 2, 23, 0, 0, 123456, tzinfo=UTC),
+                "d": date(2026, 1, 2),
+                "t": (Decimal("3"),),
+            },
+            b'{"s":"a\\nb\\tc\\u001f","at":"2026-12-02T23:00:00.123456+00:00",'
+            b'"d":"2026-01-02","t":[3]}',
+        ),
+        (Decimal("12.50"), b"12.50"),
+        ("plain", b'"plain"'),
+    ],
+)
+def test_bodies_are_byte_for_byte_what_they_were(payload: Any, wire: bytes) -> None:
+    assert http.dumps(payload) == wire
 
-    assert encode == http._ENCODER.encode
-    assert encode(payload) == http._encode(payload)
+
+def test_a_string_that_looks_like_a_number_stays_a_string() -> None:
+    assert http.dumps({"a": "1.10", "b": Decimal("1.10")}) == b'{"a":"1.10","b":1.10}'
 
 
 @pytest.mark.parametrize(
-    "bad", [float("nan"), float("inf"), Decimal("NaN"), Decimal("-Infinity"), object(), {1, 2}]
+    "bad",
+    [float("nan"), float("inf"), Decimal("NaN"), Decimal("-Infinity"), object(), {1, 2}, "\ud83d"],
 )
 def test_dumps_refuses_what_json_cannot_carry(bad: Any) -> None:
     with pytest.raises((TypeError, ValueError)):
@@ -255,10 +295,13 @@ def test_a_slow_answer_times_out() -> None:
 
 
 def test_a_closed_port_is_a_connection_error() -> None:
+    # given: a port this test holds, bound but not listening, so nothing else can take it
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    answer = post(f"http://127.0.0.1:{port}/e")
+        # when
+        answer = post(f"http://127.0.0.1:{port}/e")
+    # then
     assert answer.status is None and answer.error.startswith("connection error")
 
 
@@ -269,6 +312,93 @@ def test_a_huge_answer_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
         answer = post(url + "/e")
     assert answer.status == 500
     assert answer.text == "x" * 1000 and "not read" in answer.error
+
+
+def test_a_compressed_answer_that_inflates_past_the_limit_is_cut() -> None:
+    # given: 50 KB on the wire that inflate to 64 MB
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024))
+    with server(reply(200, bomb, Content_Encoding="gzip")) as (url, _):
+        answer = post(url + "/e")
+    assert answer.status == 200
+    assert len(answer.text) == http.MAX_ANSWER_BYTES and "not read" in answer.error
+
+
+# --- the deadline: connect plus the whole answer --------------------------------------------
+
+DRIP_BYTES = 30  # one a second: half a minute for the whole answer
+
+
+@contextmanager
+def dripping_server(*, content_length: bool) -> Iterator[tuple[str, threading.Event]]:
+    """A server sending its headers at once, then the body one byte per second; yields its
+    URL and an event set if it ever finished dripping."""
+    finished = threading.Event()
+    stop = threading.Event()
+
+    def drip(request: BaseHTTPRequestHandler) -> None:
+        request.send_response(200)
+        if content_length:
+            request.send_header("Content-Length", str(DRIP_BYTES))
+        else:
+            request.send_header("Connection", "close")  # the body ends when the server hangs up
+        request.end_headers()
+        for _ in range(DRIP_BYTES):
+            if stop.wait(1.0):
+                return
+            try:
+                request.wfile.write(b"x")
+            except OSError:
+                return  # the client hung up
+        finished.set()
+
+    with server(drip) as (url, _):
+        try:
+            yield url, finished
+        finally:
+            stop.set()
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_an_answer_dripping_slower_than_the_deadline_is_cut_off(content_length: bool) -> None:
+    # given: a provider whose every byte comes well inside the read timeout
+    with dripping_server(content_length=content_length) as (url, finished):
+        # when
+        answer = post(url + "/e", timeout=(1.0, 10.0), deadline=1.5)
+        # then: the answer ended while the server was still dripping
+        assert not finished.is_set()
+    assert answer.status is None
+    assert answer.error == "no complete answer within 1.5 s (deadline)"
+    assert answer.duration_ms >= 1500
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A server that takes the request and never answers (until the test ends)."""
+    release = threading.Event()
+    with server(lambda request: release.wait(30)) as (url, _):
+        try:
+            yield url
+        finally:
+            release.set()
+
+
+def test_a_server_that_never_answers_is_left_at_the_deadline() -> None:
+    with silent_server() as url:
+        answer = post(url + "/e", timeout=(1.0, 10.0), deadline=1.5)
+    assert answer.status is None
+    assert answer.error == "no complete answer within 1.5 s (deadline)"
+
+
+def test_a_server_that_never_answers_is_left_at_the_read_timeout_when_it_is_shorter() -> None:
+    with silent_server() as url:
+        answer = post(url + "/e", timeout=(1.0, 0.3), deadline=30)
+    assert answer.status is None and answer.error == "timed out: no answer within 0.3 s"
+
+
+def test_an_answer_complete_within_the_deadline_is_kept() -> None:
+    with server(reply(201, b'{"ok":true}')) as (url, _):
+        answer = post(url + "/e", deadline=5)
+    assert (answer.status, answer.json(), answer.error) == (201, {"ok": True}, "")
 
 
 # --- the environment: proxies and .netrc ---------------------------------------------------
