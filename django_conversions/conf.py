@@ -52,6 +52,12 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_SCHEDULE": (1, 2, 4, 8, 30, 60, 300, 900, 1800, 3600),
     # Give up on an event this many seconds after it was created (default: 3 days).
     "RETRY_MAX_AGE": 3 * 24 * 3600,
+    # How far back the sweep looks for orders that are conversions but have no event (a lost
+    # outbox write), in seconds (default: 3 days).
+    "RECONCILE_WINDOW": 3 * 24 * 3600,
+    # Seconds one request may take in all, a slowly dripping answer included (the connect and
+    # read timeouts bound each wait, not the whole).
+    "REQUEST_DEADLINE": 30,
     # Random extra delay, as a fraction of each wait, so retries from many events spread out.
     "RETRY_JITTER": 0.2,
     # Requests a worker keeps in flight at once per site (HTTP waits overlap; each answer is
@@ -86,6 +92,17 @@ DEFAULTS: dict[str, Any] = {
 
 # Settings holding dotted paths, imported on access.
 IMPORT_STRINGS = frozenset({"ORDER_ADAPTER"})
+# Settings that must be a positive number (checked by the system checks, conversions.E010).
+POSITIVE_NUMBERS = (
+    "LEASE_SECONDS",
+    "CLAIM_BATCH_SIZE",
+    "BATCH_SIZE",
+    "READ_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "RETRY_MAX_AGE",
+    "RECONCILE_WINDOW",
+    "REQUEST_DEADLINE",
+)
 
 
 class ConversionsSettings:
@@ -143,16 +160,10 @@ conversions_settings = ConversionsSettings()
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:
+    # Each module caching something worked out from the settings clears it on its own
+    # receiver (consent policies, the provider registry, the sites' providers).
     if setting == SETTING_NAME:
         conversions_settings.reload()
-        from django_conversions import consent, providers
-
-        consent.clear_cache()
-
-        providers.registry.reset()
-        from django_conversions import sites
-
-        sites.clear_cache()
 
 
-setting_changed.connect(_reload)
+setting_changed.connect(_reload, dispatch_uid="conversions_settings")

@@ -17,7 +17,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
+from django_conversions.conf import SETTING_NAME, conversions_settings
 from django_conversions.conversion import CONSENT_VALUES
 
 UNKNOWN = None
@@ -61,12 +63,18 @@ def clear_cache() -> None:
     _policies.clear()
 
 
+def _clear_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        clear_cache()
+
+
+setting_changed.connect(_clear_on_setting_changed, dispatch_uid="conversions_consent_policies")
+
+
 _policies: dict[str, ConsentPolicy] = {}
 
 
 def _configured_policy(provider_id: str) -> ConsentPolicy:
-    from django_conversions.conf import conversions_settings
-
     policy = DEFAULT_POLICIES.get(provider_id, ConsentPolicy())
     overrides: dict[str, Any] = dict(conversions_settings.CONSENT_POLICY.get(provider_id, {}))
     if not overrides:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import re
 import unicodedata
@@ -35,6 +36,12 @@ from django_conversions.exceptions import InvalidConversion
 
 CONSENT_VALUES = ("granted", "denied", "pending")
 EVENT_NAME_MAX = 64
+#: The most ``Conversion.properties`` may take, as ``properties_size()`` counts it. The source
+#: is Scanova's documented limit ("at most 10 KB serialised", docs/providers/scanova.md), the
+#: only one any provider states; it is read the strictest way we can think of (10,000 bytes,
+#: counted as below), so any counting on their side fits. The REST API refuses larger
+#: properties with this same rule, and the sandbox enforces it.
+PROPERTIES_MAX_BYTES = 10_000
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # What a phone number may be written with: digits, spaces, brackets, dots, dashes, slashes, "+".
 _PHONE_TEXT = re.compile(r"\+?[0-9\s().\-/]+")
@@ -75,6 +82,13 @@ def _normalized_event_name(name: str) -> str:
             "event_name", f"{len(normalized)} characters, more than {EVENT_NAME_MAX}"
         )
     return normalized
+
+
+def properties_size(properties: Mapping[str, Any]) -> int:
+    """The serialised size ``PROPERTIES_MAX_BYTES`` limits: the properties as Python's
+    ``json.dumps`` writes them by default (ASCII escapes, ``", "`` and ``": "`` separators),
+    the largest common serialisation; being ASCII, its length is its size in bytes."""
+    return len(json.dumps(properties))
 
 
 def to_decimal(value: Any, field_name: str) -> Decimal:
@@ -419,7 +433,9 @@ class Conversion:
         (unknown or missing fields, an amount that is not a number) raises
         ``InvalidConversion``.
         """
-        values = dict(data) if _is_mapping(data) else data
+        if not _is_mapping(data):
+            raise InvalidConversion("snapshot", "Conversion is not a mapping")
+        values = dict(data)
         try:
             if "customer" in values:
                 values["customer"] = _as_stored(Customer, values["customer"])

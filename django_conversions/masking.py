@@ -16,9 +16,23 @@ from django.http import HttpRequest
 PERSONAL_DATA_PERMISSION = "django_conversions.view_personal_data"
 MASK = "•••"
 
-EMAIL_PATTERN = re.compile(r"([^\s@\"'<>(),;:]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
+# An email address anywhere in a text, the one rule for finding one: masking it for display,
+# scrubbing it from stored text (privacy), keeping it out of what Scanova receives (which
+# refuses one in properties), and the sandbox's check of that. Internationalised addresses
+# count: the local part and the domain may be in any script (``josé@exämple.de``,
+# ``用户@例子.中国``), the top-level domain is letters of any script or an ``xn--`` label.
+# Group 1 is the local part, group 2 the domain.
+EMAIL_PATTERN = re.compile(
+    r"([^@\s\"'<>(),;:\[\]]+)@([^@\s\"'<>(),;:\[\]]+\.(?:xn--[a-z0-9-]+|[^\W\d_]{2,}))",
+    re.IGNORECASE,
+)
 # Customer fields shown as they are: not enough to identify anyone on their own.
 _SAFE_CUSTOMER_FIELDS = frozenset({"country"})
+
+
+def contains_email(text: str) -> bool:
+    """Does ``text`` hold an email address anywhere?"""
+    return "@" in text and EMAIL_PATTERN.search(text) is not None
 
 
 def may_see_personal_data(user: Any) -> bool:

@@ -7,22 +7,36 @@ import os
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
+from django_conversions.conf import conversions_settings
+from django_conversions.conversion import normalize_event_name
 from django_conversions.fields import EncryptedTextField, mask_secret
-from django_conversions.providers.base import Outcome, Provider, SiteConfig
+from django_conversions.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from django_conversions.providers.base import Provider
+
+# The models import no provider code: the providers (their registry, HTTP layer and wire
+# formats) sit above the models and are reached by dotted path, the way Django itself names
+# pluggable parts, only when a site's provider or the list of providers is asked for.
+PROVIDER_FOR_SITE = "django_conversions.providers.for_site"
+PROVIDER_CHOICES = "django_conversions.providers.provider_choices"
 
 
 def provider_choices() -> list[tuple[str, str]]:
-    from django_conversions.providers import registry
-
-    return registry.as_choices()
+    """``TrackingSite.provider``'s choices, read when a form or a check asks (Django calls a
+    callable ``choices``): the registry knows the providers configured in the settings."""
+    choices: list[tuple[str, str]] = import_string(PROVIDER_CHOICES)()
+    return choices
 
 
 class TrackingSite(models.Model):
@@ -78,25 +92,15 @@ class TrackingSite(models.Model):
         return not names or event_name in names
 
     def event_name_list(self) -> list[str]:
-        from django_conversions.conversion import normalize_event_name
-
         return [normalize_event_name(n) for n in self.event_names.split(",") if n.strip()]
 
     def provider_instance(self) -> Provider:
-        from django_conversions.conf import conversions_settings
-        from django_conversions.providers import registry
-
-        config = SiteConfig(
-            provider_site_id=self.provider_site_id,
-            endpoint_url=self.endpoint_url,
-            batch_size=conversions_settings.BATCH_SIZE,
-        )
-        return registry.get_class(self.provider)(config)
+        """A provider set up for this site (``django_conversions.providers.for_site``)."""
+        provider: Provider = import_string(PROVIDER_FOR_SITE)(self)
+        return provider
 
     def endpoint_problem(self) -> str | None:
         """Why the endpoint URL may not be used, or None."""
-        from django_conversions.conf import conversions_settings
-
         url = self.endpoint_url.strip().lower()
         if url.startswith("http://") and not conversions_settings.ALLOW_INSECURE_ENDPOINTS:
             return (
@@ -106,8 +110,6 @@ class TrackingSite(models.Model):
         return None
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
         problem = self.endpoint_problem()
         if problem:
             raise ValidationError({"endpoint_url": problem})

@@ -16,9 +16,11 @@ import time
 import uuid
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
 from django_conversions.conf import conversions_settings
+from django_conversions.conversion import CONSENT_VALUES
 from django_conversions.exceptions import ConversionsError
 
 __all__ = [
@@ -69,8 +71,6 @@ def _clock() -> float:
 def _session(request: HttpRequest) -> Any:
     session = getattr(request, "session", None)
     if session is None:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(
             "The scan session id is kept in the Django session: add "
             "'django.contrib.sessions.middleware.SessionMiddleware' to MIDDLEWARE, before "
@@ -137,8 +137,6 @@ def _consent_key() -> str:
 
 def remember_consent(request: HttpRequest, value: object) -> str:
     """Keep the visitor's consent (``granted``, ``denied`` or ``pending``); return it."""
-    from django_conversions.conversion import CONSENT_VALUES
-
     text = str(value).strip().lower() if isinstance(value, str) else ""
     if text not in CONSENT_VALUES:
         raise ValueError(f"consent must be one of {', '.join(CONSENT_VALUES)}")

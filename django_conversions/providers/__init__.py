@@ -7,10 +7,17 @@ built-in's replaces that built-in (to customise it); two entries with one id are
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from django_conversions.conf import SETTING_NAME, conversions_settings, import_setting
 from django_conversions.exceptions import UnknownProvider
-from django_conversions.providers.base import Provider
+from django_conversions.providers.base import Provider, SiteConfig
+
+if TYPE_CHECKING:
+    from django_conversions.models import TrackingSite
 
 BUILTIN_PROVIDERS = (
     "django_conversions.providers.scanova.ScanovaProvider",
@@ -24,8 +31,6 @@ class ProviderRegistry:
 
     def _load(self) -> dict[str, type[Provider]]:
         if self._classes is None:
-            from django_conversions.conf import conversions_settings, import_setting
-
             classes: dict[str, type[Provider]] = {}
             for path in BUILTIN_PROVIDERS:
                 cls = import_string(path)
@@ -81,4 +86,29 @@ def _check_class(path: str, cls: object) -> None:
 
 registry = ProviderRegistry()
 
-__all__ = ["Provider", "ProviderRegistry", "registry"]
+
+def for_site(site: TrackingSite) -> Provider:
+    """A provider for ``site`` (``TrackingSite.provider_instance()``), set up with the site's
+    own id and endpoint and the configured batch size."""
+    config = SiteConfig(
+        provider_site_id=site.provider_site_id,
+        endpoint_url=site.endpoint_url,
+        batch_size=conversions_settings.BATCH_SIZE,
+    )
+    return registry.get_class(site.provider)(config)
+
+
+def provider_choices() -> list[tuple[str, str]]:
+    """``TrackingSite.provider``'s choices: every registered provider."""
+    return registry.as_choices()
+
+
+def _reset_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # CONVERSIONS["PROVIDERS"] may have changed (override_settings in tests).
+    if setting == SETTING_NAME:
+        registry.reset()
+
+
+setting_changed.connect(_reset_on_setting_changed, dispatch_uid="conversions_provider_registry")
+
+__all__ = ["Provider", "ProviderRegistry", "for_site", "provider_choices", "registry"]

@@ -22,15 +22,14 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 import requests
-from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 
 from django_conversions import http
 from django_conversions.conf import conversions_settings
 from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion
 from django_conversions.fields import mask_secret, redact
+from django_conversions.outcomes import Outcome
 
 logger = logging.getLogger("django_conversions.providers")
 
@@ -39,16 +38,6 @@ REASON_MAX = 500
 _DELTA_SECONDS = re.compile(r"\d+(\.\d+)?")
 # What an API key may contain to travel in a header: visible ASCII, no spaces.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
-
-
-class Outcome(models.TextChoices):
-    """What one delivery attempt means for one event."""
-
-    DELIVERED = "delivered", _("delivered")
-    RETRY = "retry", _("will retry")
-    FAILED = "failed", _("failed permanently")
-    AUTH_FAILED = "auth_failed", _("site credentials refused")
-    INELIGIBLE = "ineligible", _("not eligible")
 
 
 @dataclass(frozen=True)
@@ -515,3 +504,20 @@ def short_text(value: Any, limit: int = 300) -> str:
                 return short_text(value[key], limit)
         return json.dumps(value)[:limit]
     return " ".join(str(value).split())[:limit]
+
+
+# Outcome lives in django_conversions.outcomes (the models store it too); providers import it
+# from here.
+__all__ = [
+    "REASON_MAX",
+    "Exchange",
+    "OutboundEvent",
+    "Outcome",
+    "Prepared",
+    "Provider",
+    "Request",
+    "Result",
+    "SiteConfig",
+    "parse_retry_after",
+    "short_text",
+]

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
 from django_conversions import http
 from django_conversions.consent import policy_for
-from django_conversions.conversion import Conversion, is_uuid
+from django_conversions.conversion import (
+    PROPERTIES_MAX_BYTES,
+    Conversion,
+    is_uuid,
+    properties_size,
+)
+from django_conversions.masking import contains_email
 from django_conversions.providers.base import (
     OutboundEvent,
     Outcome,
@@ -29,10 +34,8 @@ from django_conversions.providers.base import (
 logger = logging.getLogger(__name__)
 
 SITE_ID_MAX = 64
-# Assumption: "Max serialized size 10KB" is counted the strictest way we can think of: 10,000
-# bytes of the properties as Python's json.dumps writes them by default (ASCII escapes, ", "
-# and ": " separators), the largest common serialisation, so any counting on their side fits.
-ASSUMED_PROPERTIES_MAX_BYTES = 10_000
+# "properties: at most 10 KB serialised" is conversion.PROPERTIES_MAX_BYTES, counted by
+# conversion.properties_size(): how "10 KB" is counted is an assumption, explained there.
 # Assumption: the batch body is {"events": [...]} (the docs name the endpoint, not its shape).
 ASSUMED_BATCH_KEY = "events"
 # Assumption: a batch answer may list a result for every event under one of these keys, or
@@ -40,19 +43,6 @@ ASSUMED_BATCH_KEY = "events"
 ASSUMED_BATCH_RESULT_KEYS = ("results", "events")
 ASSUMED_BATCH_REJECTED_KEYS = ("errors", "rejected", "failed")
 ASSUMED_ACCEPTED_ITEM_STATUSES = ("accepted", "duplicate", "received", "ok", "success")
-
-# An email address anywhere in a text (Scanova refuses one in properties with 422).
-_EMAIL = re.compile(r"[^@\s\"'<>(),;:]+@[^@\s\"'<>(),;:]+\.[^\W\d_]{2,}")
-
-
-def properties_size(properties: Mapping[str, Any]) -> int:
-    """The serialised size Scanova's 10 KB limit is checked against (see the assumption)."""
-    return len(_properties_json(properties))
-
-
-def _properties_json(properties: Mapping[str, Any]) -> str:
-    # ASCII only (json.dumps escapes the rest), so its length is its size in bytes.
-    return json.dumps(properties)
 
 
 def _may_break_size_limit(conversion: Conversion) -> bool:
@@ -64,7 +54,7 @@ def _may_break_size_limit(conversion: Conversion) -> bool:
     if conversion.properties:
         return True
     texts = [conversion.order_id or "", conversion.status or "", *conversion.coupons]
-    return _size_bound(texts) > ASSUMED_PROPERTIES_MAX_BYTES
+    return _size_bound(texts) > PROPERTIES_MAX_BYTES
 
 
 def _size_bound(texts: Sequence[str]) -> int:
@@ -72,10 +62,6 @@ def _size_bound(texts: Sequence[str]) -> int:
     a character as at most 12 bytes (an escaped surrogate pair)."""
     keys_and_brackets = 200  # "order_id", "product_ids_truncated": true and the like
     return keys_and_brackets + sum(12 * len(text) + 8 for text in texts)  # 8: quotes, ", "
-
-
-def contains_email(text: str) -> bool:
-    return "@" in text and _EMAIL.search(text) is not None  # most texts have no "@" at all
 
 
 class ScanovaProvider(Provider):
@@ -122,7 +108,7 @@ class ScanovaProvider(Provider):
             return "a value without a currency: Scanova's conversion_value needs an ISO 4217 code"
         if _may_break_size_limit(conversion):
             size = self._sized_properties(conversion)[1]
-            if size > ASSUMED_PROPERTIES_MAX_BYTES:
+            if size > PROPERTIES_MAX_BYTES:
                 return (
                     f"properties are {size} bytes serialised, over Scanova's 10 KB limit; "
                     "send fewer or shorter custom properties"
@@ -205,21 +191,13 @@ class ScanovaProvider(Provider):
             texts = [*facts.get("product_ids", ()), *conversion.coupons]
             texts += [conversion.order_id or "", conversion.status or ""]
             bound = _size_bound(texts)
-            if bound <= ASSUMED_PROPERTIES_MAX_BYTES and not any("@" in text for text in texts):
+            if bound <= PROPERTIES_MAX_BYTES and not any("@" in text for text in texts):
                 self._last_properties = (conversion, facts, bound)
                 return facts, bound
         custom = dict(conversion.properties or {})
-        properties = {**facts, **custom}
-        encoded = _properties_json(properties)
-        if "@" in encoded:  # else no key or value can hold an email address: skip the walk
-            properties = _without_emails(properties, log=True)
-            encoded = _properties_json(properties)
-        size = len(encoded)
-        if (
-            size > ASSUMED_PROPERTIES_MAX_BYTES
-            and "product_ids" in facts
-            and "product_ids" not in custom
-        ):
+        properties = _without_emails({**facts, **custom}, log=True)
+        size = properties_size(properties)
+        if size > PROPERTIES_MAX_BYTES and "product_ids" in facts and "product_ids" not in custom:
             properties = _shorten_product_ids(properties)
             size = properties_size(properties)
         self._last_properties = (conversion, properties, size)
@@ -332,7 +310,7 @@ def _shorten_product_ids(properties: dict[str, Any]) -> dict[str, Any]:
     while low < high:  # the largest count that fits
         middle = (low + high + 1) // 2
         trial = {**properties, "product_ids": ids[:middle], "product_ids_truncated": True}
-        if properties_size(trial) <= ASSUMED_PROPERTIES_MAX_BYTES:
+        if properties_size(trial) <= PROPERTIES_MAX_BYTES:
             low = middle
         else:
             high = middle - 1

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from django_conversions import http
+from django_conversions.conf import conversions_settings
 from django_conversions.consent import policy_for
-from django_conversions.conversion import Conversion
+from django_conversions.conversion import Conversion, normalize_event_name
 from django_conversions.providers.base import OutboundEvent, Provider
 
 
@@ -30,9 +31,6 @@ class VTMarketingProvider(Provider):
     def accepts_event(self, event_name: str) -> bool:
         """The API only takes confirmation (order) events: ``purchase`` and whatever name
         ``CONVERSIONS["ORDER_EVENT_NAME"]`` gives tracked orders."""
-        from django_conversions.conf import conversions_settings
-        from django_conversions.conversion import normalize_event_name
-
         return event_name in {
             "purchase",
             normalize_event_name(conversions_settings.ORDER_EVENT_NAME),

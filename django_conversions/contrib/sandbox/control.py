@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from django.db import transaction
@@ -29,6 +28,7 @@ from django_conversions.contrib.sandbox.models import (
     SandboxRequest,
     SandboxSite,
 )
+from django_conversions.models import ApiKey, TrackingSite
 
 DEFAULT_SCANOVA_SITE_ID = "site_sandbox"
 TRACKING_SITE_NAMES = {
@@ -95,7 +95,9 @@ def revoke_keys(provider: str) -> int:
     )
 
 
-def connect_tracking_sites(base_url: str, accounts: dict[str, Account] | None = None) -> list[Any]:
+def connect_tracking_sites(
+    base_url: str, accounts: dict[str, Account] | None = None
+) -> list[TrackingSite]:
     """Create or update one ``TrackingSite`` per provider pointing at the sandbox.
 
     ``base_url`` is where the sandbox URLs are mounted, e.g. ``http://127.0.0.1:8000/sandbox``.
@@ -103,8 +105,6 @@ def connect_tracking_sites(base_url: str, accounts: dict[str, Account] | None = 
     key as its active API key (added only if it is not the current key already), is activated
     and un-paused.
     """
-    from django_conversions.models import ApiKey, TrackingSite
-
     accounts = accounts or ensure_accounts()
     sites = []
     for provider, account in accounts.items():

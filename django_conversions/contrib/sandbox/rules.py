@@ -7,12 +7,14 @@ constants, listed in docs/sandbox.md ("Sandbox assumptions").
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+
+from django_conversions.conversion import PROPERTIES_MAX_BYTES, properties_size
+from django_conversions.masking import EMAIL_PATTERN, contains_email
 
 # --- Scanova -------------------------------------------------------------------------------
 SCANOVA_REQUIRED = ("site_id", "event_name", "scan_session_id")
@@ -22,7 +24,6 @@ SCANOVA_FIELDS = frozenset(
 )
 SCANOVA_IDENTIFIERS = frozenset({"email_hash", "phone_hash", "external_id"})
 SCANOVA_CONSENT = ("granted", "denied", "pending")
-PROPERTIES_MAX_BYTES = 10 * 1024
 SCANOVA_RATE_LIMIT_PER_MINUTE = 1000
 # Assumptions (the docs mention a "small burst grace" and 413 without numbers):
 ASSUMED_RATE_BURST_GRACE = 50
@@ -53,8 +54,6 @@ ASSUMED_VT_MAX_BYTES = 1024 * 1024
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_EMAIL_IN_TEXT = re.compile(r"[^@\s\"'<>]+@[^@\s\"'<>]+\.[A-Za-z]{2,}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)*\.[A-Za-z]{2,}")
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
 
@@ -67,10 +66,6 @@ def is_number(value: Any) -> bool:
 
 def is_uuid(value: Any) -> bool:
     return isinstance(value, str) and _UUID.fullmatch(value) is not None
-
-
-def compact_size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def normalize_event_name(name: str) -> str:
@@ -203,7 +198,8 @@ def _properties_errors(value: Any, loc: list[Any]) -> list[dict[str, Any]]:
         return []
     if not isinstance(value, Mapping):
         return [_error(loc, "value is not a valid object", "type_error.dict")]
-    size = compact_size(value)
+    # The 10 KB rule the app applies before sending (one rule for both sides).
+    size = properties_size(value)
     if size > PROPERTIES_MAX_BYTES:
         return [
             _error(
@@ -223,11 +219,11 @@ def _properties_errors(value: Any, loc: list[Any]) -> list[dict[str, Any]]:
 def _email_paths(value: Any, path: list[Any]) -> list[list[Any]]:
     """Where in ``value`` (keys or strings, at any depth) an email address appears."""
     if isinstance(value, str):
-        return [path] if _EMAIL_IN_TEXT.search(value) else []
+        return [path] if contains_email(value) else []
     found: list[list[Any]] = []
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if _EMAIL_IN_TEXT.search(str(key)):
+            if contains_email(str(key)):
                 found.append([*path, key])
             else:
                 found += _email_paths(item, [*path, key])
@@ -303,7 +299,7 @@ def _vt_user_errors(user: Any) -> list[dict[str, str]]:
         errors.append(
             _vt("Invalid field type", f"user.email must be a string, got {_type_name(email)}")
         )
-    elif not _EMAIL.fullmatch(email):
+    elif not EMAIL_PATTERN.fullmatch(email):
         errors.append(_vt("Invalid user email", "user.email is not a valid email address"))
     for name in ("tel", "firstname", "lastname", "country", "city"):
         if name in user and not isinstance(user[name], str):
