@@ -1,0 +1,245 @@
+"""Claims: which worker sends which due events, under a lease fenced by a claim token.
+
+A claim marks events ``sending`` with a fresh token and a lease (``LEASE_SECONDS``); every
+later write about them names the token, so a worker whose lease ran out and was taken over
+changes nothing of the new holder's (see ``Lease.renew`` and the recorder).
+
+Claims go site by site, over the sites that may send (active, not paused, not held), reading
+each site's due events in the due index's order (site, status, next_attempt_at, id): a claim
+reads about as many index entries as it takes, however large the backlog or however it is
+shaped (100k events due at the same instant, a paused site's 100k ahead of an active one's).
+
+Where the database can (``features.has_select_for_update_skip_locked``), the due rows are
+locked with ``SELECT … FOR UPDATE SKIP LOCKED`` and marked in the same transaction, so
+concurrent workers take disjoint sets without waiting. Elsewhere the marking UPDATE repeats
+the conditions that made the rows due (a compare-and-set): a row another worker took in
+between is no longer due and stays theirs.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connections, router, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from django_conversions.conf import conversions_settings
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+
+#: Share of the lease a site's claimed events may take to send, with every request taking its
+#: whole deadline: the rest is margin for recording and for the renewals themselves.
+LEASE_SHARE = 0.5
+#: Most rows one claiming statement names (well under SQLite's 999 bound variables).
+STATEMENT_ROWS = 500
+
+
+@dataclass
+class SiteClaim:
+    """One site's claimed events, oldest due first."""
+
+    site: TrackingSite
+    events: list[ConversionEvent] = field(default_factory=list)
+
+
+@dataclass
+class Lease:
+    """The events one claim took, and the token that fences every write about them."""
+
+    token: uuid.UUID
+    using: str
+    expires_at: datetime
+    sites: list[SiteClaim] = field(default_factory=list)
+    #: Did some site have as many due events as were asked of it (more may be waiting)?
+    more_due: bool = False
+
+    def __len__(self) -> int:
+        return sum(len(site.events) for site in self.sites)
+
+    @property
+    def events(self) -> list[ConversionEvent]:
+        return [event for site in self.sites for event in site.events]
+
+    def held(self, event_ids: Iterable[int]) -> QuerySet[ConversionEvent]:
+        """These events, as far as this claim still holds them."""
+        return ConversionEvent.objects.using(self.using).filter(
+            pk__in=list(event_ids), claim_token=self.token, status=EventStatus.SENDING
+        )
+
+    def renew(self, event_ids: Sequence[int]) -> set[int]:
+        """Extend the lease of these events; return those this claim still holds.
+
+        Called before each request is sent: an event another worker took over (our lease ran
+        out while we were busy elsewhere) is not in the answer and must not be sent.
+        """
+        if not event_ids:
+            return set()
+        expires_at = timezone.now() + lease_duration()
+        with transaction.atomic(using=self.using):
+            held = self.held(event_ids)
+            held.update(lease_expires_at=expires_at)
+            still = set(held.values_list("pk", flat=True))
+        self.expires_at = expires_at
+        return still
+
+    def release(
+        self, events: Sequence[ConversionEvent], reason: str, not_before: datetime | None = None
+    ) -> int:
+        """Give unsent events back: pending, their attempts unchanged, with the reason they
+        wait. Only those this claim still holds; returns how many."""
+        if not events:
+            return 0
+        return self.held(event.pk for event in events).update(
+            status=EventStatus.PENDING,
+            claim_token=None,
+            lease_expires_at=None,
+            last_error=reason,
+            next_attempt_at=not_before or timezone.now(),
+            updated_at=timezone.now(),
+        )
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=conversions_settings.LEASE_SECONDS)
+
+
+def request_seconds() -> float:
+    """The longest one request may take, connecting to its last byte."""
+    return float(conversions_settings.REQUEST_DEADLINE)
+
+
+def site_claim_size(batch_size: int) -> int:
+    """Most events to claim for one site so that sending all of them, each request taking its
+    whole deadline, fits in ``LEASE_SHARE`` of the lease."""
+    concurrency = max(1, conversions_settings.DELIVERY_CONCURRENCY)
+    budget = conversions_settings.LEASE_SECONDS * LEASE_SHARE * concurrency
+    requests = max(1, int(budget // max(request_seconds(), 0.001)))
+    return requests * max(1, batch_size)
+
+
+def sendable_sites(using: str, now: datetime) -> QuerySet[TrackingSite]:
+    """Sites that may be sent to now: active, not paused, not held back."""
+    return (
+        TrackingSite.objects.using(using)
+        .filter(is_active=True, paused_at__isnull=True)
+        .filter(Q(held_until__isnull=True) | Q(held_until__lte=now))
+        .order_by("pk")
+    )
+
+
+def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
+    """Take up to ``limit`` due events, shared fairly between the sendable sites.
+
+    Per site, events whose lease expired (a crashed worker's) come first, then pending events
+    oldest due first. ``event_ids`` restricts the claim to those events (after commit, a
+    scheduled retry).
+    """
+    using = router.db_for_write(ConversionEvent)
+    now = timezone.now()
+    lease = Lease(uuid.uuid4(), using, now + lease_duration())
+    ids = None if event_ids is None else list(event_ids)
+    sites = sendable_sites(using, now)
+    if ids is not None:
+        sites = sites.filter(pk__in=_sites_of(using, ids))
+    candidates = list(sites)
+    if not candidates or limit <= 0:
+        return lease
+    taken: dict[int, SiteClaim] = {}
+    remaining = limit
+    share = math.ceil(limit / len(candidates))
+    for first_pass in (True, False):
+        for site in candidates:
+            if remaining <= 0:
+                break
+            current = taken.setdefault(site.pk, SiteClaim(site))
+            room = _site_room(site) - len(current.events)
+            wanted = min(remaining, room, share) if first_pass else min(remaining, room)
+            if wanted <= 0 or (not first_pass and len(current.events) < share):
+                continue  # the second pass only tops up sites that filled their share
+            got = _claim_site(lease, site, wanted, now, ids)
+            current.events += got
+            remaining -= len(got)
+            lease.more_due = lease.more_due or len(got) == wanted
+    lease.sites = [claim for claim in taken.values() if claim.events]
+    return lease
+
+
+def _sites_of(using: str, ids: list[int]) -> QuerySet[ConversionEvent]:
+    return ConversionEvent.objects.using(using).filter(pk__in=ids).values("site_id")
+
+
+def _site_room(site: TrackingSite) -> int:
+    try:
+        provider = site.provider_instance()
+    except Exception:  # an unknown provider: the sender pauses the site with the reason
+        return 1
+    return site_claim_size(provider.site.batch_size if provider.supports_batch else 1)
+
+
+def _claim_site(
+    lease: Lease, site: TrackingSite, wanted: int, now: datetime, ids: list[int] | None
+) -> list[ConversionEvent]:
+    claimed: list[int] = []
+    for queue in (_expired(lease.using, site, now), _due(lease.using, site, now)):
+        if ids is not None:
+            queue = queue.filter(pk__in=ids)
+        while len(claimed) < wanted:
+            n = min(wanted - len(claimed), STATEMENT_ROWS)
+            got = _mark(lease, queue, n)
+            claimed += got
+            if len(got) < n:
+                break
+    if not claimed:
+        return []
+    events = []
+    for start in range(0, len(claimed), STATEMENT_ROWS):
+        rows = lease.held(claimed[start : start + STATEMENT_ROWS])
+        events += rows.order_by("next_attempt_at", "pk")
+    for event in events:
+        event.site = site  # one site object for its events, read with the claim
+    return events
+
+
+def _expired(using: str, site: TrackingSite, now: datetime) -> QuerySet[ConversionEvent]:
+    """A crashed worker's events: still ``sending`` after their lease ran out."""
+    return (
+        ConversionEvent.objects.using(using)
+        .filter(site=site, status=EventStatus.SENDING, lease_expires_at__lt=now)
+        .order_by("lease_expires_at", "pk")
+    )
+
+
+def _due(using: str, site: TrackingSite, now: datetime) -> QuerySet[ConversionEvent]:
+    """Pending events due now, in the due index's order."""
+    return (
+        ConversionEvent.objects.using(using)
+        .filter(site=site, status=EventStatus.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at", "pk")
+    )
+
+
+def _mark(lease: Lease, due: QuerySet[ConversionEvent], n: int) -> list[int]:
+    """Mark up to ``n`` rows of ``due`` as this claim's; return the ids marked."""
+    values = {
+        "status": EventStatus.SENDING,
+        "claim_token": lease.token,
+        "lease_expires_at": lease.expires_at,
+    }
+    if connections[lease.using].features.has_select_for_update_skip_locked:
+        with transaction.atomic(using=lease.using):
+            locked = due.select_for_update(skip_locked=True, of=("self",))
+            ids = list(locked.values_list("pk", flat=True)[:n])
+            if ids:
+                ConversionEvent.objects.using(lease.using).filter(pk__in=ids).update(**values)
+        return ids
+    ids = list(due.values_list("pk", flat=True)[:n])
+    if not ids:
+        return []
+    # Compare-and-set: ``due`` repeats what made the rows due, so a row another worker
+    # marked since the read above is left alone.
+    due.order_by().filter(pk__in=ids).update(**values)
+    return list(lease.held(ids).values_list("pk", flat=True))

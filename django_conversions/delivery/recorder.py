@@ -1,0 +1,340 @@
+"""The recorder: writes what happened, fenced by the claim token.
+
+One transaction per group of answers (the requests that came back together): one
+``DeliveryAttempt`` per HTTP exchange, one ``EventResult`` per event it carried, the events'
+new states, the key's last use, the site's pause or hold. Event rows are only changed while
+the claim still holds them (the token): a worker whose lease was taken over overwrites
+nothing of the new holder's, and says so in the log.
+
+An answer a provider gave is never thrown away because the database failed: the write is
+tried again (a dropped connection is reopened), and if the database stays away the results
+are kept in memory and written before the next claim of this process. Only a process that
+dies before then leaves its events to be sent again when their lease runs out.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import DatabaseError, connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from django_conversions.delivery.claims import STATEMENT_ROWS, Lease
+from django_conversions.delivery.policy import Decision, Verdict
+from django_conversions.delivery.report import DeliveryReport
+from django_conversions.dispatch import event_delivered, event_failed
+from django_conversions.models import (
+    ApiKey,
+    ConversionEvent,
+    DeliveryAttempt,
+    EventResult,
+    EventStatus,
+    TrackingSite,
+)
+from django_conversions.outcomes import Outcome
+from django_conversions.privacy import redact_personal
+from django_conversions.providers.base import Exchange, Result
+
+logger = logging.getLogger("django_conversions.delivery")
+
+#: Seconds to wait before each new try of a write the database refused.
+WRITE_RETRY_DELAYS: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+_STATUS = {
+    Verdict.DELIVERED: EventStatus.DELIVERED,
+    Verdict.RETRY: EventStatus.PENDING,
+    Verdict.FAILED: EventStatus.FAILED,
+    Verdict.SKIPPED: EventStatus.SKIPPED,
+    Verdict.WAIT: EventStatus.PENDING,
+}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One event's result and what the policy made of it."""
+
+    event: ConversionEvent
+    result: Result
+    decision: Decision
+
+
+@dataclass
+class SiteResults:
+    """Results to write for one site's claimed events."""
+
+    lease: Lease
+    site: TrackingSite
+    key: ApiKey | None
+    items: list[Recorded]
+
+
+# Results whose write failed for good, written before this process claims again.
+_unwritten: list[SiteResults] = []
+
+
+def write(groups: Sequence[SiteResults]) -> DeliveryReport:
+    """Write these results (one transaction), trying again while the database refuses."""
+    groups = [group for group in groups if group.items]
+    if not groups:
+        return DeliveryReport()
+    using = groups[0].lease.using
+    for delay in (*WRITE_RETRY_DELAYS, None):
+        try:
+            return _write_once(using, groups)
+        except DatabaseError as err:
+            connection = connections[using]
+            if delay is None or connection.in_atomic_block:
+                # Inside the caller's transaction nothing can be tried again here.
+                break
+            logger.warning(
+                "Writing %d delivery result(s) failed (%s); trying again in %g s",
+                sum(len(group.items) for group in groups),
+                type(err).__name__,
+                delay,
+            )
+            connection.close_if_unusable_or_obsolete()
+            time.sleep(delay)
+    logger.error(
+        "Could not write %d delivery result(s) (the providers' answers are kept and written "
+        "before this process claims again; if it stops first, their events are sent again "
+        "once their lease runs out)",
+        sum(len(group.items) for group in groups),
+        exc_info=True,
+    )
+    _unwritten.extend(groups)
+    report = DeliveryReport()
+    report.deferred = sum(len(group.items) for group in groups)
+    return report
+
+
+def write_unwritten() -> DeliveryReport:
+    """Write results kept from a failed write (see ``write``)."""
+    if not _unwritten:
+        return DeliveryReport()
+    kept = list(_unwritten)
+    _unwritten.clear()
+    return write(kept)
+
+
+def unwritten_count() -> int:
+    return sum(len(group.items) for group in _unwritten)
+
+
+def _write_once(using: str, groups: Sequence[SiteResults]) -> DeliveryReport:
+    report = DeliveryReport()
+    now = timezone.now()
+    with transaction.atomic(using=using):
+        for group in groups:
+            _write_site(group, now, report)
+    return report
+
+
+def _write_site(group: SiteResults, now: datetime, report: DeliveryReport) -> None:
+    lease, site, using = group.lease, group.site, group.lease.using
+    # Renewing takes the rows' write locks first and tells which are still this claim's.
+    held = lease.renew([item.event.pk for item in group.items])
+    lost = [item for item in group.items if item.event.pk not in held]
+    if lost:
+        logger.warning(
+            "Site %s: the lease on %d event(s) was taken over by another worker; their "
+            "results were not written over the new holder's",
+            site.pk,
+            len(lost),
+        )
+    exchanges = _write_attempts(group, now)
+    updates: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
+    for item in group.items:
+        if item.event.pk in held:
+            values = _event_values(item.decision, now)
+            updates[tuple(sorted(values.items()))].append(item.event.pk)
+            _count(report, item)
+            _apply_in_memory(item.event, values)
+            _announce(item, using)
+    for values, pks in updates.items():
+        for start in range(0, len(pks), STATEMENT_ROWS):
+            lease.held(pks[start : start + STATEMENT_ROWS]).update(**dict(values))
+    if exchanges and group.key is not None:
+        ApiKey.objects.using(using).filter(pk=group.key.pk).update(last_used_at=now)
+        group.key.last_used_at = now
+    _write_site_state(group, now)
+
+
+def _write_attempts(group: SiteResults, now: datetime) -> int:
+    """One DeliveryAttempt per exchange and an EventResult per event it carried."""
+    using = group.lease.using
+    by_exchange: dict[int, tuple[Exchange, list[Recorded]]] = {}
+    for item in group.items:
+        exchange = item.result.exchange
+        if exchange is not None:
+            by_exchange.setdefault(id(exchange), (exchange, []))[1].append(item)
+    if not by_exchange:
+        return 0
+    attempts = [
+        _attempt(group.site, exchange, items, now) for exchange, items in by_exchange.values()
+    ]
+    connection = connections[using]
+    if connection.features.can_return_rows_from_bulk_insert:
+        DeliveryAttempt.objects.using(using).bulk_create(attempts)
+    else:  # the rows' ids are needed for their EventResults
+        for attempt in attempts:
+            attempt.save(using=using)
+    results = [
+        EventResult(
+            attempt=attempt,
+            event_id=item.event.pk,
+            outcome=item.result.outcome,
+            message=_message(item.result, attempt),
+        )
+        for attempt, (_, items) in zip(attempts, by_exchange.values(), strict=True)
+        for item in items
+    ]
+    fields = [
+        EventResult._meta.get_field(name) for name in ("attempt", "event", "outcome", "message")
+    ]
+    EventResult.objects.using(using).bulk_create(
+        results, batch_size=max(1, connection.ops.bulk_batch_size(fields, results))
+    )
+    return len(attempts)
+
+
+def _attempt(
+    site: TrackingSite, exchange: Exchange, items: Sequence[Recorded], now: datetime
+) -> DeliveryAttempt:
+    outcome, reason = _request_outcome(items)
+    error = exchange.error or ("" if outcome == Outcome.DELIVERED else reason)
+    return DeliveryAttempt(
+        site=site,
+        created_at=now,
+        duration_ms=exchange.duration_ms,
+        url=exchange.url,
+        http_status=exchange.status,
+        request_headers=dict(exchange.request_headers),
+        request_body=exchange.request_body,
+        response_headers=dict(exchange.response_headers),
+        response_body=exchange.response_body,
+        error=error[:2000],
+        outcome=outcome,
+        event_count=len(items),
+    )
+
+
+def _request_outcome(items: Sequence[Recorded]) -> tuple[str, str]:
+    """What the answer meant for the request: delivered when the provider took any of its
+    events, else the first event's outcome."""
+    for item in items:
+        if item.result.outcome == Outcome.DELIVERED:
+            return Outcome.DELIVERED, item.result.reason
+    return items[0].result.outcome, items[0].result.reason
+
+
+def _message(result: Result, attempt: DeliveryAttempt) -> str:
+    """The provider's word on one event, blank when the attempt already says it."""
+    if result.outcome == attempt.outcome and result.reason in ("", attempt.error):
+        return ""
+    if result.outcome == Outcome.DELIVERED == attempt.outcome:
+        return ""
+    return result.reason
+
+
+def _event_values(decision: Decision, now: datetime) -> dict[str, Any]:
+    status = _STATUS[decision.verdict]
+    values: dict[str, Any] = {
+        "status": status,
+        "attempts": decision.attempts,
+        "last_error": decision.reason,
+        "claim_token": None,  # the lease ends
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if status == EventStatus.DELIVERED:
+        values["delivered_at"] = now
+    if decision.next_attempt_at is not None:
+        values["next_attempt_at"] = decision.next_attempt_at
+    return values
+
+
+def _apply_in_memory(event: ConversionEvent, values: dict[str, Any]) -> None:
+    """The instance as written, for the signals' receivers."""
+    for name, value in values.items():
+        setattr(event, name, value)
+
+
+def _count(report: DeliveryReport, item: Recorded) -> None:
+    verdict = item.decision.verdict
+    if verdict == Verdict.DELIVERED:
+        report.delivered += 1
+    elif verdict == Verdict.RETRY:
+        report.retrying += 1
+        assert item.decision.next_attempt_at is not None
+        report.retry_at.append((item.event.pk, item.decision.next_attempt_at))
+    elif verdict == Verdict.FAILED:
+        report.failed += 1
+    elif verdict == Verdict.SKIPPED:
+        report.skipped += 1
+    else:
+        report.deferred += 1
+
+
+def _announce(item: Recorded, using: str) -> None:
+    """Log a failure; send the public signals once the transaction commits."""
+    event, decision = item.event, item.decision
+    if decision.verdict == Verdict.FAILED:
+        logger.warning(
+            "Event %s to site %s failed: %s",
+            event.event_id,
+            event.site_id,
+            redact_personal(decision.reason),
+        )
+        if event_failed.has_listeners(ConversionEvent):
+            send = functools.partial(
+                event_failed.send_robust,
+                sender=ConversionEvent,
+                event=event,
+                reason=decision.reason,
+            )
+            transaction.on_commit(send, using=using)
+    elif decision.verdict == Verdict.DELIVERED and event_delivered.has_listeners(ConversionEvent):
+        send = functools.partial(event_delivered.send_robust, sender=ConversionEvent, event=event)
+        transaction.on_commit(send, using=using)
+
+
+def _write_site_state(group: SiteResults, now: datetime) -> None:
+    """Pause or hold the site when a result says so."""
+    site, using = group.site, group.lease.using
+    pause = next((i.decision.pause_site for i in group.items if i.decision.pause_site), None)
+    if pause is not None:
+        pause_site(site, pause, now, using)
+    holds = [i.decision.hold_site_until for i in group.items if i.decision.hold_site_until]
+    if holds:
+        hold_site(site, max(holds), using)
+
+
+def hold_site(site: TrackingSite, until: datetime, using: str) -> None:
+    """Send nothing to the site before ``until`` (a later hold already set stays)."""
+    TrackingSite.objects.using(using).filter(pk=site.pk).filter(
+        Q(held_until__isnull=True) | Q(held_until__lt=until)
+    ).update(held_until=until)
+    if site.held_until is None or site.held_until < until:
+        site.held_until = until
+    logger.info("Holding site %s until %s", site.pk, until.isoformat())
+
+
+def pause_site(site: TrackingSite, reason: str, now: datetime, using: str) -> None:
+    """Pause the site unless it is paused already (the first reason stays)."""
+    reason = reason[:500]
+    paused = (
+        TrackingSite.objects.using(using)
+        .filter(pk=site.pk, paused_at__isnull=True)
+        .update(paused_at=now, paused_reason=reason)
+    )
+    if paused:
+        site.paused_at, site.paused_reason = now, reason
+        logger.warning("Paused site %s: %s", site.pk, redact_personal(reason))
