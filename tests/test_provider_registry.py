@@ -22,8 +22,8 @@ from django_conversions.providers.base import OutboundEvent, Provider, parse_ret
 from django_conversions.providers.scanova import ScanovaProvider
 from django_conversions.providers.vtmarketing import VTMarketingProvider
 
-# The contract suite (tests/providers_contract.py) runs here, once per registered provider.
-from tests.providers_contract import *  # noqa: F403
+# The contract suite (django_conversions.testing) runs here, once per registered provider.
+from django_conversions.testing import *  # noqa: F403
 
 
 class EchoProvider(Provider):

@@ -15,10 +15,16 @@ import responses
 from django.conf import settings
 from django.test import override_settings
 
-from django_conversions.conversion import Conversion, Customer, LineItem
+from django_conversions.conversion import (
+    PROPERTIES_MAX_BYTES,
+    Conversion,
+    Customer,
+    LineItem,
+    properties_size,
+)
 from django_conversions.providers.base import Outcome, SiteConfig
-from django_conversions.providers.scanova import ScanovaProvider, properties_size
-from tests.providers_contract import (
+from django_conversions.providers.scanova import ScanovaProvider
+from django_conversions.testing import (
     SCAN_SESSION,
     full_conversion,
     last_headers,
@@ -32,7 +38,7 @@ BATCH_URL = f"{BASE}/server-events/batch"
 KEY = "scn_live_5f2a9c1e7b3d4e8f9a0b1c2d"
 EMAIL_HASH = "ad972ab068ba55a1865da271ea3432a090ba8e2e4940cace698c001dc9629e3d"
 PHONE_HASH = "0fafb671dccdb1669e97af79ded7bc9b91b40e83020c04539d0c3aebc54deb08"
-LIMIT = 10_000
+LIMIT = PROPERTIES_MAX_BYTES
 
 
 def scanova(**site: Any) -> ScanovaProvider:

@@ -18,7 +18,7 @@ from django.test import override_settings
 from django_conversions.conversion import Conversion, Customer, LineItem
 from django_conversions.providers.base import Outcome, SiteConfig
 from django_conversions.providers.vtmarketing import VTMarketingProvider
-from tests.providers_contract import full_conversion, last_headers, last_json, outbound
+from django_conversions.testing import full_conversion, last_headers, last_json, outbound
 
 BASE = "https://vt.example.test"
 URL = f"{BASE}/v1/event/"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,14 +20,15 @@ from django.urls import include, path
 from django.utils import timezone
 
 from django_conversions import http
-from django_conversions.contrib.sandbox import control
+from django_conversions.contrib.sandbox import control, views
 from django_conversions.contrib.sandbox.models import (
     SandboxEvent,
     SandboxKey,
     SandboxRequest,
     SandboxSite,
 )
-from django_conversions.delivery import deliver_due, retry_now
+from django_conversions.conversion import PROPERTIES_MAX_BYTES, properties_size
+from django_conversions.delivery import deliver_due
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from tests import urls as test_urls
 from tests.testapp.models import Order, OrderItem
@@ -254,6 +256,22 @@ def test_scanova_minimal_event_is_accepted(client, accounts):
     assert uuid.UUID(response.json()["event_id"])  # the provider assigns one
 
 
+def test_scanova_properties_limit_is_the_one_the_app_sends_by(client, accounts):
+    # given: properties exactly at the app's limit, and one byte over it
+    base = {"note": ""}
+    at_limit = {"note": "é" * ((PROPERTIES_MAX_BYTES - properties_size(base)) // 6)}
+    at_limit["note"] += "x" * (PROPERTIES_MAX_BYTES - properties_size(at_limit))
+    over = {"note": at_limit["note"] + "x"}
+    assert properties_size(at_limit) == PROPERTIES_MAX_BYTES
+    # when
+    accepted = post_scanova(client, scanova_event(properties=at_limit), accounts["scanova"].key)
+    refused = post_scanova(client, scanova_event(properties=over), accounts["scanova"].key)
+    # then
+    assert accepted.status_code == 200
+    assert refused.status_code == 422
+    assert ["body", "properties"] in locs(refused)
+
+
 def test_scanova_repeated_event_id_is_200_and_counted_once(client, accounts):
     # given
     body = scanova_event()
@@ -449,16 +467,20 @@ def test_revoked_key_fault_and_reject_fault(client, accounts):
     assert after.status_code == 200
 
 
-def test_slow_fault_records_the_request_before_answering_late(client, accounts):
-    # given
+def test_slow_fault_records_the_request_before_answering_late(client, accounts, monkeypatch):
+    # given: the sandbox's pause before answering, observed
     control.set_fault("scanova", "slow", delay=0.3)
-    started = time.perf_counter()
+    pauses: list[tuple[float, bool]] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append((seconds, SandboxRequest.objects.filter(fault="slow").exists()))
+
+    monkeypatch.setattr(views, "time", SimpleNamespace(sleep=pause))
     # when
     response = post_scanova(client, scanova_event(), accounts["scanova"].key)
-    # then
-    assert time.perf_counter() - started >= 0.3
+    # then: the answer waited the fault's delay, and the request was on record before it
+    assert pauses == [(0.3, True)]
     assert response.status_code == 200
-    assert SandboxRequest.objects.get().fault == "slow"
 
 
 def test_fault_command_and_setup_command(accounts):
@@ -489,6 +511,15 @@ def wired(live_server: Any, transactional_db: Any) -> Iterator[dict[str, Trackin
     yield {site.provider: site for site in sites}
     # Close the pooled keep-alive connection so the server's request thread ends with the test.
     http.close_session()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for the live server's thread to make ``condition`` true (checked every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {condition}")
+        time.sleep(0.01)  # the poll interval of this condition wait
 
 
 def place_order(number: str = "1001", **fields: Any) -> Order:
@@ -535,14 +566,17 @@ def test_a_paid_order_is_delivered_to_both_sandbox_providers(wired):
 
 
 def test_a_5xx_is_retried_and_counted_once(wired):
-    # given
+    # given: a retry scheduled an hour after the 503
     control.set_fault("scanova", "server_error", status_code=503, times=1)
-    order = place_order()
+    with override_settings(CONVERSIONS={**settings.CONVERSIONS, "RETRY_SCHEDULE": (3600,)}):
+        order = place_order()
     event = event_for("scanova", order)
     assert event.status == EventStatus.PENDING and event.attempts == 1
     assert "HTTP 503" in event.last_error
-    # when: the first retry is due after RETRY_SCHEDULE[0] = 1 s
-    time.sleep(max(0.0, (event.next_attempt_at - timezone.now()).total_seconds()) + 0.05)
+    deliver_due()
+    assert len(control.requests_for_event(event.event_id)) == 1  # not due yet: nothing sent
+    # when: the retry falls due
+    ConversionEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
     deliver_due()
     # then
     event.refresh_from_db()
@@ -574,12 +608,16 @@ def test_a_revoked_key_pauses_the_site_until_a_new_key_is_added(wired):
     assert fresh.key not in site.paused_reason + event.last_error
 
 
-def test_resending_a_delivered_event_is_deduplicated_by_the_provider(wired):
-    # given
+def test_an_event_sent_again_is_deduplicated_by_the_provider(wired):
+    # given: a delivered event whose outcome was lost (the worker died after sending, before
+    # recording), so it is pending and due again
     order = place_order()
     event = event_for("scanova", order)
+    ConversionEvent.objects.filter(pk=event.pk).update(
+        status=EventStatus.PENDING, delivered_at=None, next_attempt_at=timezone.now()
+    )
     # when
-    retry_now([event])
+    deliver_due()
     # then
     event.refresh_from_db()
     assert event.status == EventStatus.DELIVERED
@@ -597,7 +635,9 @@ def test_a_timeout_is_retried_and_the_provider_counts_the_event_once(wired):
     event = event_for("scanova", order)
     assert event.status == EventStatus.PENDING
     assert "timed out" in event.last_error
-    time.sleep(1.2)  # let the slow answer finish before anything else touches the database
+    # The slow fault is spent once the sandbox has recorded that request (before its late
+    # answer): from then on, the retry gets a prompt answer.
+    wait_until(lambda: len(control.requests_for_event(event.event_id)) == 1)
     # when
     ConversionEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
     deliver_due()

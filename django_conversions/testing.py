@@ -1,11 +1,27 @@
-"""The contract every registered provider must pass (parametrised over ``registry.ids()``).
+"""The provider contract: the tests every provider must pass, shipped with the package so a
+provider registered in a host project can run them from a pip install.
 
-A new provider is covered as soon as it is registered: its bodies must serialise, its answers
-must be classified the same way as every other provider's, its results must line up with the
-events, and its API key must never show up in a reason, a stored exchange or a log record.
-The helpers at the top (``last_json``, ``last_headers``, ``outbound``, ``full_conversion``) are
-shared with the per-provider test modules. The suite is collected through
-tests/test_provider_registry.py, which imports it.
+**A test-only module.** Importing it needs pytest, pytest-django and responses (``pip install
+"django-conversions[testing]"``); the app itself never imports it.
+
+Every provider in the registry is covered (``CONVERSIONS["PROVIDERS"]`` included): its bodies
+must serialise, its answers must be classified like every other provider's, its results must
+line up with the events, and its API key must never show up in a reason, a stored exchange or
+a log record. To run it on your own provider, list it in ``CONVERSIONS["PROVIDERS"]`` in your
+test settings and import the suite into one of your test modules::
+
+    # myshop/tests/test_acme_contract.py
+    import pytest
+
+    from django_conversions.testing import *  # noqa: F403  (the contract's tests and fixtures)
+
+
+    @pytest.fixture(params=["acme"])  # only your provider (default: every registered one)
+    def provider_id(request: pytest.FixtureRequest) -> str:
+        return request.param
+
+The helpers (``last_json``, ``last_headers``, ``outbound``, ``full_conversion``) serve a
+provider's own test module too. See docs/providers/adding.md.
 """
 
 from __future__ import annotations
@@ -13,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -33,7 +49,6 @@ BASE_URL = "https://provider.example.test"
 API_KEY = "contract-key-7d1e5c9a2b4f6e8d"
 SCAN_SESSION = "550e8400-e29b-41d4-a716-446655440000"
 CREATED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
-PROVIDER_IDS = registry.ids()
 
 
 # --- helpers shared with the provider modules --------------------------------------------
@@ -105,9 +120,31 @@ def no_secret_in(result: Result, secret: str) -> None:
     assert secret not in repr(result.exchange)
 
 
-@pytest.fixture(params=PROVIDER_IDS)
-def provider(request: pytest.FixtureRequest) -> Provider:
-    return make_provider(request.param)
+def with_consent_policy(policy: dict[str, Any]) -> Any:
+    """``CONVERSIONS["CONSENT_POLICY"]`` set to ``policy`` (the other settings kept)."""
+    return override_settings(CONVERSIONS={**settings.CONVERSIONS, "CONSENT_POLICY": policy})
+
+
+# --- fixtures (override ``provider_id`` to choose the providers) -----------------------------
+
+
+@pytest.fixture(params=registry.ids())
+def provider_id(request: pytest.FixtureRequest) -> str:
+    """The id of the provider under test: every registered one, unless overridden."""
+    param: str = request.param
+    return param
+
+
+@pytest.fixture
+def provider(provider_id: str) -> Provider:
+    return make_provider(provider_id)
+
+
+@pytest.fixture
+def mocked_http() -> Iterator[responses.RequestsMock]:
+    """Provider HTTP answered by ``responses``; nothing reaches the network."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
+        yield mocked
 
 
 # --- bodies ----------------------------------------------------------------------------------
@@ -239,12 +276,14 @@ def test_a_redirect_is_not_followed(
 def test_results_line_up_with_events(
     provider: Provider, mocked_http: responses.RequestsMock
 ) -> None:
-    # given: the middle event lacks what every built-in provider needs
+    # given: the middle event is one the consent policy keeps from this provider
     mock_all(mocked_http, provider, status=200, json={})
-    bare = Conversion(event_name="purchase")
-    events = [outbound(n=0), outbound(bare, n=1), outbound(n=2)]
+    policy = {provider.id: {"requires_consent": True, "identifiers_with": ["granted"]}}
+    denied = full_conversion(consent="denied")
+    events = [outbound(n=0), outbound(denied, n=1), outbound(n=2)]
     # when
-    results = send(provider, events)
+    with with_consent_policy(policy):
+        results = send(provider, events)
     # then
     assert [r.outcome for r in results] == [
         Outcome.DELIVERED,
@@ -331,7 +370,7 @@ def test_the_consent_policy_can_make_any_provider_skip(provider: Provider) -> No
     policy = {provider.id: {"requires_consent": True, "identifiers_with": ["granted"]}}
     conversion = full_conversion(consent="denied")
     # when
-    with override_settings(CONVERSIONS={**settings.CONVERSIONS, "CONSENT_POLICY": policy}):
+    with with_consent_policy(policy):
         reason = provider.ineligible_reason(conversion)
     # then
     assert reason is not None and "consent" in reason
