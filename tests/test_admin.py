@@ -9,7 +9,9 @@ from html import unescape
 from typing import Any
 
 import pytest
+import responses
 from django.contrib.admin.models import LogEntry
+from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -20,11 +22,12 @@ from django_conversions.conversion import Conversion, Customer
 from django_conversions.models import (
     ApiKey,
     ConversionEvent,
-    DeliveryAttempt,
+    EventResult,
     EventStatus,
     TrackingSite,
 )
 from django_conversions.providers.base import Outcome
+from tests.attempts import enqueued_ids, kept_tasks, record_attempt
 from tests.conftest import SCANOVA_KEY, VT_KEY
 
 NEW_KEY = "scn_live_NEWKEY_0123456789abcdefWXYZ"
@@ -97,6 +100,11 @@ def raw_key_column() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT key FROM django_conversions_apikey")
         return [row[0] for row in cursor.fetchall()]
+
+
+def failing_on_any_call() -> responses.RequestsMock:
+    """Provider HTTP that fails (nothing is registered) and records every call."""
+    return responses.RequestsMock(assert_all_requests_are_fired=False)
 
 
 def html(response: Any) -> str:
@@ -325,26 +333,39 @@ def test_site_list_counts_take_the_same_number_of_queries_for_many_sites(admin_c
     assert with_five_sites == with_one_site
 
 
-def test_resume_action_unpauses_the_site_and_sends_what_waited(
-    admin_client, scanova_site, mocked_http
+def test_resume_action_unpauses_the_site_and_queues_what_waited(
+    admin_client, scanova_site, django_capture_on_commit_callbacks
 ):
     # given
-    mocked_http.post(SCANOVA_URL, json={"success": True})
     scanova_site.pause("Scanova refused the API key: HTTP 403")
-    event = make_event(scanova_site, last_error="waiting: site paused")
-    # when
-    response = admin_client.post(
-        site_url("changelist"),
-        {"action": "resume_sites", "_selected_action": [scanova_site.pk]},
-        follow=True,
+    event = make_event(
+        scanova_site,
+        last_error="waiting: site paused",
+        next_attempt_at=timezone.now() + timedelta(hours=1),
     )
-    # then
+    # when: the web request, up to its answer (tasks run by Django's ImmediateBackend)
+    with (
+        failing_on_any_call() as provider,
+        django_capture_on_commit_callbacks(execute=False) as after_commit,
+    ):
+        response = admin_client.post(
+            site_url("changelist"),
+            {"action": "resume_sites", "_selected_action": [scanova_site.pk]},
+            follow=True,
+        )
+    # then: the site runs again, its event is due now and handed to the queue; nothing sent
+    assert not provider.calls
     scanova_site.refresh_from_db()
     event.refresh_from_db()
     assert not scanova_site.is_paused
-    assert event.status == EventStatus.DELIVERED
-    assert "Resumed scanova site" in " ".join(messages_of(response))
-    assert "delivered 1" in " ".join(messages_of(response))
+    assert event.status == EventStatus.PENDING and event.next_attempt_at <= timezone.now()
+    with kept_tasks() as queue:  # after commit, the event is handed to the task queue
+        for callback in after_commit:
+            callback()
+    assert enqueued_ids(queue) == [[event.pk]]
+    text = " ".join(messages_of(response))
+    assert "Resumed scanova site; 1 waiting event queued for delivery." in text
+    assert LogEntry.objects.get(object_id=str(scanova_site.pk)).get_change_message() == "Resumed."
 
 
 def test_send_test_event_action_shows_the_providers_answer(admin_client, vt_site, mocked_http):
@@ -368,6 +389,21 @@ def test_send_test_event_action_shows_the_providers_answer(admin_client, vt_site
     assert VT_KEY not in html(response)
     assert mocked_http.calls[0].request.headers["Authorization"] == VT_KEY
     assert not ConversionEvent.objects.exists()  # a test event is not written to the outbox
+
+
+def test_send_test_event_leaves_an_entry_in_the_sites_history(
+    admin_client, scanova_site, mocked_http
+):
+    # given
+    mocked_http.post(SCANOVA_URL, json={"success": True, "message": "Event received"})
+    # when
+    admin_client.post(site_url("send_test_event", scanova_site.pk))
+    # then
+    (entry,) = LogEntry.objects.filter(object_id=str(scanova_site.pk))
+    message = entry.get_change_message()
+    assert message.startswith("Sent a test event: Test event to scanova site: ")
+    assert "HTTP 200 OK" in message and "accepted" in message
+    assert SCANOVA_KEY not in message
 
 
 def test_send_test_event_button_posts_and_returns_to_the_site(
@@ -401,9 +437,10 @@ def test_deleting_a_busy_site_counts_its_events_instead_of_listing_them(
     admin_client, scanova_site, vt_site
 ):
     # given
-    for _ in range(3):
-        event = make_event(scanova_site)
-        DeliveryAttempt.objects.create(event=event, outcome=Outcome.RETRY)
+    events = [make_event(scanova_site) for _ in range(3)]
+    record_attempt(events[:2], outcome=Outcome.RETRY)  # a batch of two
+    record_attempt(events[2:], outcome=Outcome.RETRY)
+    record_attempt(events[2:], outcome=Outcome.DELIVERED)
     make_event(vt_site)
 
     def confirmation() -> tuple[str, int]:
@@ -469,7 +506,8 @@ def test_no_admin_page_contains_a_keys_plaintext(admin_client, scanova_site, vt_
     admin_client.post(
         event_url("changelist"), {"action": "retry_selected", "_selected_action": [event.pk]}
     )
-    assert DeliveryAttempt.objects.filter(event=event).exists()
+    call_command("conversions_deliver")  # the worker sends what the retry queued
+    assert EventResult.objects.filter(event=event).exists()
     new_key = ApiKey.objects.get(label="new")
     pages = [
         reverse("admin:index"),
@@ -617,8 +655,8 @@ def test_event_page_shows_the_snapshot_pretty_printed_and_attempts_newest_first(
     event = make_event(scanova_site, attempts=2)
     now = timezone.now()
     for minutes, status in ((10, 503), (5, 502)):
-        DeliveryAttempt.objects.create(
-            event=event,
+        record_attempt(
+            [event],
             created_at=now - timedelta(minutes=minutes),
             duration_ms=42,
             url=SCANOVA_URL,
@@ -640,13 +678,15 @@ def test_event_page_shows_the_snapshot_pretty_printed_and_attempts_newest_first(
 def test_personal_data_is_masked_without_the_permission(staff_client, scanova_site):
     # given
     event = make_event(scanova_site, last_error="rejected buyer@example.com")
-    DeliveryAttempt.objects.create(
-        event=event,
+    record_attempt(
+        [event],
         url=SCANOVA_URL,
         http_status=422,
+        request_body='{"user": {"email": "buyer@example.com", "tel": "+40775123123"}}',
         response_body='{"detail": "raw email buyer@example.com in properties"}',
         error="user Mariana Ionescu (+40775123123) refused",
         outcome=Outcome.FAILED,
+        messages={event.pk: "Mariana Ionescu is not a customer"},
     )
     viewer = staff_client("view_conversionevent")
     # when
@@ -672,26 +712,67 @@ def test_personal_data_is_shown_with_the_permission(staff_client, scanova_site):
     assert "Mariana" in page and "Ionescu" in page
 
 
-def test_retry_now_sends_failed_events_again_and_reports_counts(
-    admin_client, scanova_site, mocked_http
+def test_retry_queues_failed_events_and_never_resends_delivered_or_held_ones(
+    admin_client, scanova_site, django_capture_on_commit_callbacks
 ):
     # given
-    mocked_http.post(SCANOVA_URL, json={"success": True})
     failed = make_event(scanova_site, status=EventStatus.FAILED, attempts=3, last_error="HTTP 500")
     delivered = make_event(scanova_site, status=EventStatus.DELIVERED)
-    # when
-    response = admin_client.post(
+    in_flight = make_event(
+        scanova_site,
+        status=EventStatus.SENDING,
+        lease_expires_at=timezone.now() + timedelta(minutes=5),
+    )
+    selected = [failed.pk, delivered.pk, in_flight.pk]
+    # when: the web request, up to its answer (tasks run by Django's ImmediateBackend)
+    with (
+        failing_on_any_call() as provider,
+        django_capture_on_commit_callbacks(execute=False) as after_commit,
+    ):
+        response = admin_client.post(
+            event_url("changelist"),
+            {"action": "retry_selected", "_selected_action": selected},
+            follow=True,
+        )
+    # then: nothing was sent within the request; the failed event is due and queued
+    assert not provider.calls
+    statuses = dict(ConversionEvent.objects.values_list("pk", "status"))
+    assert statuses == {
+        failed.pk: EventStatus.PENDING,
+        delivered.pk: EventStatus.DELIVERED,
+        in_flight.pk: EventStatus.SENDING,
+    }
+    assert ConversionEvent.objects.get(pk=failed.pk).attempts == 3
+    with kept_tasks() as queue:  # after commit, the event is handed to the task queue
+        for callback in after_commit:
+            callback()
+    assert enqueued_ids(queue) == [[failed.pk]]
+    text = " ".join(messages_of(response))
+    assert (
+        "1 event queued for delivery; 1 already delivered (never resent); "
+        "1 being sent right now." in text
+    )
+    (entry,) = LogEntry.objects.all()
+    assert entry.object_id == str(failed.pk)
+    assert entry.get_change_message() == "Retry requested: queued for delivery."
+
+
+def test_the_worker_sends_only_the_retried_event(admin_client, scanova_site, mocked_http):
+    # given
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    failed = make_event(scanova_site, status=EventStatus.FAILED)
+    delivered = make_event(scanova_site, status=EventStatus.DELIVERED)
+    admin_client.post(
         event_url("changelist"),
         {"action": "retry_selected", "_selected_action": [failed.pk, delivered.pk]},
-        follow=True,
     )
+    # when
+    call_command("conversions_deliver")
     # then
     failed.refresh_from_db()
     assert failed.status == EventStatus.DELIVERED
-    assert len(mocked_http.calls) == 1  # the delivered event was not sent again
-    text = " ".join(messages_of(response))
-    assert "Retried 1 event(s): delivered 1" in text
-    assert "1 delivered event(s) were left alone" in text
+    sent = [json.loads(call.request.body)["event_id"] for call in mocked_http.calls]
+    assert sent == [str(failed.event_id)]  # the delivered event was not sent again
 
 
 def test_mark_as_skipped_leaves_delivered_and_in_flight_events_alone(admin_client, scanova_site):
@@ -797,6 +878,7 @@ def test_staff_with_change_permission_can_retry(staff_client, scanova_site, mock
     operator.post(
         event_url("changelist"), {"action": "retry_selected", "_selected_action": [event.pk]}
     )
+    call_command("conversions_deliver")
     # then
     event.refresh_from_db()
     assert event.status == EventStatus.DELIVERED

@@ -23,7 +23,7 @@ ENDPOINTS: dict[str, tuple[str, Call]] = {
     "create": ("add_conversionevent", lambda c, e: post_json(c, EVENTS, purchase(order_id="2"))),
     "retry": ("change_conversionevent", lambda c, e: c.post(event_url(e, "retry"))),
 }
-ALLOWED = {"list": 200, "detail": 200, "create": 202, "retry": 200}
+ALLOWED = {"list": 200, "detail": 200, "create": 202, "retry": 202}
 ALL_PERMS = tuple(perm for perm, _ in ENDPOINTS.values())
 
 

@@ -8,11 +8,21 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import responses
+from django.contrib.admin.models import LogEntry
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
 from django_conversions import Conversion, Customer, track
-from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus
+from django_conversions.models import ConversionEvent, EventStatus
+from tests.attempts import (
+    SCANOVA_BATCH_URL,
+    enqueued_ids,
+    kept_tasks,
+    record_attempt,
+    scanova_batch_body,
+)
 from tests.conftest import SCANOVA_KEY, VT_KEY
 from tests.test_api_support import EVENTS, event_url, logged_in, make_user
 
@@ -174,16 +184,19 @@ def test_personal_data_is_shown_with_the_permission(vt_site):
 def test_detail_shows_the_event_and_its_attempts(viewer, vt_site):
     # given
     (event,) = track(_purchase())
-    DeliveryAttempt.objects.create(
-        event=event,
+    record_attempt(
+        [event],
         http_status=503,
         outcome="retry",
         error="HTTP 503",
         response_body='{"errors": [{"message": "busy"}]}',
+        request_body='{"event": {"confirmation": {}}}',
         duration_ms=12,
         url="https://vt.example.test/v1/event/",
         request_headers={"Authorization": "••••••••8a7b"},
+        created_at=timezone.now() - timedelta(minutes=5),
     )
+    record_attempt([event], http_status=200, outcome="delivered", url="https://vt.example.test/")
     # when
     response = viewer.get(event_url(event))
     # then
@@ -191,35 +204,124 @@ def test_detail_shows_the_event_and_its_attempts(viewer, vt_site):
     body = response.json()
     assert body["event_id"] == str(event.event_id)
     assert body["site"] == {"id": vt_site.pk, "name": vt_site.name, "provider": "vtmarketing"}
-    (attempt,) = body["delivery_attempts"]
-    assert attempt["http_status"] == 503
-    assert attempt["outcome"] == "retry"
-    assert attempt["response_body"] == '{"errors": [{"message": "busy"}]}'
-    assert "request_headers" not in attempt
+    newest, older = body["delivery_attempts"]
+    assert newest["http_status"] == 200
+    assert older == {
+        "created_at": older["created_at"],
+        "duration_ms": 12,
+        "url": "https://vt.example.test/v1/event/",
+        "http_status": 503,
+        "event_count": 1,
+        "outcome": "retry",
+        "message": "",
+        "error": "HTTP 503",
+        "request_body": '{"event": {"confirmation": {}}}',
+        "response_body": '{"errors": [{"message": "busy"}]}',
+    }
+
+
+def test_detail_reads_attempts_in_a_bounded_number_of_queries(
+    viewer, vt_site, django_assert_max_num_queries
+):
+    # given
+    (event,) = track(_purchase())
+    for _ in range(20):
+        record_attempt([event], http_status=503, outcome="retry")
+    # when: session, user, two for permissions, the event, its results with their attempts
+    with django_assert_max_num_queries(6):
+        response = viewer.get(event_url(event))
+    # then
+    assert len(response.json()["delivery_attempts"]) == 20
+
+
+def test_detail_gives_each_event_its_own_outcome_in_a_shared_request(viewer, scanova_site):
+    # given: one batch request, accepted as a whole, one of its events refused
+    (accepted,) = track(_purchase("1"))
+    (refused,) = track(_purchase("2"))
+    record_attempt(
+        [accepted, refused],
+        http_status=200,
+        outcome="delivered",
+        outcomes={refused.pk: "failed"},
+        messages={refused.pk: "scan_session_id unknown"},
+    )
+    # when
+    answers = {e: viewer.get(event_url(e)).json() for e in (accepted, refused)}
+    # then
+    (mine,) = answers[refused]["delivery_attempts"]
+    assert (mine["outcome"], mine["message"], mine["event_count"]) == (
+        "failed",
+        "scan_session_id unknown",
+        2,
+    )
+    assert answers[accepted]["delivery_attempts"][0]["outcome"] == "delivered"
 
 
 def test_detail_masks_personal_data_a_provider_echoed(viewer, vt_site):
     # given
     (event,) = track(_purchase())
-    DeliveryAttempt.objects.create(
-        event=event,
+    record_attempt(
+        [event],
         http_status=400,
         outcome="failed",
         response_body='{"error": "user buyer@example.com (Ana) rejected"}',
+        request_body='{"user": {"email": "buyer@example.com", "tel": "+40775123123"}}',
+        error="rejected +40775123123",
     )
     # when
-    response = viewer.get(event_url(event))
+    (attempt,) = viewer.get(event_url(event)).json()["delivery_attempts"]
     # then
-    body = response.json()["delivery_attempts"][0]["response_body"]
-    assert "buyer@example.com" not in body
-    assert "b•••@example.com" in body
+    text = json.dumps(attempt, ensure_ascii=False)
+    assert "buyer@example.com" not in text and "+40775123123" not in text
+    assert "b•••@example.com" in attempt["response_body"]
+    assert "b•••@example.com" in attempt["request_body"]
 
 
-def test_unknown_event_answers_404(viewer, vt_site):
+def test_a_batch_request_shows_no_other_customers_data_without_the_permission(viewer, scanova_site):
+    # given: one Scanova batch carrying two customers' events
+    (mine,) = track(_purchase("1"))
+    (theirs,) = track(
+        _purchase("2", customer=Customer(email="other@shop.example", phone="+40722000111"))
+    )
+    body = scanova_batch_body([mine, theirs])
+    record_attempt(
+        [mine, theirs],
+        http_status=200,
+        request_body=body,
+        response_body=body,
+        url=SCANOVA_BATCH_URL,
+    )
+    their_hashes = list(theirs.snapshot["customer"].values())
+    my_hashes = list(mine.snapshot["customer"].values())
     # when
-    response = viewer.get(event_url(str(uuid.uuid4())))
+    (attempt,) = viewer.get(event_url(mine)).json()["delivery_attempts"]
+    (unmasked,) = (
+        logged_in(make_user("dpo", perms=("view_conversionevent", "view_personal_data")))
+        .get(event_url(mine))
+        .json()["delivery_attempts"]
+    )
+    # then: only this event's part, its hashes shortened; nothing of the other customer
+    for text in (attempt["request_body"], attempt["response_body"]):
+        assert str(mine.event_id) in text
+        assert str(theirs.event_id) not in text
+        for value in [*their_hashes, *my_hashes]:
+            assert value not in text
+        assert my_hashes[0][:8] + "…" in text
+    assert unmasked["request_body"] == body
+
+
+def test_a_cut_batch_body_has_every_value_masked_without_the_permission(viewer, scanova_site):
+    # given: the stored body was cut before this event's part
+    (mine,) = track(_purchase("1"))
+    (theirs,) = track(_purchase("2", customer=Customer(email="other@shop.example")))
+    body = scanova_batch_body([theirs, mine])
+    record_attempt([theirs, mine], http_status=200, request_body=body[:150])
+    # when
+    (attempt,) = viewer.get(event_url(mine)).json()["delivery_attempts"]
     # then
-    assert response.status_code == 404
+    for value in theirs.snapshot["customer"].values():
+        assert value[:9] not in attempt["request_body"]
+    assert '"event_id": "' in attempt["request_body"]  # the shape stays readable
 
 
 def test_no_answer_contains_an_api_key(vt_site, mocked_http):
@@ -232,52 +334,121 @@ def test_no_answer_contains_an_api_key(vt_site, mocked_http):
     (event,) = track(_purchase())
     client = logged_in(make_user("root", superuser=True))
     retried = client.post(event_url(event, "retry"))
+    call_command("conversions_deliver")
     # when
     answers = [retried, client.get(EVENTS), client.get(event_url(event))]
     # then
     assert mocked_http.calls[0].request.headers["Authorization"] == VT_KEY
     assert answers[2].json()["delivery_attempts"][0]["http_status"] == 401
     for answer in answers:
-        assert answer.status_code == 200
+        assert answer.status_code in (200, 202)
         text = answer.content.decode()
         assert VT_KEY not in text
         assert SCANOVA_KEY not in text
 
 
-def test_retry_sends_the_event_again_and_answers_with_its_new_state(vt_site, mocked_http):
-    # given
+@pytest.fixture
+def operator(db: Any) -> Client:
+    return logged_in(make_user("ops", perms=("change_conversionevent",)))
+
+
+def failing_on_any_call() -> responses.RequestsMock:
+    """Provider HTTP that fails (nothing is registered) and records every call."""
+    return responses.RequestsMock(assert_all_requests_are_fired=False)
+
+
+def test_retry_queues_the_event_and_answers_at_once_with_its_state(
+    vt_site, operator, django_capture_on_commit_callbacks
+):
+    # given: tasks run by Django's ImmediateBackend (the test settings)
     (event,) = track(_purchase())
     ConversionEvent.objects.filter(pk=event.pk).update(
-        status=EventStatus.FAILED, last_error="HTTP 400: bad"
+        status=EventStatus.FAILED, last_error="HTTP 400: bad", attempts=2
     )
+    # when: the web request, up to its answer
+    with failing_on_any_call() as provider:
+        with django_capture_on_commit_callbacks(execute=False) as after_commit:
+            response = operator.post(event_url(event, "retry"))
+        calls_in_request = len(provider.calls)
+    # then: the request sent nothing; it answered with the event queued
+    assert calls_in_request == 0
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "pending"
+    assert response.json()["attempts"] == 2
+    # and after commit the event is handed to the task queue
+    with kept_tasks() as queue:
+        for callback in after_commit:
+            callback()
+    assert enqueued_ids(queue) == [[event.pk]]
+
+
+def test_a_retried_event_is_delivered_by_the_worker(vt_site, operator, mocked_http):
+    # given
     mocked_http.post(
         "https://vt.example.test/v1/event/", json={"results": {"message": "Event created"}}
     )
-    client = logged_in(make_user("ops", perms=("change_conversionevent",)))
+    (event,) = track(_purchase())
+    ConversionEvent.objects.filter(pk=event.pk).update(status=EventStatus.FAILED)
+    operator.post(event_url(event, "retry"))
     # when
-    response = client.post(event_url(event, "retry"))
+    call_command("conversions_deliver")
     # then
-    assert response.status_code == 200, response.content
-    assert response.json()["status"] == "delivered"
-    assert len(response.json()["delivery_attempts"]) == 1
-    event.refresh_from_db()
-    assert event.status == EventStatus.DELIVERED
+    assert ConversionEvent.objects.get(pk=event.pk).status == EventStatus.DELIVERED
     sent = json.loads(mocked_http.calls[0].request.body)
     assert sent["event"]["confirmation"]["generic"]["orderId"] == "1001"
 
 
-def test_retry_of_an_event_a_worker_is_sending_answers_409(vt_site, mocked_http):
+def test_retry_leaves_an_entry_in_the_events_history(vt_site, operator):
+    # given
+    (event,) = track(_purchase())
+    ConversionEvent.objects.filter(pk=event.pk).update(status=EventStatus.FAILED)
+    # when
+    operator.post(event_url(event, "retry"))
+    # then
+    (entry,) = LogEntry.objects.filter(object_id=str(event.pk))
+    assert entry.user.username == "ops"
+    assert "Retry requested through the API: 1 event queued for delivery" in (
+        entry.get_change_message()
+    )
+
+
+def test_retry_of_a_delivered_event_answers_409_and_sends_nothing(
+    vt_site, operator, django_capture_on_commit_callbacks
+):
+    # given
+    (event,) = track(_purchase())
+    ConversionEvent.objects.filter(pk=event.pk).update(status=EventStatus.DELIVERED)
+    # when
+    with (
+        failing_on_any_call() as provider,
+        django_capture_on_commit_callbacks(execute=True) as after_commit,
+    ):
+        response = operator.post(event_url(event, "retry"))
+    # then
+    assert response.status_code == 409
+    assert response.json()["detail"].startswith("The event was delivered")
+    assert after_commit == [] and not provider.calls
+    assert ConversionEvent.objects.get(pk=event.pk).status == EventStatus.DELIVERED
+
+
+def test_retry_of_an_event_a_worker_is_sending_answers_409(
+    vt_site, operator, django_capture_on_commit_callbacks
+):
     # given
     (event,) = track(_purchase())
     ConversionEvent.objects.filter(pk=event.pk).update(
         status=EventStatus.SENDING, lease_expires_at=timezone.now() + timedelta(minutes=5)
     )
-    client = logged_in(make_user("ops", perms=("change_conversionevent",)))
     # when
-    response = client.post(event_url(event, "retry"))
+    with (
+        failing_on_any_call() as provider,
+        django_capture_on_commit_callbacks(execute=True) as after_commit,
+    ):
+        response = operator.post(event_url(event, "retry"))
     # then
     assert response.status_code == 409
-    assert len(mocked_http.calls) == 0
+    assert "A worker is sending this event" in response.json()["detail"]
+    assert after_commit == [] and not provider.calls
     assert ConversionEvent.objects.get(pk=event.pk).status == EventStatus.SENDING
 
 

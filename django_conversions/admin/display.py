@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions.models import ConversionEvent, EventStatus
+
+# Each queryset row carries whether this request may see personal data unmasked.
+UNMASKED = "conversions_unmasked"
 
 # Delivery states as the admin shows them: "retrying" is a pending event that failed before.
 STATES: dict[str, Any] = {
@@ -43,16 +47,12 @@ def badge(state: str, label: Any) -> SafeString:
 
 
 def event_changelist_url(namespace: str = "admin", **filters: Any) -> str:
-    from django.urls import reverse
-
     url = reverse(f"{namespace}:django_conversions_conversionevent_changelist")
     params = {("site__id__exact" if k == "site" else k): v for k, v in filters.items()}
     return f"{url}?{urlencode(params)}" if params else url
 
 
 def overview_url(namespace: str = "admin") -> str:
-    from django.urls import NoReverseMatch, reverse
-
     try:
         return reverse(f"{namespace}:django_conversions_overview")
     except NoReverseMatch:  # the event admin is not registered on this admin site

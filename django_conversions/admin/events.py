@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import BooleanField, QuerySet, Value
@@ -24,30 +25,31 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from django_conversions.actions import retry_events
 from django_conversions.admin.display import (
     STATES,
+    UNMASKED,
     OverviewLinkMixin,
     badge,
     event_state,
 )
+from django_conversions.admin.overview import build_overview
 from django_conversions.admin.sites import ADMIN_CSS
+from django_conversions.attempt_masking import visible_body, visible_text
 from django_conversions.masking import (
     can_see_personal_data,
     mask_known,
     mask_snapshot,
 )
-from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus
+from django_conversions.models import ConversionEvent, EventResult, EventStatus
 from django_conversions.providers import registry
 
 LIST_REASON_LENGTH = 120
 BODY_DISPLAY_LIMIT = 500
 
-# Each queryset row carries whether this request may see personal data unmasked.
-_UNMASKED = "conversions_unmasked"
-
 
 def _unmasked(obj: Any) -> bool:
-    return bool(getattr(obj, _UNMASKED, False))
+    return bool(getattr(obj, UNMASKED, False))
 
 
 def _visible(obj: Any, text: str, snapshot: Any = None) -> str:
@@ -98,31 +100,37 @@ class ProviderFilter(admin.SimpleListFilter):
 
 
 class DeliveryAttemptInline(admin.TabularInline):
-    """Every request made for the event, newest first. Stored headers hold only masked keys."""
+    """The event's part in every request that carried it, newest first: the request (time,
+    URL, status, how many events it carried, what was sent and answered) and this event's own
+    outcome and provider message. Stored request headers hold only masked keys."""
 
-    model = DeliveryAttempt
+    model = EventResult
+    fk_name = "event"
     extra = 0
     can_delete = False
-    ordering = ("-created_at", "-pk")
+    ordering = ("-attempt__created_at", "-pk")
     fields = (
-        "created_at",
-        "duration_ms",
+        "time",
+        "duration",
         "url",
         "http_status",
+        "event_count",
         "outcome",
-        "batch_size",
+        "message_display",
         "error_display",
-        "body_display",
+        "request_body_display",
+        "response_body_display",
         "headers_display",
     )
     readonly_fields = fields
+    verbose_name = _("delivery attempt")
     verbose_name_plural = _("delivery attempts (newest first)")
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryAttempt]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EventResult]:
         unmasked = Value(can_see_personal_data(request), output_field=BooleanField())
         # The event's snapshot tells which customer values to mask in bodies and errors.
-        queryset = super().get_queryset(request).select_related("event")
-        return queryset.annotate(**{_UNMASKED: unmasked})
+        queryset = super().get_queryset(request).select_related("attempt", "event")
+        return queryset.annotate(**{UNMASKED: unmasked})
 
     # Attempts are part of the event's record: whoever may see the event sees them.
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -140,29 +148,81 @@ class DeliveryAttemptInline(admin.TabularInline):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description=_("time"))
+    def time(self, result: EventResult) -> Any:
+        return result.attempt.created_at
+
+    @admin.display(description=_("duration (ms)"))
+    def duration(self, result: EventResult) -> int:
+        return result.attempt.duration_ms
+
+    @admin.display(description=_("URL"))
+    def url(self, result: EventResult) -> str:
+        return result.attempt.url or "—"
+
+    @admin.display(description=_("HTTP status"))
+    def http_status(self, result: EventResult) -> Any:
+        return result.attempt.http_status or _("no answer")
+
+    @admin.display(description=_("events in request"))
+    def event_count(self, result: EventResult) -> int:
+        return result.attempt.event_count
+
+    @admin.display(description=_("provider message"))
+    def message_display(self, result: EventResult) -> str:
+        return _attempt_text(result, result.message) or "—"
+
     @admin.display(description=_("error"))
-    def error_display(self, attempt: DeliveryAttempt) -> str:
-        return _visible(attempt, attempt.error, attempt.event.snapshot) or "—"
+    def error_display(self, result: EventResult) -> str:
+        return _attempt_text(result, result.attempt.error) or "—"
+
+    @admin.display(description=_("request body"))
+    def request_body_display(self, result: EventResult) -> str:
+        return _pre(_attempt_body(result, result.attempt.request_body))
 
     @admin.display(description=_("response body"))
-    def body_display(self, attempt: DeliveryAttempt) -> str:
-        text = _visible(attempt, attempt.response_body, attempt.event.snapshot)
-        body = Truncator(text).chars(BODY_DISPLAY_LIMIT)
-        return (
-            format_html('<pre class="conversions-pre conversions-pre-wide">{}</pre>', body)
-            if body
-            else "—"
-        )
+    def response_body_display(self, result: EventResult) -> str:
+        return _pre(_attempt_body(result, result.attempt.response_body))
 
-    @admin.display(description=_("request headers"))
-    def headers_display(self, attempt: DeliveryAttempt) -> str:
-        headers = attempt.request_headers or {}
-        lines = "\n".join(f"{name}: {value}" for name, value in headers.items())
-        return (
-            format_html('<pre class="conversions-pre conversions-pre-wide">{}</pre>', lines)
-            if lines
-            else "—"
+    @admin.display(description=_("headers"))
+    def headers_display(self, result: EventResult) -> str:
+        attempt = result.attempt
+        sections = [
+            (gettext("request"), attempt.request_headers),
+            (gettext("response"), attempt.response_headers),
+        ]
+        text = "\n\n".join(
+            f"{title}:\n" + "\n".join(f"{name}: {value}" for name, value in headers.items())
+            for title, headers in sections
+            if headers
         )
+        return _pre(text)
+
+
+def _attempt_text(result: EventResult, text: str) -> str:
+    return visible_text(
+        text,
+        result.event.snapshot,
+        unmasked=_unmasked(result),
+        shared=result.attempt.event_count > 1,
+    )
+
+
+def _attempt_body(result: EventResult, text: str) -> str:
+    shown = visible_body(
+        text,
+        result.event.snapshot,
+        event_id=result.event.event_id,
+        unmasked=_unmasked(result),
+        shared=result.attempt.event_count > 1,
+    )
+    return Truncator(shown).chars(BODY_DISPLAY_LIMIT)
+
+
+def _pre(text: str) -> str:
+    if not text:
+        return "—"
+    return format_html('<pre class="conversions-pre conversions-pre-wide">{}</pre>', text)
 
 
 @admin.register(ConversionEvent)
@@ -216,7 +276,7 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ConversionEvent]:
         unmasked = Value(can_see_personal_data(request), output_field=BooleanField())
-        return super().get_queryset(request).annotate(**{_UNMASKED: unmasked})
+        return super().get_queryset(request).annotate(**{UNMASKED: unmasked})
 
     # --- permissions: written by the app, read here -------------------------------------------
 
@@ -301,36 +361,36 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Retry selected events now"), permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> None:
-        from django_conversions.delivery import retry_now
-
-        # Never resend a delivered event: not every provider de-duplicates.
-        chosen = list(queryset.exclude(status=EventStatus.DELIVERED).select_related("site"))
-        left = queryset.filter(status=EventStatus.DELIVERED).count()
-        report = retry_now(chosen)
-        text = gettext("Retried %(count)d event(s): %(report)s.") % {
-            "count": len(chosen),
-            "report": report,
-        }
-        if left:
-            text += " " + gettext("%(count)d delivered event(s) were left alone.") % {"count": left}
-        level = messages.WARNING if report.failed or report.deferred else messages.SUCCESS
-        self.message_user(request, text, level)
+        # Queued, never sent here: a worker delivers them after this request has answered.
+        outcome = retry_events(queryset)
+        if outcome.queued:
+            queued = ConversionEvent.objects.filter(pk__in=outcome.queued).select_related("site")
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk,
+                queryset=queued,
+                action_flag=CHANGE,
+                change_message=gettext("Retry requested: queued for delivery."),
+            )
+        refused = outcome.delivered or outcome.in_flight or outcome.rebuild_failed
+        level = messages.WARNING if refused else messages.SUCCESS
+        self.message_user(request, outcome.summary() + ".", level)
 
     @admin.action(description=_("Mark selected events as skipped"), permissions=["change"])
     def skip_selected(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> None:
         now = timezone.now()
         user = request.user.get_username()  # type: ignore[union-attr]
-        # One conditional UPDATE: delivered events and those a worker holds right now stay.
+        # Delivered events, skipped ones and those a worker holds right now stay as they are.
         skippable = (
             ConversionEvent.objects.filter(pk__in=queryset.values("pk"))
-            .exclude(status__in=(EventStatus.DELIVERED, EventStatus.SKIPPED))
-            .exclude(status=EventStatus.SENDING, lease_expires_at__gt=now)
+            .resendable(now)
+            .exclude(status=EventStatus.SKIPPED)
         )
         ids = list(skippable.values_list("pk", flat=True))
+        # The same conditions again in the UPDATE: a worker may have claimed one meanwhile.
         skipped = (
             ConversionEvent.objects.filter(pk__in=ids)
-            .exclude(status__in=(EventStatus.DELIVERED, EventStatus.SKIPPED))
-            .exclude(status=EventStatus.SENDING, lease_expires_at__gt=now)
+            .resendable(now)
+            .exclude(status=EventStatus.SKIPPED)
             .update(
                 status=EventStatus.SKIPPED,
                 last_error=gettext("skipped by %(user)s in the admin") % {"user": user},
@@ -362,8 +422,6 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
         ]
 
     def overview_view(self, request: HttpRequest) -> HttpResponse:
-        from django_conversions.admin.overview import build_overview
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         overview = build_overview(days=7)

@@ -12,21 +12,26 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import BooleanField, Count, OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from django_conversions.actions import resume_site
 from django_conversions.admin.display import (
+    UNMASKED,
     OverviewLinkMixin,
     badge,
     event_changelist_url,
 )
+from django_conversions.attempt_masking import visible_text
+from django_conversions.masking import can_see_personal_data
 from django_conversions.models import (
     ApiKey,
     ConversionEvent,
@@ -34,8 +39,10 @@ from django_conversions.models import (
     EventStatus,
     TrackingSite,
 )
+from django_conversions.testevent import send_test_event
 
 ADMIN_CSS = {"all": ("django_conversions/admin.css",)}
+RECENT_ATTEMPTS = 10
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -168,7 +175,14 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
     )
     list_filter = ("provider", "is_active")
     search_fields = ("name", "provider_site_id")
-    readonly_fields = ("paused_at", "paused_reason", "held_until", "created_at", "updated_at")
+    readonly_fields = (
+        "paused_at",
+        "paused_reason",
+        "held_until",
+        "created_at",
+        "updated_at",
+        "recent_attempts",
+    )
     fieldsets = (
         (
             None,
@@ -187,6 +201,7 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
             _("State"),
             {"fields": ("paused_at", "paused_reason", "held_until", "created_at", "updated_at")},
         ),
+        (_("Recent requests"), {"fields": ("recent_attempts",)}),
     )
     inlines = (ApiKeyInline,)
     actions = ("resume_sites", "send_test_events")
@@ -202,10 +217,12 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[TrackingSite]:
         # Counted in the same query as the sites, each from the few pending or failed events
         # the status index holds (a join with every event of every site read them all).
+        unmasked = Value(can_see_personal_data(request), output_field=BooleanField())
         return (
             super()
             .get_queryset(request)
             .annotate(
+                **{UNMASKED: unmasked},
                 pending_events=_count_of(status=EventStatus.PENDING, attempts=0),
                 retrying_events=_count_of(status=EventStatus.PENDING, attempts__gt=0),
                 failed_events=_count_of(status=EventStatus.FAILED),
@@ -228,11 +245,7 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
         related = [
             (ApiKey, ApiKey.objects.filter(site__in=sites), "site"),
             (ConversionEvent, ConversionEvent.objects.filter(site__in=sites), "site"),
-            (
-                DeliveryAttempt,
-                DeliveryAttempt.objects.filter(event__site__in=sites),
-                "event__site",
-            ),
+            (DeliveryAttempt, DeliveryAttempt.objects.filter(site__in=sites), "site"),
         ]
         model_count = {str(TrackingSite._meta.verbose_name_plural): len(sites)}
         perms_needed: set[str] = set()
@@ -315,22 +328,75 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
             self._send_test_event(request, site)
 
     def _resume(self, request: HttpRequest, site: TrackingSite) -> None:
-        from django_conversions.delivery import resume_site
-
         was_paused = site.is_paused
-        report = resume_site(site)
+        # Queued, never sent here: a worker delivers them after this request has answered.
+        queued = resume_site(site)
         self.log_change(request, site, gettext("Resumed."))
         prefix = (
             gettext("Resumed %(site)s") if was_paused else gettext("%(site)s was not paused")
         ) % {"site": site.name}
-        self.message_user(request, f"{prefix}; {gettext('waiting events')}: {report}.")
+        waiting = ngettext(
+            "%(count)d waiting event queued for delivery",
+            "%(count)d waiting events queued for delivery",
+            queued,
+        ) % {"count": queued}
+        self.message_user(request, f"{prefix}; {waiting}.")
 
     def _send_test_event(self, request: HttpRequest, site: TrackingSite) -> None:
-        from django_conversions.testevent import send_test_event
-
+        # Synchronous on purpose: the person asked to see the provider's answer now.
         answer = send_test_event(site)
+        self.log_change(request, site, gettext("Sent a test event: %s") % answer.summary())
         level = messages.SUCCESS if answer.accepted else messages.ERROR
         self.message_user(request, str(answer), level)
+
+    # --- recent requests ----------------------------------------------------------------------
+
+    @admin.display(description=_("latest requests to the provider"))
+    def recent_attempts(self, site: TrackingSite) -> str:
+        if not site.pk:
+            return "—"
+        attempts = list(site.delivery_attempts.order_by("-created_at", "-pk")[:RECENT_ATTEMPTS])
+        if not attempts:
+            return gettext("none yet")
+        unmasked = bool(getattr(site, UNMASKED, False))
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    date_format(timezone.localtime(attempt.created_at), "DATETIME_FORMAT"),
+                    attempt.http_status or gettext("no answer"),
+                    attempt.get_outcome_display(),
+                    attempt.event_count,
+                    attempt.duration_ms,
+                    # Which customers a request carried is the events' business: no snapshot
+                    # here, so anything that looks personal is masked.
+                    visible_text(attempt.error, None, unmasked=unmasked, shared=True) or "—",
+                )
+                for attempt in attempts
+            ),
+        )
+        header = format_html_join(
+            "",
+            "<th>{}</th>",
+            (
+                (label,)
+                for label in (
+                    gettext("time"),
+                    gettext("HTTP status"),
+                    gettext("outcome"),
+                    gettext("events"),
+                    gettext("ms"),
+                    gettext("error"),
+                )
+            ),
+        )
+        return format_html(
+            '<table class="conversions-attempts"><thead><tr>{}</tr></thead>'
+            "<tbody>{}</tbody></table>",
+            header,
+            rows,
+        )
 
     # --- buttons on the change form -----------------------------------------------------------
 

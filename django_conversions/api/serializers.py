@@ -15,15 +15,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from django_conversions import http
+from django_conversions.attempt_masking import visible_body, visible_text
 from django_conversions.conversion import CONSENT_VALUES, Conversion, Customer, LineItem
 from django_conversions.exceptions import InvalidConversion
-from django_conversions.masking import mask_known, mask_snapshot
-from django_conversions.models import (
-    ConversionEvent,
-    DeliveryAttempt,
-    EventStatus,
-    TrackingSite,
-)
+from django_conversions.masking import mask_snapshot
+from django_conversions.models import ConversionEvent, EventResult, EventStatus, TrackingSite
+from django_conversions.providers.base import Outcome
 from django_conversions.scan_session import InvalidScanSessionId, parse_scan_session_id
 
 # Size limits, checked before anything is stored.
@@ -328,49 +325,65 @@ class EventSerializer(serializers.ModelSerializer):
         return mask_snapshot(event.snapshot or {})
 
 
-class AttemptSerializer(serializers.ModelSerializer):
-    """One delivery attempt: the request's outcome and the provider's (truncated) answer."""
+class AttemptSerializer(serializers.Serializer):
+    """One request that carried the event: the request as a whole (time, URL, HTTP status, how
+    many events it carried, what was sent and answered) and this event's own outcome in it."""
 
-    class Meta:
-        model = DeliveryAttempt
-        fields = (
-            "created_at",
-            "duration_ms",
-            "url",
-            "http_status",
-            "outcome",
-            "error",
-            "response_body",
-            "batch_size",
-        )
-        read_only_fields = fields
+    created_at = serializers.DateTimeField(source="attempt.created_at")
+    duration_ms = serializers.IntegerField(source="attempt.duration_ms")
+    url = serializers.CharField(source="attempt.url")
+    http_status = serializers.IntegerField(source="attempt.http_status", allow_null=True)
+    event_count = serializers.IntegerField(
+        source="attempt.event_count", help_text="How many events the request carried."
+    )
+    outcome = serializers.ChoiceField(
+        choices=Outcome.choices, help_text="This event's outcome in the request."
+    )
+    message = serializers.CharField(
+        help_text="The provider's word on this event; blank when it adds nothing to `error`."
+    )
+    error = serializers.CharField(source="attempt.error")
+    request_body = serializers.CharField(
+        source="attempt.request_body",
+        help_text=(
+            "As sent, cut to RESPONSE_BODY_LIMIT, without the key. Without view_personal_data "
+            "masked, and for a request carrying several events only this event's part."
+        ),
+    )
+    response_body = serializers.CharField(source="attempt.response_body")
+
+    def to_representation(self, result: EventResult) -> dict[str, Any]:
+        row = super().to_representation(result)
+        if self.context.get("personal_data"):
+            return row
+        event, attempt = result.event, result.attempt
+        shared = attempt.event_count > 1
+        for name in ("message", "error"):
+            row[name] = visible_text(row[name], event.snapshot, unmasked=False, shared=shared)
+        for name in ("request_body", "response_body"):
+            row[name] = visible_body(
+                row[name],
+                event.snapshot,
+                event_id=event.event_id,
+                unmasked=False,
+                shared=shared,
+            )
+        return row
 
 
 class EventDetailSerializer(EventSerializer):
-    """A conversion event with every delivery attempt."""
+    """A conversion event with every delivery attempt that carried it."""
 
-    delivery_attempts = serializers.SerializerMethodField(
-        help_text="Every delivery attempt, newest first."
+    delivery_attempts = AttemptSerializer(
+        source="results",
+        many=True,
+        read_only=True,
+        help_text="Every request that carried the event, newest first.",
     )
 
     class Meta(EventSerializer.Meta):
         fields = (*EventSerializer.Meta.fields, "delivery_attempts")
         read_only_fields = fields
-
-    @extend_schema_field(AttemptSerializer(many=True))
-    def get_delivery_attempts(self, event: ConversionEvent) -> list[dict[str, Any]]:
-        rows = AttemptSerializer(event.delivery_attempts.all(), many=True).data
-        if self.context.get("personal_data"):
-            return list(rows)
-        snapshot = event.snapshot or {}
-        return [
-            {
-                **row,
-                "error": mask_known(row["error"], snapshot),
-                "response_body": mask_known(row["response_body"], snapshot),
-            }
-            for row in rows
-        ]
 
 
 class EventFilterSerializer(StrictSerializer):

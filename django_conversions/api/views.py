@@ -1,14 +1,14 @@
 """The API's views. Recording goes through ``outbox.track`` and retrying through
-``delivery.retry_now``: the same code paths as the order hooks and the admin."""
+``actions.retry_events``: the same code paths as the order hooks and the admin."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.db import router, transaction
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.middleware.csrf import get_token
-from django.utils import timezone
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -21,12 +21,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_conversions import scan_session
+from django_conversions.actions import retry_events
 from django_conversions.conf import conversions_settings, import_setting
 from django_conversions.conversion import normalize_event_name
-from django_conversions.delivery import retry_now
 from django_conversions.exceptions import InvalidConversion
 from django_conversions.masking import may_see_personal_data
-from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.models import ConversionEvent, EventResult
 from django_conversions.outbox import dedup_key_for, sites_for, track
 
 from .parsers import BoundedJSONParser
@@ -69,6 +69,10 @@ class EventPagination(PageNumberPagination):
         return super().get_page_size(request)
 
 
+# django.contrib.admin.models.CHANGE: that module can't be imported where the admin app is not
+# installed, and the API works without it.
+ADMIN_CHANGE = 2
+
 # Answers every staff endpoint may give, for the schema.
 REFUSED = {
     401: OpenApiResponse(description="No credentials, or wrong ones."),
@@ -81,6 +85,20 @@ class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "A worker is sending this event right now; try again in a moment."
     default_code = "conflict"
+
+
+class AlreadyDelivered(Conflict):
+    default_detail = (
+        "The event was delivered: it is never sent again (not every provider removes duplicates)."
+    )
+    default_code = "delivered"
+
+
+def with_attempts(queryset: QuerySet[ConversionEvent]) -> QuerySet[ConversionEvent]:
+    """Events with the results that carried them and their attempts, newest first, in two
+    queries more whatever their number."""
+    results = EventResult.objects.select_related("attempt").order_by("-attempt__created_at", "-pk")
+    return queryset.prefetch_related(Prefetch("results", queryset=results))
 
 
 class ConversionsAPIView(generics.GenericAPIView):
@@ -208,7 +226,7 @@ class EventDetailView(ConversionsAPIView):
     serializer_class = EventDetailSerializer
 
     def get_queryset(self) -> QuerySet[ConversionEvent]:
-        return super().get_queryset().prefetch_related("delivery_attempts")
+        return with_attempts(super().get_queryset())
 
     @document(
         operation_id="conversions_events_retrieve",
@@ -220,7 +238,7 @@ class EventDetailView(ConversionsAPIView):
 
 
 class EventRetryView(ConversionsAPIView):
-    """Send an event again now, as the admin's "retry now" does."""
+    """Queue an event for delivery again now, as the admin's "retry now" does."""
 
     serializer_class = EventDetailSerializer
     # Retrying changes the event: it needs change_conversionevent, not add.
@@ -228,30 +246,55 @@ class EventRetryView(ConversionsAPIView):
 
     @document(
         operation_id="conversions_events_retry",
-        summary="Send an event again now",
+        summary="Queue an event for delivery again now",
         description=(
             'The admin\'s "retry now": rebuilds the conversion from the order where it still '
-            "exists, sends it, and answers with the event as it is afterwards."
+            "exists, makes the event due now and queues it for a worker. Nothing is sent "
+            "within this request: it answers at once (202) with the event's current state; "
+            "poll the event to see the delivery."
         ),
         request=None,
         responses={
-            200: EventDetailSerializer,
-            409: OpenApiResponse(description="A worker is sending the event right now."),
+            202: OpenApiResponse(EventDetailSerializer, description="Queued for delivery."),
+            200: OpenApiResponse(
+                EventDetailSerializer,
+                description=(
+                    "Not queued: the conversion could not be rebuilt from its order; the "
+                    "event is failed and `reason` says why."
+                ),
+            ),
+            409: OpenApiResponse(
+                description="Refused: the event was delivered, or a worker is sending it."
+            ),
             **REFUSED,
             **NOT_FOUND,
         },
     )
     def post(self, request: Request, event_id: Any) -> Response:
         event = self.get_object()
-        if (
-            event.status == EventStatus.SENDING
-            and event.lease_expires_at
-            and event.lease_expires_at > timezone.now()
-        ):
+        outcome = retry_events([event])
+        if outcome.delivered:
+            raise AlreadyDelivered()
+        if outcome.in_flight:
             raise Conflict()
-        retry_now([event])
-        event = self.get_queryset().prefetch_related("delivery_attempts").get(pk=event.pk)
-        return Response(self.get_serializer(event).data)
+        _record_history(request, event, outcome.summary())
+        event = self.get_queryset().get(pk=event.pk)
+        answer = status.HTTP_202_ACCEPTED if outcome.queued else status.HTTP_200_OK
+        return Response(self.get_serializer(event).data, status=answer)
+
+
+def _record_history(request: Request, event: ConversionEvent, what: str) -> None:
+    """An entry in the event's admin history, as the admin's own retry leaves."""
+    if not apps.is_installed("django.contrib.admin") or not request.user.is_authenticated:
+        return
+    log_entry = apps.get_model("admin", "LogEntry")
+    log_entry.objects.log_actions(
+        user_id=request.user.pk,
+        queryset=[event],
+        action_flag=ADMIN_CHANGE,
+        change_message=f"Retry requested through the API: {what}.",
+        single_object=True,
+    )
 
 
 def enforce_csrf(request: Request) -> None:

@@ -1,0 +1,173 @@
+"""What staff may do to events and sites, shared by the admin and the REST API.
+
+Both ask for a delivery; neither delivers. An operation changes the outbox rows in one
+transaction and, once it has committed, hands the events to the task queue
+(``tasks.enqueue_delivery``), so a web request that asked for it answers at once. Whatever the
+queue never runs, ``manage.py conversions_deliver`` finds: the events are due now.
+
+The rules of what may be sent again are the model's (``ConversionEvent.objects.resendable()``):
+a delivered event never (not every provider removes duplicates), an event a worker holds not
+while it holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from itertools import islice
+
+from django.db import router, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext, ngettext
+
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+from django_conversions.outbox import rebuild_snapshot
+from django_conversions.tasks import enqueue_delivery
+
+logger = logging.getLogger("django_conversions")
+
+#: Events read, changed and committed together: a bounded transaction whatever is selected.
+CHUNK_SIZE = 500
+
+
+@dataclass
+class RetryOutcome:
+    """What a retry request did to each event it was given."""
+
+    #: Primary keys of the events now pending and due, handed to the queue after commit.
+    queued: list[int] = field(default_factory=list)
+    #: Refused: delivered events are never sent again.
+    delivered: int = 0
+    #: Refused: a worker holds them right now (its lease runs).
+    in_flight: int = 0
+    #: The conversion could not be rebuilt from its order: the event failed with that reason.
+    rebuild_failed: int = 0
+
+    def summary(self) -> str:
+        """One sentence for a person, e.g. "3 events queued for delivery; 1 already
+        delivered (never resent); 1 being sent right now"."""
+        parts = [
+            ngettext(
+                "%(count)d event queued for delivery",
+                "%(count)d events queued for delivery",
+                len(self.queued),
+            )
+            % {"count": len(self.queued)}
+        ]
+        if self.delivered:
+            parts.append(
+                gettext("%(count)d already delivered (never resent)") % {"count": self.delivered}
+            )
+        if self.in_flight:
+            parts.append(gettext("%(count)d being sent right now") % {"count": self.in_flight})
+        if self.rebuild_failed:
+            parts.append(
+                ngettext(
+                    "%(count)d could not be rebuilt from its order (marked failed)",
+                    "%(count)d could not be rebuilt from their orders (marked failed)",
+                    self.rebuild_failed,
+                )
+                % {"count": self.rebuild_failed}
+            )
+        return "; ".join(parts)
+
+
+def retry_events(events: Iterable[ConversionEvent] | QuerySet[ConversionEvent]) -> RetryOutcome:
+    """Make these events due now (rebuilt from their orders) and queue them after commit.
+
+    Never sends anything itself. Each event is changed only if it is still resendable when it
+    is written (a compare-and-set on the model's rule), so a worker claiming it meanwhile wins
+    and the event counts as in flight.
+    """
+    using = router.db_for_write(ConversionEvent)
+    outcome = RetryOutcome()
+    for chunk in _chunks(_event_ids(events), CHUNK_SIZE):
+        with transaction.atomic(using=using):
+            queued = _retry_chunk(chunk, using, outcome)
+            outcome.queued.extend(queued)
+            _enqueue_on_commit(queued, using)
+    return outcome
+
+
+def resume_site(site: TrackingSite) -> int:
+    """Un-pause ``site``, make its pending events due now and queue them after commit.
+
+    Returns how many events were queued.
+    """
+    using = router.db_for_write(ConversionEvent)
+    with transaction.atomic(using=using):
+        site.resume()
+        pending = ConversionEvent.objects.using(using).filter(site=site, status=EventStatus.PENDING)
+        pending.update(next_attempt_at=timezone.now())
+        queued = list(pending.order_by("pk").values_list("pk", flat=True))
+        _enqueue_on_commit(queued, using)
+    return len(queued)
+
+
+def _event_ids(events: Iterable[ConversionEvent] | QuerySet[ConversionEvent]) -> list[int]:
+    if isinstance(events, QuerySet):
+        return list(events.order_by("pk").values_list("pk", flat=True))
+    return sorted({event.pk for event in events})
+
+
+def _chunks(ids: Sequence[int], size: int) -> Iterator[list[int]]:
+    iterator = iter(ids)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _retry_chunk(ids: list[int], using: str, outcome: RetryOutcome) -> list[int]:
+    now = timezone.now()
+    events = ConversionEvent.objects.using(using).filter(pk__in=ids)
+    queued: list[int] = []
+    for event in events.select_related("site").order_by("pk"):
+        if not event.is_resendable(now):
+            _count_refusal(event, now, outcome)
+            continue
+        error = rebuild_snapshot(event)
+        changes: dict[str, object] = (
+            {"status": EventStatus.FAILED, "last_error": error}
+            if error
+            else {
+                "status": EventStatus.PENDING,
+                "next_attempt_at": now,
+                "snapshot": event.snapshot,
+                "order_reference": event.order_reference,
+            }
+        )
+        written = _write_if_resendable(event.pk, now, using, changes)
+        if not written:
+            # A worker claimed or delivered it between the read and the write.
+            event.refresh_from_db(using=using, fields=["status", "lease_expires_at"])
+            _count_refusal(event, now, outcome)
+        elif error:
+            outcome.rebuild_failed += 1
+        else:
+            queued.append(event.pk)
+    return queued
+
+
+def _write_if_resendable(pk: int, now: datetime, using: str, changes: dict[str, object]) -> bool:
+    resendable = ConversionEvent.objects.using(using).filter(pk=pk).resendable(now)
+    return bool(
+        resendable.update(**changes, claim_token=None, lease_expires_at=None, updated_at=now)
+    )
+
+
+def _count_refusal(event: ConversionEvent, now: datetime, outcome: RetryOutcome) -> None:
+    if event.status == EventStatus.DELIVERED:
+        outcome.delivered += 1
+    elif event.is_held(now):
+        outcome.in_flight += 1
+
+
+def _enqueue_on_commit(ids: list[int], using: str) -> None:
+    if not ids:
+        return
+    # robust: a queue that is down must not turn a committed change into an error page; the
+    # events are due now, so the sweep sends them.
+    transaction.on_commit(partial(enqueue_delivery, ids), using=using, robust=True)
