@@ -110,8 +110,7 @@ def default_timeout() -> tuple[float, float]:
 
 def default_deadline() -> float:
     """Seconds a whole request may take, connect to last byte: ``["REQUEST_DEADLINE"]``."""
-    # TODO(conf): read conversions_settings.REQUEST_DEADLINE once conf.py defines it.
-    return float(getattr(conversions_settings, "REQUEST_DEADLINE", 30.0))
+    return float(conversions_settings.REQUEST_DEADLINE)
 
 
 # --- JSON ----------------------------------------------------------------------------------

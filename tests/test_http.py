@@ -154,10 +154,16 @@ def test_one_pooled_session_per_thread_without_retries() -> None:
     assert adapter.max_retries.total == 0  # type: ignore[attr-defined]
 
 
-def test_default_timeout_comes_from_settings() -> None:
-    conversions = {**settings.CONVERSIONS, "CONNECT_TIMEOUT": 2, "READ_TIMEOUT": 7.5}
+def test_default_timeout_and_deadline_come_from_settings() -> None:
+    conversions = {
+        **settings.CONVERSIONS,
+        "CONNECT_TIMEOUT": 2,
+        "READ_TIMEOUT": 7.5,
+        "REQUEST_DEADLINE": 12,
+    }
     with override_settings(CONVERSIONS=conversions):
         assert http.default_timeout() == (2.0, 7.5)
+        assert http.default_deadline() == 12.0
 
 
 # --- post() with responses -----------------------------------------------------------------------
@@ -382,9 +388,10 @@ def silent_server() -> Iterator[str]:
             release.set()
 
 
-def test_a_server_that_never_answers_is_left_at_the_deadline() -> None:
-    with silent_server() as url:
-        answer = post(url + "/e", timeout=(1.0, 10.0), deadline=1.5)
+def test_a_server_that_never_answers_is_left_at_the_deadline_from_settings() -> None:
+    conversions = {**settings.CONVERSIONS, "REQUEST_DEADLINE": 1.5}
+    with silent_server() as url, override_settings(CONVERSIONS=conversions):
+        answer = post(url + "/e", timeout=(1.0, 10.0))
     assert answer.status is None
     assert answer.error == "no complete answer within 1.5 s (deadline)"
 
