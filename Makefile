@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell echo '$(DJANGO)' | tr -c 'A-Za-z0-9.' '_')
 PYTEST_ARGS ?=
 DEMO_SERVE ?= 1
 
-.PHONY: test test-sqlite test-postgres lint demo bench clean
+.PHONY: test test-sqlite test-postgres lint typecheck demo bench bench-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,13 +31,22 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 
+## mypy with the django-stubs and djangorestframework-stubs plugins ([tool.mypy] in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy django_conversions
+
 ## The example shop with sample orders delivered to the local provider sandbox, served at
 ## http://127.0.0.1:8000/ until Ctrl-C. DEMO_SERVE=0 stops after the summary (for scripts).
 demo: $(STAMP)
 	$(BIN)/python example_project/manage.py demo $(if $(filter 0,$(DEMO_SERVE)),--no-serve,)
 
+## The benchmarks (docs/benchmarks.md), on PostgreSQL unless BENCH_DB=sqlite. Not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+## A quick benchmark run that checks the benchmarks still work and leave nothing behind.
+bench-check: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider benchmarks/test_quick_run.py
 
 clean:
 	rm -rf .venv .venv-* example_project/demo.sqlite3* .pytest_cache

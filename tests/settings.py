@@ -57,6 +57,10 @@ TEMPLATES = [
 
 STATIC_URL = "/static/"
 
+# Tests only: the default hasher is slow on purpose, and the admin tests log users in by the
+# hundred. Never use MD5 for real passwords.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 if os.environ.get("CONVERSIONS_TEST_DB", "sqlite") == "postgres":
     DATABASES = {
         "default": {
