@@ -22,6 +22,7 @@ from django_conversions.models import (
     EventResult,
     EventStatus,
 )
+from django_conversions.outcomes import Outcome
 from django_conversions.signals import event_delivered, event_failed
 from tests.conftest import SCANOVA_KEY
 
@@ -517,3 +518,380 @@ def test_a_drain_claims_again_after_a_full_claim(scanova_site, mocked_http):
     assert sorted(event_ids_sent(mocked_http.calls)) == sorted(
         str(e.event_id) for e in ConversionEvent.objects.all()
     )
+
+
+# --- the store on the public ORM --------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_variable_limit_999():
+    """SQLite as Django 5.2's oldest supported versions ship it: 999 bound variables."""
+    import sqlite3
+
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's bound-variable limit")
+
+    def lower_limit(sender, connection, **kwargs):
+        connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    connection_created.connect(lower_limit)
+    connection.close()  # the next query opens a connection with the limit
+    try:
+        connection.ensure_connection()
+        limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        assert limit == 999
+        yield
+    finally:
+        connection_created.disconnect(lower_limit)
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_100_is_recorded_exactly_with_sqlites_999_variable_limit(
+    scanova_site, mocked_http, sqlite_variable_limit_999
+):
+    # given: 100 events for a site with a batch endpoint
+    mocked_http.post(BATCH_URL, json={"success": True})
+    with conversions(BATCH_SIZE=100):
+        events = [record(str(n))[0] for n in range(100)]
+        # when
+        report = deliver_due()
+    # then: one request, all delivered, one attempt and a result row per event
+    assert report.delivered == 100 and len(mocked_http.calls) == 1
+    assert ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count() == 100
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.event_count == 100 and attempt.http_status == 200
+    assert sorted(attempt.results.values_list("event_id", flat=True)) == sorted(
+        e.pk for e in events
+    )
+    # and nothing is due again
+    with conversions():
+        assert deliver_due().handled == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreadable_snapshot_fails_that_event_only(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with conversions(BATCH_SIZE=1):
+        broken, fine = record("1")[0], record("2")[0]
+        ConversionEvent.objects.filter(pk=broken.pk).update(snapshot={"value": "not money"})
+        report = deliver_due()
+    broken.refresh_from_db()
+    fine.refresh_from_db()
+    assert (report.failed, report.delivered) == (1, 1)
+    assert broken.status == EventStatus.FAILED
+    assert broken.last_error.startswith("stored conversion unreadable")
+    assert broken.attempts == 0  # nothing was sent for it
+    assert fine.status == EventStatus.DELIVERED
+    assert event_ids_sent(mocked_http.calls) == [str(fine.event_id)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_batch_is_halved_and_each_half_is_one_attempt(scanova_site, mocked_http):
+    # given: the provider refuses 100 events at once (413), then takes each half
+    mocked_http.post(BATCH_URL, status=413, json={"detail": "payload too large"})
+    mocked_http.post(BATCH_URL, json={"success": True})
+    mocked_http.post(BATCH_URL, json={"success": True})
+    with conversions(BATCH_SIZE=100):
+        for n in range(100):
+            record(str(n))
+        report = deliver_due()
+    assert report.delivered == 100
+    sizes = [len(json.loads(c.request.body)["events"]) for c in mocked_http.calls]
+    assert sizes == [100, 50, 50]
+    assert sorted(DeliveryAttempt.objects.values_list("event_count", flat=True)) == [50, 50]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unexpected_error_in_the_provider_is_a_counted_attempt_until_the_max_age(
+    scanova_site, mocked_http, monkeypatch
+):
+    from django_conversions.providers.scanova import ScanovaProvider
+
+    # given: reading the provider's answer raises what nobody expected
+    def explode(self, answer):
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON object")
+
+    monkeypatch.setattr(ScanovaProvider, "classify", explode)
+    mocked_http.post(SCANOVA_URL, status=500, json={"detail": "nested"})
+    with conversions(RETRY_SCHEDULE=(60,), RETRY_MAX_AGE=150):
+        [event] = record()
+        # when: the first run
+        before = timezone.now()
+        report = deliver_due()
+        event.refresh_from_db()
+        # then: a counted, backed-off attempt, not "pending, due now, attempts unchanged"
+        assert report.retrying == 1
+        assert (event.status, event.attempts) == (EventStatus.PENDING, 1)
+        assert event.next_attempt_at >= before + timedelta(seconds=60)
+        assert "unexpected error: RecursionError" in event.last_error
+        assert deliver_due().handled == 0  # not due again at once
+        # when: it keeps failing each time it is due
+        for _ in range(5):
+            # time travel: a minute has passed and the retry is due
+            event.refresh_from_db()
+            ConversionEvent.objects.filter(pk=event.pk).update(
+                created_at=event.created_at - timedelta(seconds=60)
+            )
+            make_due(event)
+            deliver_due()
+            event.refresh_from_db()
+            if event.status != EventStatus.PENDING:
+                break
+    # then: it failed for good once RETRY_MAX_AGE was reached
+    assert event.status == EventStatus.FAILED
+    assert event.last_error.startswith("gave up after")
+    assert len(mocked_http.calls) == event.attempts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signals_are_sent_after_the_results_are_committed(scanova_site, mocked_http):
+    import threading
+
+    from django.db import connections
+
+    # given: receivers that look at the event from another connection
+    seen: dict[str, str] = {}
+
+    def status_elsewhere(pk: int) -> str:
+        found: list[str] = []
+
+        def read() -> None:
+            found.append(ConversionEvent.objects.get(pk=pk).status)
+            connections.close_all()
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+        return found[0]
+
+    def on_delivered(sender, event, **kwargs):
+        seen["delivered"] = status_elsewhere(event.pk)
+
+    def on_failed(sender, event, reason, **kwargs):
+        seen["failed"] = status_elsewhere(event.pk)
+
+    event_delivered.connect(on_delivered)
+    event_failed.connect(on_failed)
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    mocked_http.post(SCANOVA_URL, status=422, json={"detail": "bad"})
+    try:
+        with conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=1):
+            record("1")
+            record("2")
+            deliver_due()
+    finally:
+        event_delivered.disconnect(on_delivered)
+        event_failed.disconnect(on_failed)
+    # then: each receiver saw its event's new state already committed
+    assert seen == {"delivered": EventStatus.DELIVERED, "failed": EventStatus.FAILED}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_should_stop_sends_no_new_request_and_hands_the_rest_back(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    asked: list[bool] = []
+
+    def stop_after_two() -> bool:
+        asked.append(True)
+        return len(asked) > 2
+
+    with conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=1):
+        for n in range(5):
+            record(str(n))
+        # when
+        report = deliver_due(should_stop=stop_after_two)
+    # then: what was sent is recorded; the rest is pending, due, claimed by nobody
+    sent = len(mocked_http.calls)
+    assert 1 <= sent < 5 and report.delivered == sent
+    waiting = ConversionEvent.objects.exclude(status=EventStatus.DELIVERED)
+    assert waiting.count() == 5 - sent
+    assert set(waiting.values_list("status", "attempts", "claim_token")) == {
+        (EventStatus.PENDING, 0, None)
+    }
+    with conversions(BATCH_SIZE=1):
+        assert deliver_due().delivered == 5 - sent
+
+
+# --- fenced leases ----------------------------------------------------------------------------
+
+
+def expire_leases() -> None:
+    ConversionEvent.objects.filter(status=EventStatus.SENDING).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_lease_was_taken_over_sends_nothing_and_writes_nothing(
+    scanova_site, mocked_http, caplog
+):
+    from django_conversions.delivery import recorder, sender
+    from django_conversions.delivery.policy import Decision, Verdict
+    from django_conversions.providers.base import Result
+
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with conversions(BATCH_SIZE=1):
+        events = [record(str(n))[0] for n in range(3)]
+        # given: worker A claimed the events, its lease ran out, worker B took them over
+        first = claim(10)
+        expire_leases()
+        second = claim(10)
+        assert sorted(e.pk for e in second.events) == sorted(e.pk for e in events)
+        # when: A goes on sending its claim
+        report = sender.send(first)
+        # then: A sent nothing and changed nothing
+        assert len(mocked_http.calls) == 0 and report.handled == 0
+        rows = ConversionEvent.objects.filter(pk__in=[e.pk for e in events])
+        assert set(rows.values_list("status", "claim_token")) == {
+            (EventStatus.SENDING, second.token)
+        }
+        # when: A writes results for them anyway (an answer that came back too late)
+        delivered = Decision(Verdict.DELIVERED, 1, "")
+        group = recorder.SiteResults(
+            first,
+            scanova_site,
+            None,
+            [recorder.Recorded(e, Result(Outcome.DELIVERED, "ok"), delivered) for e in events],
+        )
+        assert recorder.write([group]).delivered == 0
+        # then: still B's, and the log says why
+        assert set(rows.values_list("status", "claim_token")) == {
+            (EventStatus.SENDING, second.token)
+        }
+        assert "taken over by another worker" in caplog.text
+        # and B delivers each once
+        assert sender.send(second).delivered == 3
+    assert sorted(event_ids_sent(mocked_http.calls)) == sorted(str(e.event_id) for e in events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lease_lost_while_a_request_is_in_flight_overwrites_nothing(scanova_site, mocked_http):
+    from django.db import connections
+
+    taken_over = []
+
+    def answer_after_a_takeover(request):
+        # another worker takes the event over while this request is on the wire
+        expire_leases()
+        taken_over.append(claim(10))
+        connections.close_all()
+        return (200, {}, json.dumps({"success": True}))
+
+    mocked_http.add_callback(responses.POST, SCANOVA_URL, callback=answer_after_a_takeover)
+    with conversions(BATCH_SIZE=1):
+        [event] = record()
+        # when
+        report = deliver_due()
+    # then: the new holder's claim stands; this worker's answer was not written over it
+    [other] = taken_over
+    event.refresh_from_db()
+    assert report.delivered == 0
+    assert (event.status, event.claim_token) == (EventStatus.SENDING, other.token)
+    assert event.attempts == 0
+    # the exchange itself is on record: the request did go out
+    assert DeliveryAttempt.objects.get().results.get().event_id == event.pk
+
+
+# --- accepted answers survive a failed write --------------------------------------------------
+
+
+def fail_results_write(times: int, fault=None):
+    """An execute wrapper failing the write of the events' new states ``times`` times."""
+    from django.db import OperationalError
+
+    failed: list[str] = []
+
+    def wrapper(execute, sql, params, many, context):
+        if sql.startswith("UPDATE") and "delivered_at" in sql and len(failed) < times:
+            failed.append(sql)
+            if fault is not None:
+                fault()
+                return execute(sql, params, many, context)
+            raise OperationalError("database is unavailable")
+        return execute(sql, params, many, context)
+
+    return wrapper, failed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accepted_results_survive_a_failed_write(scanova_site, mocked_http):
+    from django.db import connection
+
+    mocked_http.post(BATCH_URL, json={"success": True})
+    wrapper, failed = fail_results_write(times=1)
+    with conversions(BATCH_SIZE=10):
+        events = [record(str(n))[0] for n in range(10)]
+        # when: the first write of the provider's answer fails
+        with connection.execute_wrapper(wrapper):
+            report = deliver_due()
+    # then: written on the next try; delivered once, never back to pending
+    assert len(failed) == 1 and len(mocked_http.calls) == 1
+    assert report.delivered == 10
+    assert set(ConversionEvent.objects.values_list("status", flat=True)) == {"delivered"}
+    assert DeliveryAttempt.objects.count() == 1
+    assert EventResult.objects.count() == len(events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accepted_results_are_kept_while_the_database_stays_away(
+    scanova_site, mocked_http, monkeypatch
+):
+    from django.db import connection
+
+    from django_conversions.delivery import recorder
+
+    monkeypatch.setattr(recorder, "WRITE_RETRY_DELAYS", (0.0,))
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    wrapper, failed = fail_results_write(times=2)
+    with conversions(BATCH_SIZE=1):
+        [event] = record()
+        # when: every try of this run fails
+        with connection.execute_wrapper(wrapper):
+            first = deliver_due()
+        event.refresh_from_db()
+        assert len(failed) == 2 and first.delivered == 0
+        assert event.status == EventStatus.SENDING  # still claimed: nobody sends it meanwhile
+        assert recorder.unwritten_count() == 1
+        # when: the next run, the database back
+        second = deliver_due()
+    # then: the kept answer is written; the event was sent once
+    event.refresh_from_db()
+    assert second.delivered == 1 and event.status == EventStatus.DELIVERED
+    assert len(mocked_http.calls) == 1 and recorder.unwritten_count() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_accepted_results_survive_a_dropped_connection(scanova_site, mocked_http):
+    import psycopg
+    from django.db import connection
+
+    dropped: list[int] = []
+
+    def drop_this_connection() -> None:
+        # the server ends this worker's session, as a restart or a network cut does
+        db = connection.settings_dict
+        pid = connection.connection.info.backend_pid
+        dropped.append(pid)
+        with psycopg.connect(
+            host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+        ) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    mocked_http.post(BATCH_URL, json={"success": True})
+    wrapper, failed = fail_results_write(times=1, fault=drop_this_connection)
+    with conversions(BATCH_SIZE=10):
+        for n in range(10):
+            record(str(n))
+        with connection.execute_wrapper(wrapper):
+            report = deliver_due()
+    # then: the write went through on a new connection; nothing was sent again
+    assert len(failed) == 1 and len(mocked_http.calls) == 1
+    assert connection.connection.info.backend_pid not in dropped
+    assert report.delivered == 10
+    assert set(ConversionEvent.objects.values_list("status", flat=True)) == {"delivered"}
+    assert DeliveryAttempt.objects.count() == 1

@@ -128,7 +128,17 @@ def decide(
     try:
         return _decide(result, attempts, created_at, now, provider_name, rules, rand)
     except Exception as err:  # a value no rule foresaw must not leave the event as it was
-        return _retry(unexpected(err), attempts, created_at, now, rules, rand)
+        problem = unexpected(err)
+    try:
+        return _retry(problem, attempts, created_at, now, rules, rand)
+    except Exception:  # even the schedule fails (a broken creation time): the longest wait
+        longest = max(rules.schedule, default=60.0)
+        return Decision(
+            Verdict.RETRY,
+            attempts + 1,
+            _short(f"attempt {attempts + 1} failed: {problem.reason}"),
+            next_attempt_at=now + timedelta(seconds=longest),
+        )
 
 
 def _decide(
