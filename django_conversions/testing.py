@@ -56,7 +56,9 @@ CREATED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 
 def last_json(mocked: responses.RequestsMock) -> Any:
     """The JSON body of the last request sent."""
-    return json.loads(mocked.calls[-1].request.body)
+    body = mocked.calls[-1].request.body
+    assert body is not None, "the last request had no body"
+    return json.loads(body)
 
 
 def last_headers(mocked: responses.RequestsMock) -> Any:
@@ -83,7 +85,7 @@ def full_conversion(**changes: Any) -> Conversion:
             country="Romania",
             external_id="cust-42",
         ),
-        "items": (LineItem("sku-1", 2, price="10.5"), LineItem("sku-2")),
+        "items": (LineItem("sku-1", 2, price=Decimal("10.5")), LineItem("sku-2")),
         "scan_session_id": SCAN_SESSION.upper(),
         "consent": "granted",
         "properties": {"channel": "qr-flyer"},

@@ -8,12 +8,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
+import responses
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.test import Client
 
+from django_conversions.delivery import forget_sites
 from django_conversions.models import ApiKey, TrackingSite
+from django_conversions.sites import clear_cache
 
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -37,8 +41,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not ON_POSTGRES:
         return
-    import psycopg
-
     db = settings.DATABASES["default"]
     try:
         psycopg.connect(
@@ -64,9 +66,6 @@ def _skip_without_postgres(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_site_cache() -> Iterator[None]:
     """Sites created by one test vanish with its rollback, which fires no signal."""
-    from django_conversions.delivery import forget_sites
-    from django_conversions.sites import clear_cache
-
     clear_cache()
     forget_sites()
     yield
@@ -108,8 +107,6 @@ def vt_site(make_site: Callable[..., TrackingSite]) -> TrackingSite:
 
 @pytest.fixture
 def mocked_http() -> Iterator[Any]:
-    import responses
-
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps
 
