@@ -6,13 +6,21 @@ consent policy (``consent.py``). This module handles what happens afterwards:
 
 ``scrub_old_events()``
     Finished events older than ``SCRUB_AFTER_DAYS`` lose every personal field of their
-    snapshot and their stored response bodies; the delivery record (status, times, event id,
+    snapshot, and the attempts that carried them their request and response bodies, errors
+    and per-event messages; the delivery record (status, times, HTTP statuses, event id,
     order, amounts, items) stays for the shop's accounts.
 ``purge_old_events()``
-    Finished events older than ``RETENTION_DAYS`` are deleted with their attempts.
+    Finished events older than ``RETENTION_DAYS`` are deleted with their results, and so are
+    attempts older than that and attempts no event refers to any more.
 ``forget_customer()``
     Every stored trace of one customer's email or phone is scrubbed, in events of any status;
     pending events are then sent without it, or skipped where the provider needs it.
+
+An attempt is one HTTP request, and a batch request carries several customers' events: its
+request body holds all of them. Scrubbing or forgetting one of its events scrubs the whole
+body (and the answer), so the other customers' events lose that copy of their request too.
+Everything here works in batches of ``BATCH`` rows, each in its own transaction, so no run
+holds a long lock on a live shop's tables.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db import router, transaction
+from django.db.models import Case, Model, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from django_conversions.conf import conversions_settings
@@ -37,14 +45,19 @@ from django_conversions.conversion import (
     sha256_hex,
 )
 from django_conversions.masking import EMAIL_PATTERN
-from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus
+from django_conversions.models import ConversionEvent, DeliveryAttempt, EventResult, EventStatus
+
+ModelT = TypeVar("ModelT", bound=Model)
 
 FINISHED = (EventStatus.DELIVERED, EventStatus.SKIPPED, EventStatus.FAILED)
 # Snapshot keys that identify or may identify a person; everything else is order facts.
 PERSONAL_KEYS = ("customer", "scan_session_id", "properties")
 SCRUBBED_MARK = "personal data removed"
 ERASED_REASON = "customer data erased on request"
-BATCH = 500
+BATCH = 1000
+# The attempt texts that may quote personal data: the request as sent, the provider's answer
+# and the error made from it.
+ATTEMPT_TEXTS = ("request_body", "response_body", "error")
 
 _PHONE = re.compile(r"\+?\d[\d ()./-]{6,}\d")
 
@@ -66,15 +79,21 @@ class PrivacyReport:
         )
 
 
-def _in_batches(queryset: QuerySet[ConversionEvent]) -> Iterator[list[ConversionEvent]]:
-    """Rows in primary-key order, BATCH at a time, each batch re-read (safe while it changes)."""
+def _in_batches(queryset: QuerySet[ModelT]) -> Iterator[tuple[list[ModelT], QuerySet[ModelT]]]:
+    """Rows in primary-key order, BATCH at a time, each batch re-read (safe while it changes),
+    with the same rows as a queryset (a primary-key range of ``queryset``): statements on a
+    batch use it as a subquery, never a list of BATCH parameters."""
     last = 0
     while True:
         batch = list(queryset.filter(pk__gt=last).order_by("pk")[:BATCH])
         if not batch:
             return
-        yield batch
+        yield batch, queryset.filter(pk__gte=batch[0].pk, pk__lte=batch[-1].pk)
         last = batch[-1].pk
+
+
+def _using() -> str:
+    return router.db_for_write(ConversionEvent)
 
 
 def scrub_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -95,37 +114,71 @@ def scrub_old_events(*, now: datetime | None = None, dry_run: bool = False) -> P
         _has_personal_data(), status__in=FINISHED, created_at__lt=cutoff
     )
     report = PrivacyReport()
-    for batch in _in_batches(due):
+    for batch, rows in _in_batches(due):
         report.events.update(event.status for event in batch)
         if dry_run:
+            report.attempts += _attempts_to_scrub(rows).count()
             continue
-        with transaction.atomic():
+        with transaction.atomic(using=_using()):
+            # First: once scrubbed, the events no longer match ``rows``.
+            report.attempts += _scrub_attempts(rows)
             for event in batch:
                 event.snapshot = scrub_snapshot(event.snapshot)
                 event.save(update_fields=["snapshot", "updated_at"])
-            report.attempts += _scrub_attempts(batch)
     return report
 
 
-def _scrub_attempts(events: list[ConversionEvent]) -> int:
-    return (
-        DeliveryAttempt.objects.filter(event__in=events)
-        .exclude(response_body=SCRUBBED_MARK)
-        .exclude(response_body="")
-        .update(response_body=SCRUBBED_MARK)
+def _attempts_to_scrub(events: QuerySet[ConversionEvent]) -> QuerySet[DeliveryAttempt]:
+    """Attempts that carried any of ``events`` and still hold a text that may be personal."""
+    carried = EventResult.objects.filter(event__in=events.values("pk")).values("attempt_id")
+    already = Q()
+    for name in ATTEMPT_TEXTS:
+        already &= Q(**{f"{name}__in": ("", SCRUBBED_MARK)})
+    return DeliveryAttempt.objects.filter(pk__in=carried).exclude(already)
+
+
+def _scrub_attempts(events: QuerySet[ConversionEvent]) -> int:
+    """Scrub the attempts that carried ``events`` (whole bodies: see the module docstring) and
+    the provider's messages about these events. Returns how many attempts changed."""
+    results = EventResult.objects.filter(event__in=events.values("pk"))
+    results.exclude(message="").update(message=SCRUBBED_MARK)
+    return _attempts_to_scrub(events).update(
+        **{
+            name: Case(When(**{name: ""}, then=Value("")), default=Value(SCRUBBED_MARK))
+            for name in ATTEMPT_TEXTS
+        }
     )
 
 
 def purge_old_events(*, now: datetime | None = None, dry_run: bool = False) -> PrivacyReport:
-    """Delete finished events (and their attempts) older than RETENTION_DAYS."""
+    """Delete finished events older than RETENTION_DAYS (their results with them), attempts
+    older than that, and attempts whose events are all gone."""
     cutoff = (now or timezone.now()) - timedelta(days=conversions_settings.RETENTION_DAYS)
     old = ConversionEvent.objects.filter(status__in=FINISHED, created_at__lt=cutoff)
     report = PrivacyReport()
-    for batch in _in_batches(old):
+    for batch, rows in _in_batches(old.only("pk", "status")):
         report.events.update(event.status for event in batch)
-        report.attempts += DeliveryAttempt.objects.filter(event__in=batch).count()
+        carried = EventResult.objects.filter(event__in=rows.values("pk")).values("attempt_id")
+        # Attempts that carried only these events have nothing left to explain; the old ones
+        # go with the attempts purged by age below.
+        alone = DeliveryAttempt.objects.filter(pk__in=carried, created_at__gte=cutoff).exclude(
+            pk__in=EventResult.objects.filter(attempt_id__in=carried)
+            .exclude(event__in=rows.values("pk"))
+            .values("attempt_id")
+        )
+        if dry_run:
+            report.attempts += alone.count()
+            continue
+        with transaction.atomic(using=_using()):
+            report.attempts += alone.delete()[1].get(DeliveryAttempt._meta.label, 0)
+            rows.delete()
+    for attempts, attempt_rows in _in_batches(
+        DeliveryAttempt.objects.filter(created_at__lt=cutoff).only("pk")
+    ):
+        report.attempts += len(attempts)
         if not dry_run:
-            ConversionEvent.objects.filter(pk__in=[e.pk for e in batch]).delete()
+            with transaction.atomic(using=_using()):
+                attempt_rows.delete()
     return report
 
 
@@ -137,17 +190,21 @@ def forget_customer(
     Call it from the shop's own account-deletion flow; ``manage.py conversions_forget`` does
     the same from a shell. Events that were not sent yet keep their order facts and are sent
     without the customer's data, or skipped where the provider can't take them without it.
+    The requests that carried the customer's events lose their bodies, also where they
+    carried other customers' events too (see the module docstring).
     """
     matches = _customer_events(email, phone)
     report = PrivacyReport()
-    for batch in _in_batches(ConversionEvent.objects.filter(matches).select_related("site")):
+    for batch, rows in _in_batches(ConversionEvent.objects.filter(matches).select_related("site")):
         report.events.update(event.status for event in batch)
         if dry_run:
+            report.attempts += _attempts_to_scrub(rows).count()
             continue
-        with transaction.atomic():
+        with transaction.atomic(using=_using()):
+            # First: once forgotten, the events no longer match ``rows``.
+            report.attempts += _scrub_attempts(rows)
             for event in batch:
                 _forget_in(event)
-            report.attempts += _scrub_attempts(batch)
     return report
 
 

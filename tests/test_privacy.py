@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from django_conversions import Conversion, Customer, track
 from django_conversions.delivery import deliver_due
-from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus
+from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.privacy import (
     SCRUBBED_MARK,
     forget_customer,
@@ -24,6 +24,7 @@ from django_conversions.privacy import (
     redact_personal,
     scrub_old_events,
 )
+from tests.attempts import record_attempt
 
 SCANOVA_URL = "https://track.example.test/server-events"
 VT_URL = "https://vt.example.test/v1/event/"
@@ -148,8 +149,13 @@ def test_each_site_stores_only_what_its_provider_needs(scanova_site, vt_site):
 
 def aged(event: ConversionEvent, age: timedelta, status: str = EventStatus.DELIVERED) -> None:
     ConversionEvent.objects.filter(pk=event.pk).update(created_at=NOW - age, status=status)
-    DeliveryAttempt.objects.create(
-        event=event, http_status=200, outcome="delivered", response_body='{"email": "x"}'
+    record_attempt(
+        [event],
+        created_at=NOW - age,
+        http_status=200,
+        outcome="delivered",
+        request_body='{"email": "x"}',
+        response_body='{"email": "x"}',
     )
 
 
@@ -177,7 +183,9 @@ def test_scrub_boundary_and_what_is_kept(scanova_site, vt_site):
         assert "customer" not in event.snapshot and "scan_session_id" not in event.snapshot
         assert event.snapshot["order_id"] == "OLD" and event.snapshot["value"] == "42.00"
         assert event.status == EventStatus.DELIVERED and event.event_id
-        assert event.delivery_attempts.get().response_body == SCRUBBED_MARK
+        attempt = event.results.get().attempt
+        assert attempt.request_body == attempt.response_body == SCRUBBED_MARK
+        assert attempt.http_status == 200
     for event in [*young, *waiting]:
         event.refresh_from_db()
         assert "customer" in event.snapshot
