@@ -8,18 +8,19 @@ wins. Override ``get_<field>()`` for one field, or ``to_conversion()`` for every
 
 from __future__ import annotations
 
-import inspect
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db import connections, models
-from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
-from django.db.models.query_utils import DeferredAttribute
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models
 
-from django_conversions import bulk
+from django_conversions.apps import order_model
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion, Customer, LineItem
+
+logger = logging.getLogger("django_conversions")
 
 
 def first_attr(obj: Any, names: Iterable[str]) -> Any:
@@ -37,17 +38,8 @@ def first_attr(obj: Any, names: Iterable[str]) -> Any:
     return None
 
 
-_split_paths: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {}
-
-
-def _paths(names: Iterable[str]) -> Iterable[tuple[str, ...]]:
-    # The adapter's name tuples are read some twenty times per tracked save: split them once.
-    if type(names) is not tuple:
-        return [tuple(name.split(".")) for name in names]
-    paths = _split_paths.get(names)
-    if paths is None:
-        paths = _split_paths[names] = tuple(tuple(name.split(".")) for name in names)
-    return paths
+def _paths(names: Iterable[str]) -> Iterable[list[str]]:
+    return (name.split(".") for name in names)
 
 
 class OrderAdapter:
@@ -90,6 +82,8 @@ class OrderAdapter:
         }
 
     def to_conversion(self, order: Any) -> Conversion:
+        """The order's conversion. May raise: the order then gets a ``failed`` event per site
+        with the error's message, and a later save of the fixed order replaces them."""
         return Conversion(
             event_name=self.get_event_name(order),
             order_id=self.get_order_id(order),
@@ -104,6 +98,52 @@ class OrderAdapter:
             consent=first_attr(order, self.CONSENT_ATTRS),
             occurred_at=first_attr(order, self.OCCURRED_AT_ATTRS),
         )
+
+    # --- reconciliation ----------------------------------------------------------------------
+
+    def conversions_since(self, since: datetime) -> models.QuerySet[Any] | Iterable[Any]:
+        """The orders that should have a conversion recorded, among those from ``since`` on.
+
+        The sweep's reconciliation records the conversion of each returned order that has no
+        event (its outbox write was lost: a database error after the order committed, a crash
+        between the two). Return them oldest first. A queryset of the order model on the app's
+        database lets the sweep find those without an event in one bounded query; index the
+        time field it filters on.
+
+        The default: orders whose ``ORDER_STATUS_FIELD`` holds one of ``ORDER_PAID_STATUSES``
+        (every order, without a status field), by the first of ``OCCURRED_AT_ATTRS`` that is a
+        date-time field of the model, from ``since`` on.
+        """
+        model = order_model()
+        if model is None:
+            return []
+        time_field = self.conversion_time_field(model)
+        if time_field is None:
+            logger.warning(
+                "Lost conversions of %s can't be found: it has none of the date-time fields "
+                "%s; override conversions_since() in CONVERSIONS['ORDER_ADAPTER']",
+                model._meta.label,
+                ", ".join(self.OCCURRED_AT_ATTRS),
+            )
+            return []
+        orders = model._default_manager.filter(**{f"{time_field}__gte": since})
+        orders = orders.order_by(time_field, "pk")
+        status = conversions_settings.ORDER_STATUS_FIELD
+        if not status or not hasattr(model, status):
+            return orders  # should_track(): tracked when created
+        if _concrete_field(model, status) is None:  # a property: only Python can read it
+            return (order for order in orders.iterator() if self.should_track(order, created=False))
+        paid = [str(s) for s in conversions_settings.ORDER_PAID_STATUSES]
+        return orders.filter(**{f"{status}__in": paid})
+
+    def conversion_time_field(self, model: type[models.Model]) -> str | None:
+        """The order model's field telling when an order became a conversion (see
+        ``conversions_since``)."""
+        for name in self.OCCURRED_AT_ATTRS:
+            field = _concrete_field(model, name)
+            if isinstance(field, models.DateTimeField):
+                return name
+        return None
 
     # --- one method per field, for small overrides --------------------------------------------
 
@@ -155,7 +195,8 @@ class OrderAdapter:
         manager = getattr(order, relation, None) if relation and order.pk else None
         if manager is None:
             return ()
-        rows = related_rows(manager) if isinstance(manager, models.Manager) else manager
+        # The manager as it is: the host's prefetches and its manager's filters apply.
+        rows = manager.all() if isinstance(manager, models.Manager) else manager
         return tuple(self.get_line_item(row) for row in rows)
 
     def get_line_item(self, row: Any) -> LineItem:
@@ -167,108 +208,12 @@ class OrderAdapter:
         )
 
 
-@dataclass(frozen=True)
-class _LinesQuery:
-    """A reverse foreign key's ``all()``, compiled once: its SQL and how to read its rows."""
-
-    sql: str
-    attnames: list[str]
-    converters: list[tuple[int, list[Any], Any]]  # (column, converter functions, expression)
-    plain: bool  # rows may be built without from_db() (see _plainly_built)
-
-
-# By (line model, relation, database).
-_lines_queries: dict[tuple[type[models.Model], str, str], _LinesQuery | None] = {}
-
-
-def related_rows(manager: models.Manager[Any]) -> Iterable[models.Model]:
-    """``manager.all()``, read without building a queryset on every call.
-
-    The order lines are read on every tracked checkout, and building and compiling the same
-    queryset cost several times what running it does. For a reverse foreign key whose
-    queryset is plain (its only parameter is the order's key: no manager filters, no joins,
-    no deferred fields), the query compiled the first time is run again and its rows built as
-    the ORM builds them; anything else (or lines already prefetched) goes through ``all()``.
-    """
-    field = getattr(manager, "field", None)  # set on reverse foreign key managers only
-    instance = getattr(manager, "instance", None)
-    if field is None or instance is None:
-        return manager.all()
-    cache_name = field.remote_field.cache_name
-    if cache_name in getattr(instance, "_prefetched_objects_cache", {}):
-        return manager.all()
-    using = manager.db
-    key_value = getattr(instance, field.target_field.attname)
-    cache_key = (manager.model, cache_name, using)
-    if cache_key not in _lines_queries:
-        _lines_queries[cache_key] = _compile_lines(manager.all(), key_value, using)
-    lines = _lines_queries[cache_key]
-    if lines is None:
-        return manager.all()
-    connection = connections[using]
-    with connection.cursor() as cursor:
-        cursor.execute(lines.sql, [key_value])
-        rows = [list(row) for row in cursor.fetchall()]
-    for row in rows:
-        for position, functions, expression in lines.converters:
-            for convert in functions:
-                row[position] = convert(row[position], expression, connection)
-    model = manager.model
-    if lines.plain and not bulk.init_watched(model):
-        names = lines.attnames
-        built = [
-            bulk.bare_instance(model, dict(zip(names, row, strict=True)), db=using) for row in rows
-        ]
-    else:
-        built = [model.from_db(using, lines.attnames, row) for row in rows]
-    for row in built:  # as the related manager does: row.<fk> is the order, no query
-        field.set_cached_value(row, instance)
-    return built
-
-
-def _compile_lines(
-    queryset: models.QuerySet[Any], key_value: Any, using: str
-) -> _LinesQuery | None:
-    query = queryset.query
-    if (
-        query.select_related
-        or query.annotations
-        or query.extra
-        or query.deferred_loading != (frozenset(), True)
-        or queryset._prefetch_related_lookups
-    ):
+def _concrete_field(model: type[models.Model], name: str) -> models.Field[Any, Any] | None:
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
         return None
-    compiler = query.get_compiler(using)
-    sql, params = compiler.as_sql()
-    columns = [expression for expression, _, _ in compiler.select]
-    if list(params) != [key_value] or not all(hasattr(c, "target") for c in columns):
-        return None
-    converters = compiler.get_converters(columns)
-    attnames = [column.target.attname for column in columns]
-    return _LinesQuery(
-        sql=sql,
-        attnames=attnames,
-        converters=[(i, functions, expr) for i, (functions, expr) in converters.items()],
-        plain=_plainly_built(queryset.model, attnames),
-    )
-
-
-def _plainly_built(model: type[models.Model], attnames: list[str]) -> bool:
-    """Would ``from_db()`` do no more than store these values (every field's) on a new
-    instance? Then ``bulk.bare_instance()`` builds it for a fraction of the cost."""
-    return (
-        model.from_db.__func__ is models.Model.from_db.__func__  # type: ignore[attr-defined]
-        and model.__init__ is models.Model.__init__
-        and sorted(attnames) == sorted(f.attname for f in model._meta.concrete_fields)
-        and all(
-            type(inspect.getattr_static(model, attname, None)) in _STORING_DESCRIPTORS
-            for attname in attnames
-        )
-    )
-
-
-# Field descriptors whose setting a value on a new instance only stores it.
-_STORING_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
+    return field if isinstance(field, models.Field) and field.concrete else None
 
 
 def _text_or_none(value: Any) -> str | None:

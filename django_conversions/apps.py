@@ -5,11 +5,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from django_conversions.conf import conversions_settings
+
 
 def order_model() -> type[models.Model] | None:
     """The model named by CONVERSIONS["ORDER_MODEL"], or None (unset or not installed)."""
-    from django_conversions.conf import conversions_settings
-
     label = conversions_settings.ORDER_MODEL
     if not label:
         return None
@@ -26,17 +26,9 @@ class ConversionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete, post_save
-
+        # Imported once the app registry is ready: these modules import the models.
         from django_conversions import checks  # noqa: F401  (registers the system checks)
-        from django_conversions.models import TrackingSite
         from django_conversions.signals import connect_order_model
-        from django_conversions.sites import clear_cache
-
-        for name, signal in (("saved", post_save), ("deleted", post_delete)):
-            signal.connect(
-                clear_cache, sender=TrackingSite, dispatch_uid=f"conversions_site_{name}"
-            )
 
         try:
             model = order_model()

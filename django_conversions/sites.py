@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from django_conversions.conf import conversions_settings
+from django.core.signals import setting_changed
+from django.db.models.signals import post_delete, post_save
+
+from django_conversions.conf import SETTING_NAME, conversions_settings
 from django_conversions.models import TrackingSite
 from django_conversions.providers import registry
 from django_conversions.providers.base import Provider
 
 # Event names kept per list: names come from callers (the REST API too), so the memo is bounded.
 TAKING_NAMES_MAX = 64
-
-# Providers from modules outside this package are the host's code.
-_PACKAGE = __name__.partition(".")[0] + "."
 
 
 @dataclass
@@ -37,8 +37,6 @@ class _Entry:
     taking: dict[str, list[TrackingSite]] = field(default_factory=dict)
     # Each site's provider, by site id (built from the site's settings, every save).
     providers: dict[int, Provider] = field(default_factory=dict)
-    # Whether a provider of the host's takes each event name (see host_provider_takes).
-    host_takers: dict[str, bool] = field(default_factory=dict)
 
 
 _cache: dict[str, _Entry] = {}
@@ -62,22 +60,6 @@ def sites_taking(using: str, event_name: str) -> list[TrackingSite]:
         if len(entry.taking) < TAKING_NAMES_MAX:
             entry.taking[event_name] = taking
     return taking
-
-
-def host_provider_takes(using: str, event_name: str) -> bool:
-    """Does a site taking ``event_name`` use a provider of the host's, not one of this
-    package's? Its ``ineligible_reason()`` and ``minimize()`` then run in the host's
-    transaction, which decides how the outbox write is guarded."""
-    entry = _entry(using)
-    found = entry.host_takers.get(event_name)
-    if found is None:
-        found = any(
-            not registry.get_class(site.provider).__module__.startswith(_PACKAGE)
-            for site in sites_taking(using, event_name)
-        )
-        if len(entry.host_takers) < TAKING_NAMES_MAX:
-            entry.host_takers[event_name] = found
-    return found
 
 
 def checking_provider(using: str, site: TrackingSite) -> Provider:
@@ -104,3 +86,14 @@ def _entry(using: str) -> _Entry:
 
 def clear_cache(*args: Any, **kwargs: Any) -> None:
     _cache.clear()
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    # The cache holds providers built from the settings (batch size, consent policy).
+    if setting == SETTING_NAME:
+        clear_cache()
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="conversions_sites_settings")
+post_save.connect(clear_cache, sender=TrackingSite, dispatch_uid="conversions_site_saved")
+post_delete.connect(clear_cache, sender=TrackingSite, dispatch_uid="conversions_site_deleted")

@@ -1,17 +1,20 @@
-"""The default adapter's read of the order lines: the same rows as the ORM, fewer steps."""
+"""The default adapter: order lines through the host's related manager as it is, attribute
+names tried in order, and the orders reconciliation looks at."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from django.db import connection
-from django.db.models import prefetch_related_objects
-from django.db.models.signals import post_init
-from django.test.utils import CaptureQueriesContext
+from django.conf import settings
+from django.db.models import Prefetch
+from django.test import override_settings
+from django.utils import timezone
 
-from django_conversions.adapters import OrderAdapter, first_attr, related_rows
-from tests.testapp.models import GiftLine, Order, OrderItem
+from django_conversions.adapters import OrderAdapter, first_attr
+from tests.testapp.models import GiftLine, Order, OrderItem, Product, ProductLine
 
 pytestmark = pytest.mark.django_db
 
@@ -23,79 +26,10 @@ def order_with_lines(number: str, *lines: tuple[str, int, Decimal | None]) -> Or
     return order
 
 
-def as_tuples(rows: object) -> list[tuple[object, ...]]:
-    return [(r.pk, r.order_id, r.sku, r.quantity, r.price, r.name) for r in rows]  # type: ignore[attr-defined]
+class ProductLineAdapter(OrderAdapter):
+    """Lines that name their product through a foreign key."""
 
-
-def test_lines_are_the_rows_the_orm_reads_in_one_query() -> None:
-    # given
-    order = order_with_lines("A-1", ("sku-1", 2, Decimal("19.95")), ("sku-2", 1, None))
-    related_rows(order_with_lines("A-0", ("warm", 1, None)).items)  # the SQL is compiled once
-    # when
-    with CaptureQueriesContext(connection) as queries:
-        rows = related_rows(order.items)
-        orders_seen = [row.order for row in rows]  # type: ignore[attr-defined]
-    # then: same rows and values (Decimal prices included), each line's order without a query
-    assert as_tuples(rows) == as_tuples(order.items.all())
-    assert [type(row.price) for row in rows] == [Decimal, type(None)]  # type: ignore[attr-defined]
-    assert len(queries) == 1 and all(seen is order for seen in orders_seen)
-
-
-def test_lines_read_without_the_orm_are_saved_as_the_existing_rows_they_are() -> None:
-    order = order_with_lines("A-2", ("sku-1", 2, None))
-    related_rows(order_with_lines("A-3", ("warm", 1, None)).items)  # compiled
-    [line] = related_rows(order.items)
-    line.quantity = 5  # type: ignore[attr-defined]
-    line.save()  # an UPDATE of that row, not a second row
-    assert list(OrderItem.objects.filter(order=order).values_list("sku", "quantity")) == [
-        ("sku-1", 5)
-    ]
-
-
-def test_lines_are_built_by_the_orm_when_someone_watches_instances_being_made() -> None:
-    # given: a receiver of post_init for the line model
-    order = order_with_lines("A-4", ("a", 1, None), ("b", 1, None))
-    related_rows(order_with_lines("A-5", ("warm", 1, None)).items)  # compiled
-    seen: list[str] = []
-
-    def made(sender: type, instance: OrderItem, **kwargs: object) -> None:
-        seen.append(instance.sku)
-
-    post_init.connect(made, sender=OrderItem)
-    try:
-        # when
-        rows = related_rows(order.items)
-    finally:
-        post_init.disconnect(made, sender=OrderItem)
-    # then: it heard every line
-    assert seen == ["a", "b"] == [r.sku for r in rows]  # type: ignore[attr-defined]
-
-
-def test_each_order_reads_its_own_lines_after_the_first() -> None:
-    first = order_with_lines("B-1", ("a", 1, None))
-    second = order_with_lines("B-2", ("b", 3, Decimal("1.50")), ("c", 1, None))
-    empty = order_with_lines("B-3")
-    assert [r.sku for r in related_rows(first.items)] == ["a"]  # type: ignore[attr-defined]
-    assert [r.sku for r in related_rows(second.items)] == ["b", "c"]  # type: ignore[attr-defined]
-    assert list(related_rows(empty.items)) == []
-
-
-def test_prefetched_lines_are_not_read_again() -> None:
-    order = order_with_lines("C-1", ("a", 1, None), ("b", 2, None))
-    prefetch_related_objects([order], "items")
-    with CaptureQueriesContext(connection) as queries:
-        rows = list(related_rows(order.items))
-    assert [r.sku for r in rows] == ["a", "b"] and len(queries) == 0
-
-
-def test_a_manager_that_filters_is_read_through_the_orm() -> None:
-    # given: a soft-delete manager on the lines
-    order = order_with_lines("D-1")
-    GiftLine.objects.create(order=order, sku="kept")
-    GiftLine.objects.create(order=order, sku="gone", removed=True)
-    # when / then: the filter applies, also on a second read
-    for _ in range(2):
-        assert [line.sku for line in related_rows(order.gift_lines)] == ["kept"]
+    ITEM_ID_ATTRS = ("product.sku",)
 
 
 def test_the_default_adapter_builds_items_from_the_lines() -> None:
@@ -107,6 +41,76 @@ def test_the_default_adapter_builds_items_from_the_lines() -> None:
     ]
 
 
+def test_each_order_reads_its_own_lines() -> None:
+    first = order_with_lines("B-1", ("a", 1, None))
+    second = order_with_lines("B-2", ("b", 3, Decimal("1.50")), ("c", 1, None))
+    empty = order_with_lines("B-3")
+    adapter = OrderAdapter()
+    assert [i.id for i in adapter.get_items(first)] == ["a"]
+    assert [i.id for i in adapter.get_items(second)] == ["b", "c"]
+    assert adapter.get_items(empty) == ()
+
+
+def test_lines_prefetched_by_the_host_are_not_read_again(django_assert_num_queries: Any) -> None:
+    order_with_lines("C-1", ("a", 1, None), ("b", 2, None))
+    order = Order.objects.prefetch_related("items").get(number="C-1")
+    with django_assert_num_queries(0):
+        items = OrderAdapter().get_items(order)
+    assert [i.id for i in items] == ["a", "b"]
+
+
+def test_prefetched_lines_with_their_products_make_no_query_per_line(
+    django_assert_num_queries: Any,
+) -> None:
+    # given: lines naming their product across a foreign key, prefetched with the products
+    order = Order.objects.create(number="P-1", status="paid")
+    for n in range(3):
+        product = Product.objects.create(sku=f"sku-{n}", name=f"Product {n}")
+        ProductLine.objects.create(order=order, product=product, quantity=n + 1)
+    lines = ProductLine.objects.select_related("product").order_by("pk")
+    order = Order.objects.prefetch_related(Prefetch("product_lines", queryset=lines)).get(
+        pk=order.pk
+    )
+    # when / then: line.product.sku and line.product.name are read from what was prefetched
+    with lines_from("product_lines"), django_assert_num_queries(0):
+        items = ProductLineAdapter().get_items(order)
+    assert [(i.id, i.quantity, i.name) for i in items] == [
+        ("sku-0", 1, "Product 0"),
+        ("sku-1", 2, "Product 1"),
+        ("sku-2", 3, "Product 2"),
+    ]
+
+
+def test_lines_not_prefetched_are_one_query_and_a_product_query_per_line(
+    django_assert_num_queries: Any,
+) -> None:
+    # The adapter reads the lines as the host's manager does: without a prefetch, each
+    # line.product is the ORM's own lazy read (what a prefetch or a fetch mode changes).
+    order = Order.objects.create(number="P-2", status="paid")
+    for n in range(2):
+        product = Product.objects.create(sku=f"lazy-{n}", name=f"Lazy {n}")
+        ProductLine.objects.create(order=order, product=product)
+    with lines_from("product_lines"), django_assert_num_queries(1 + 2):
+        items = ProductLineAdapter().get_items(order)
+    assert [i.id for i in items] == ["lazy-0", "lazy-1"]
+
+
+def test_a_manager_that_filters_keeps_filtering() -> None:
+    # given: a soft-delete manager on the lines
+    order = order_with_lines("D-1")
+    GiftLine.objects.create(order=order, sku="kept")
+    GiftLine.objects.create(order=order, sku="gone", removed=True)
+    # when / then: the filter applies, also on a second read
+    adapter = OrderAdapter()
+    with lines_from("gift_lines"):
+        for _ in range(2):
+            assert [i.id for i in adapter.get_items(order)] == ["kept"]
+
+
+def lines_from(relation: str) -> Any:
+    return override_settings(CONVERSIONS={**settings.CONVERSIONS, "ORDER_ITEMS_RELATION": relation})
+
+
 def test_first_attr_takes_dotted_names_given_as_a_tuple_or_any_iterable() -> None:
     class Buyer:
         email = "b@example.com"
@@ -116,11 +120,44 @@ def test_first_attr_takes_dotted_names_given_as_a_tuple_or_any_iterable() -> Non
         buyer = Buyer()
 
     names = ("email", "buyer.email")
-    # the same names as a tuple (split once and kept), a list and a generator
-    assert first_attr(Sale(), names) == "b@example.com"
     assert first_attr(Sale(), names) == "b@example.com"
     assert first_attr(Sale(), list(names)) == "b@example.com"
     assert first_attr(Sale(), (n for n in ("missing", "buyer.missing", "buyer.email"))) == (
         "b@example.com"
     )
     assert first_attr(Sale(), ("missing",)) is None
+
+
+def test_conversions_since_are_the_paid_orders_of_the_window_oldest_first() -> None:
+    # given
+    paid = Order.objects.create(number="R-1", status="paid")
+    shipped = Order.objects.create(number="R-2", status="shipped")
+    Order.objects.create(number="R-3", status="new")
+    old = Order.objects.create(number="R-4", status="paid")
+    Order.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
+    # when
+    found = OrderAdapter().conversions_since(timezone.now() - timedelta(days=1))
+    # then
+    assert list(found) == [paid, shipped]
+
+
+def test_conversions_since_without_a_status_field_are_the_orders_created() -> None:
+    Order.objects.create(number="S-1", status="new")
+    with override_settings(CONVERSIONS={**settings.CONVERSIONS, "ORDER_STATUS_FIELD": None}):
+        found = OrderAdapter().conversions_since(timezone.now() - timedelta(hours=1))
+    assert [o.number for o in found] == ["S-1"]
+
+
+def test_the_time_field_is_the_first_date_time_field_among_the_names() -> None:
+    assert OrderAdapter().conversion_time_field(Order) == "created_at"
+
+    class PlacedAdapter(OrderAdapter):
+        OCCURRED_AT_ATTRS = ("total", "missing", "created_at")
+
+    assert PlacedAdapter().conversion_time_field(Order) == "created_at"
+
+    class NoTimeAdapter(OrderAdapter):
+        OCCURRED_AT_ATTRS = ("total", "number")
+
+    assert NoTimeAdapter().conversion_time_field(Order) is None
+    assert list(NoTimeAdapter().conversions_since(timezone.now())) == []

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from decimal import Decimal
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models.signals import post_init
 from django.test import override_settings
 
@@ -15,6 +16,7 @@ from django_conversions import Conversion, Customer, track
 from django_conversions.adapters import OrderAdapter
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.signals import event_queued
+from tests.conftest import ON_POSTGRES
 from tests.testapp.models import Order, OrderItem
 
 NO_TASKS = {"TASK_BACKEND": None}
@@ -267,7 +269,7 @@ def test_a_site_added_in_this_process_is_used_at_once_despite_the_cache(make_sit
 
 
 @pytest.mark.django_db(transaction=True)
-def test_new_events_are_what_the_orm_would_build_and_read_their_site_without_a_query(
+def test_new_events_match_their_rows_and_read_their_site_without_a_query(
     scanova_site, vt_site, django_assert_num_queries
 ):
     with conversions(**NO_TASKS):
@@ -286,7 +288,12 @@ def test_new_events_are_what_the_orm_would_build_and_read_their_site_without_a_q
             getattr(stored, name) for name in fields if name != "updated_at"
         ]
         assert (event.attempts, event.delivered_at, event.claim_token) == (0, None, None)
-        assert event.event_id.version == 7 and not event._state.adding
+        assert event.event_id.version == 7
+    # and saving a returned event updates its row: it is known as stored
+    events[0].last_error = "seen"
+    events[0].save()
+    assert ConversionEvent.objects.count() == 2
+    assert ConversionEvent.objects.get(pk=events[0].pk).last_error == "seen"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -357,3 +364,35 @@ def test_sites_taking_many_event_names_stay_right_and_keep_a_bounded_memo(make_s
             expected = [only_e1, every] if name == "e1" else [every]
             assert sorted(sites.sites_taking("default", name), key=lambda s: s.pk) == expected
         assert len(sites._cache["default"].taking) == sites.TAKING_NAMES_MAX
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's bound-variable limit")
+@pytest.mark.django_db(transaction=True)
+def test_many_sites_fit_sqlites_variable_limit(make_site):
+    # given: SQLite's default limit of 999 bound variables, and more sites than one INSERT of
+    # every field can hold under it
+    connection.ensure_connection()
+    connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    sites = [make_site("scanova", name=f"site {n}") for n in range(70)]
+    # when
+    with conversions(**NO_TASKS):
+        events = track(scanned_purchase("MANY-1", "5"))
+    # then: every site has its event, and each returned event is its row
+    assert sorted(e.site_id for e in events) == [s.pk for s in sites]
+    stored = dict(ConversionEvent.objects.values_list("pk", "event_id"))
+    assert {e.pk: e.event_id for e in events} == stored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_know_their_keys_where_the_insert_returns_no_rows(
+    scanova_site, vt_site, monkeypatch
+):
+    # given: a database whose multi-row INSERT returns nothing (as MySQL's)
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+    # when
+    with conversions(**NO_TASKS):
+        events = track(scanned_purchase("NORET-1", "5"))
+    # then: each returned event carries its row's key
+    assert all(e.pk is not None for e in events)
+    for event in events:
+        assert ConversionEvent.objects.get(pk=event.pk).event_id == event.event_id

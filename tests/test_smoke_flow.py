@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.tasks import background
 from tests.testapp.models import Order
 
 
@@ -28,7 +29,8 @@ def test_paid_order_is_delivered_to_both_providers(scanova_site, vt_site, mocked
         scan_session_id=scan,
         tracking_consent="granted",
     )
-    # then
+    # then: the process's delivery thread sent both, after the order's commit
+    assert background.wait_idle(timeout=30)
     events = {e.site.provider: e for e in ConversionEvent.objects.select_related("site")}
     assert events["scanova"].status == EventStatus.DELIVERED, events["scanova"].last_error
     assert events["vtmarketing"].status == EventStatus.DELIVERED, events["vtmarketing"].last_error

@@ -22,7 +22,8 @@ class Order(models.Model):
     country = models.CharField(max_length=100, blank=True)
     scan_session_id = models.CharField(max_length=64, blank=True)
     tracking_consent = models.CharField(max_length=16, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Indexed: reconciliation looks up the paid orders of a recent window by it.
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     def __str__(self) -> str:
         return self.number
@@ -55,3 +56,22 @@ class GiftLine(models.Model):
 
     def __str__(self) -> str:
         return self.sku
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return self.sku
+
+
+class ProductLine(models.Model):
+    """An order line that names its product through a foreign key (``line.product.sku``)."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="product_lines")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveIntegerField(default=1)
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_id}"

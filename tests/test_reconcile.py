@@ -1,0 +1,177 @@
+"""Reconciliation: a committed paid order whose outbox write was lost is recorded by the sweep,
+exactly once, and nothing else is."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from django_conversions import Conversion, Customer, outbox, track
+from django_conversions.adapters import OrderAdapter
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+from django_conversions.tasks import background
+from tests.conftest import ON_POSTGRES
+from tests.test_outbox import NO_TASKS, conversions, paid_order
+from tests.test_outbox_guard import BigPropertiesAdapter, refused_event_inserts, sqlite_pages_capped
+from tests.testapp.models import Order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def lost_order(number: str, **fields: Any) -> Order:
+    """A paid order committed in autocommit mode while every outbox write failed."""
+    with refused_event_inserts():
+        order = paid_order(number, **fields)
+    assert not ConversionEvent.objects.filter(source_object_id=str(order.pk)).exists()
+    return order
+
+
+def age(*objects: Order | TrackingSite, days: float) -> None:
+    for obj in objects:
+        type(obj).objects.filter(pk=obj.pk).update(created_at=timezone.now() - timedelta(days=days))
+
+
+def test_a_lost_conversion_is_recorded_once_by_reconciliation(scanova_site, vt_site):
+    with conversions(**NO_TASKS):
+        # given: the order committed, its outbox write failed
+        order = lost_order("1001")
+        # when
+        recorded = outbox.reconcile()
+        again = outbox.reconcile()
+    # then: one event per site, as the save would have written them, and none the second time
+    assert (recorded, again) == (1, 0)
+    events = ConversionEvent.objects.filter(source_object_id=str(order.pk))
+    assert sorted(e.site_id for e in events) == sorted([scanova_site.pk, vt_site.pk])
+    assert {(e.status, e.dedup_key) for e in events} == {
+        (EventStatus.PENDING, "purchase:order:1001")
+    }
+
+
+def test_a_reconciled_conversion_is_delivered_after_its_commit(scanova_site, mocked_http):
+    mocked_http.post("https://track.example.test/server-events", json={"success": True})
+    with conversions():
+        lost_order("1002")
+        assert outbox.reconcile() == 1
+        assert background.wait_idle(timeout=30)  # the process's delivery thread sent it
+    assert ConversionEvent.objects.get().status == EventStatus.DELIVERED
+
+
+def test_orders_that_have_their_events_are_left_alone(scanova_site):
+    with conversions(**NO_TASKS):
+        order = paid_order("1003")
+        [event] = ConversionEvent.objects.all()
+        assert outbox.reconcile() == 0
+    assert list(ConversionEvent.objects.values_list("pk", "source_object_id")) == [
+        (event.pk, str(order.pk))
+    ]
+
+
+def test_an_order_that_is_not_paid_is_ignored(scanova_site):
+    with conversions(**NO_TASKS):
+        lost_order("1004", status="new")
+        assert outbox.reconcile() == 0
+    assert ConversionEvent.objects.count() == 0
+
+
+def test_an_order_outside_the_window_is_ignored(scanova_site):
+    with conversions(SITE_CACHE_SECONDS=0, **NO_TASKS):
+        # given: a site from long ago, and an order lost four days ago
+        age(scanova_site, days=30)
+        order = lost_order("1005")
+        age(order, days=4)
+        # when / then: the default window (RECONCILE_WINDOW, 3 days) leaves it alone
+        assert outbox.reconcile() == 0
+        assert outbox.reconcile(window=timedelta(days=2)) == 0
+        with conversions(RECONCILE_WINDOW=5 * 24 * 3600, SITE_CACHE_SECONDS=0, **NO_TASKS):
+            assert outbox.reconcile() == 1
+    assert ConversionEvent.objects.get().source_object_id == str(order.pk)
+
+
+def test_an_order_from_before_the_first_active_site_is_ignored(scanova_site):
+    with conversions(SITE_CACHE_SECONDS=0, **NO_TASKS):
+        # given: an order paid an hour before the shop added its first site
+        order = lost_order("1006")
+        age(order, days=1 / 24)
+        # when / then: adding a site does not send the shop's past orders
+        assert outbox.reconcile() == 0
+        age(scanova_site, days=1)
+        assert outbox.reconcile() == 1
+
+
+def test_each_call_records_at_most_its_limit(scanova_site):
+    with conversions(**NO_TASKS):
+        orders = [lost_order(f"20{n}") for n in range(3)]
+        assert [outbox.reconcile(limit=2) for _ in range(3)] == [2, 1, 0]
+    assert sorted(ConversionEvent.objects.values_list("source_object_id", flat=True)) == sorted(
+        str(o.pk) for o in orders
+    )
+
+
+def test_a_conversion_recorded_without_its_order_is_linked_not_recorded_again(scanova_site):
+    with conversions(**NO_TASKS):
+        # given: the order's save lost its write, and the conversion came in through track()
+        order = lost_order("1007")
+        [event] = track(
+            Conversion(
+                event_name="purchase",
+                order_id="1007",
+                value=Decimal("99.99"),
+                currency="USD",
+                scan_session_id=str(uuid.uuid4()),
+                customer=Customer(email="buyer@example.com"),
+            )
+        )
+        # when
+        recorded = outbox.reconcile()
+    # then: no second event; the one there now names its order, so it is not looked at again
+    assert recorded == 0
+    stored = ConversionEvent.objects.get()
+    assert stored.pk == event.pk and stored.source == order
+
+
+class ListingAdapter(OrderAdapter):
+    """An adapter whose orders to check are a plain list, not a queryset."""
+
+    def conversions_since(self, since: Any) -> list[Order]:
+        return [o for o in Order.objects.order_by("pk") if o.status == "paid"]
+
+
+def test_an_adapter_may_list_its_orders_without_a_queryset(scanova_site):
+    adapter = "tests.test_reconcile.ListingAdapter"
+    with conversions(ORDER_ADAPTER=adapter, **NO_TASKS):
+        paid_order("1008")  # recorded on its save
+        lost = lost_order("1009")
+        assert (outbox.reconcile(limit=1), outbox.reconcile()) == (1, 0)
+    assert ConversionEvent.objects.filter(source_object_id=str(lost.pk)).count() == 1
+    assert ConversionEvent.objects.count() == 2
+
+
+def test_no_active_site_means_nothing_to_reconcile(scanova_site):
+    with conversions(SITE_CACHE_SECONDS=0, **NO_TASKS):
+        lost_order("1010")
+        TrackingSite.objects.update(is_active=False)
+        assert outbox.reconcile() == 0
+    assert ConversionEvent.objects.count() == 0
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's own full-disk behaviour")
+def test_an_order_saved_on_a_full_disk_is_recorded_once_there_is_room(scanova_site):
+    adapter = "tests.test_outbox_guard.BigPropertiesAdapter"
+    assert BigPropertiesAdapter  # the adapter named above, whose rows need new pages
+    with conversions(ORDER_ADAPTER=adapter, **NO_TASKS):
+        with sqlite_pages_capped() as cap_pages:
+            # given: an autocommit save whose outbox write finds the disk full
+            order = paid_order(number="1011", status="new")
+            cap_pages()
+            order.status = "paid"
+            order.save()
+            assert ConversionEvent.objects.count() == 0
+        # when: there is room again
+        assert outbox.reconcile() == 1
+        assert outbox.reconcile() == 0
+    assert ConversionEvent.objects.get().source_object_id == str(order.pk)
