@@ -386,6 +386,19 @@ def test_a_snapshot_turns_back_into_the_same_conversion() -> None:
     assert stored["value"] == "400.34"  # money kept as exact text in the snapshot
 
 
+def test_a_snapshot_is_read_back_as_recorded_after_a_settings_change() -> None:
+    # given: a national phone number recorded while no default country code was set
+    recorded = Conversion(event_name="purchase", customer=Customer(phone="0775 123 123"))
+    snapshot = json.loads(json.dumps(recorded.to_snapshot()))
+    conversions = {**settings.CONVERSIONS, "DEFAULT_PHONE_COUNTRY_CODE": "40"}
+    # when: read back once a country code is configured
+    with override_settings(CONVERSIONS=conversions):
+        restored = Conversion.from_snapshot(snapshot)
+    # then: what is sent is what was recorded, not normalised again under today's settings
+    assert restored == recorded
+    assert restored.customer is not None and restored.customer.phone == "0775123123"
+
+
 def test_a_minimal_snapshot() -> None:
     conversion = Conversion("Sign Up")
     assert conversion.to_snapshot() == {"event_name": "sign_up"}
