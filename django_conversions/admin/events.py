@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
+from django.utils.formats import date_format, localize
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext
@@ -149,8 +149,8 @@ class DeliveryAttemptInline(admin.TabularInline):
         return False
 
     @admin.display(description=_("time"))
-    def time(self, result: EventResult) -> Any:
-        return result.attempt.created_at
+    def time(self, result: EventResult) -> str:
+        return localize(timezone.localtime(result.attempt.created_at))
 
     @admin.display(description=_("duration (ms)"))
     def duration(self, result: EventResult) -> int:
