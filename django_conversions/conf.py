@@ -108,9 +108,8 @@ POSITIVE_NUMBERS = (
 class ConversionsSettings:
     """Attribute access to ``settings.CONVERSIONS`` merged over ``DEFAULTS``.
 
-    A setting read once is kept as an attribute of the instance (until ``reload()``), so
-    later reads are plain attribute reads: they happen many times per tracked save and per
-    event sent, and a miss that goes through ``__getattr__`` costs far more.
+    A setting read once is kept as an attribute of the instance until ``reload()``, which
+    ``setting_changed`` triggers: a read never sees a value older than the last change.
     """
 
     @property

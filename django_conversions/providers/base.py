@@ -11,18 +11,13 @@ see docs/providers/adding.md.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, ClassVar
-from uuid import UUID
 
 import requests
-from django.utils import timezone
 
 from django_conversions import http
 from django_conversions.conf import conversions_settings
@@ -30,111 +25,22 @@ from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion
 from django_conversions.fields import mask_secret, redact
 from django_conversions.outcomes import Outcome
+from django_conversions.providers.results import (
+    Exchange,
+    OutboundEvent,
+    Prepared,
+    Request,
+    Result,
+    SiteConfig,
+    parse_retry_after,
+)
 
 logger = logging.getLogger("django_conversions.providers")
 
 #: Longest reason kept on a result (the admin shows it; the full body is on the attempt).
 REASON_MAX = 500
-_DELTA_SECONDS = re.compile(r"\d+(\.\d+)?")
 # What an API key may contain to travel in a header: visible ASCII, no spaces.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    """What a provider needs to know about the tracking site it sends to."""
-
-    provider_site_id: str = ""
-    endpoint_url: str = ""
-    batch_size: int = 100
-
-
-@dataclass(frozen=True)
-class OutboundEvent:
-    """One event to send: its fixed id, the conversion, and when it was recorded."""
-
-    event_id: UUID
-    conversion: Conversion
-    created_at: datetime = field(default_factory=timezone.now)
-
-    @property
-    def occurred_at(self) -> datetime:
-        return self.conversion.occurred_at or self.created_at
-
-
-@dataclass(frozen=True, eq=False)
-class Exchange:
-    """One HTTP request as it may be stored: secrets masked, bodies cut to size.
-
-    Compared by identity: the results of one request share its exchange, and two requests are
-    two exchanges even when everything in them is alike.
-    """
-
-    url: str
-    request_headers: Mapping[str, str]
-    request_body: str
-    status: int | None
-    response_headers: Mapping[str, str]
-    response_body: str
-    error: str
-    duration_ms: int
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class Result:
-    """The provider's verdict on one event."""
-
-    outcome: Outcome
-    reason: str
-    retry_after: float | None = None  # seconds the provider asked us to wait
-    exchange: Exchange | None = None  # None when nothing was sent
-
-    @property
-    def http_status(self) -> int | None:
-        return self.exchange.status if self.exchange else None
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header given as delta-seconds or as an HTTP date.
-
-    ``"120"`` -> 120.0; ``"Wed, 21 Oct 2015 07:28:00 GMT"`` -> seconds until then (0 if past);
-    anything else (``"soon"``, ``"-5"``, ``"inf"``) -> None.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000": HTTP dates are always in GMT
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or timezone.now())).total_seconds())
-
-
-@dataclass(frozen=True)
-class Request:
-    """A request about to be sent, and the events it carries (in body order).
-
-    ``positions`` are the events' indexes in the list given to ``send()`` / ``prepare()``.
-    """
-
-    url: str
-    data: bytes  # the JSON body as sent
-    events: Sequence[OutboundEvent]
-    positions: Sequence[int] = ()
-
-
-@dataclass
-class Prepared:
-    """Events checked and encoded into requests by ``Provider.prepare()``, ready to post."""
-
-    count: int  # events given to prepare()
-    results: dict[int, Result] = field(default_factory=dict)  # by position: settled unsent
-    requests: list[Request] = field(default_factory=list)
 
 
 class Provider:
@@ -311,8 +217,7 @@ class Provider:
     def prepare(self, api_key: str, events: Sequence[OutboundEvent]) -> Prepared:
         """The first half of ``send()``: check and encode the events into requests.
 
-        All CPU and no I/O, so a worker runs it on its own thread and only the requests on
-        its HTTP threads (building bodies there made the threads fight for the interpreter).
+        No I/O: a worker may run it on one thread and ``deliver()`` on others.
         """
         api_key = (api_key or "").strip()
         prepared = Prepared(count=len(events))
@@ -399,7 +304,7 @@ class Provider:
             session, request.url, body=request.data, headers=headers, timeout=timeout
         )
         level = logging.INFO if answer.status is None else logging.DEBUG
-        if logger.isEnabledFor(level):  # the masking below is not free, and DEBUG is mostly off
+        if logger.isEnabledFor(level):  # mask the key only for a line that is written
             logger.log(
                 level,
                 "POST %s (%d event(s)) -> %s in %d ms",
@@ -428,7 +333,7 @@ class Provider:
         else:
             outcome, reason, retry_after = self.classify(answer)
             per_event = [Result(outcome, reason, retry_after)] * count
-        # The events of a batch mostly share one result: redact each distinct one once.
+        # Events sharing one result (a whole batch accepted) keep sharing its redacted copy.
         finished: dict[int, Result] = {}
         for r in per_event:
             if id(r) not in finished:
@@ -506,8 +411,8 @@ def short_text(value: Any, limit: int = 300) -> str:
     return " ".join(str(value).split())[:limit]
 
 
-# Outcome lives in django_conversions.outcomes (the models store it too); providers import it
-# from here.
+# Outcome lives in django_conversions.outcomes (the models store it too) and the value types
+# in providers.results; providers import them from here.
 __all__ = [
     "REASON_MAX",
     "Exchange",

@@ -28,7 +28,6 @@ from django_conversions.providers.base import (
     Provider,
     Request,
     Result,
-    SiteConfig,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,25 +42,6 @@ ASSUMED_BATCH_KEY = "events"
 ASSUMED_BATCH_RESULT_KEYS = ("results", "events")
 ASSUMED_BATCH_REJECTED_KEYS = ("errors", "rejected", "failed")
 ASSUMED_ACCEPTED_ITEM_STATUSES = ("accepted", "duplicate", "received", "ok", "success")
-
-
-def _may_break_size_limit(conversion: Conversion) -> bool:
-    """Could the properties break the 10 KB limit, even with the product ids shortened?
-
-    Told from the lengths of the order's texts, without serialising them (this runs on every
-    tracked save). Custom properties are always measured.
-    """
-    if conversion.properties:
-        return True
-    texts = [conversion.order_id or "", conversion.status or "", *conversion.coupons]
-    return _size_bound(texts) > PROPERTIES_MAX_BYTES
-
-
-def _size_bound(texts: Sequence[str]) -> int:
-    """The most these texts can take serialised as the properties' values: json.dumps writes
-    a character as at most 12 bytes (an escaped surrogate pair)."""
-    keys_and_brackets = 200  # "order_id", "product_ids_truncated": true and the like
-    return keys_and_brackets + sum(12 * len(text) + 8 for text in texts)  # 8: quotes, ", "
 
 
 class ScanovaProvider(Provider):
@@ -83,10 +63,6 @@ class ScanovaProvider(Provider):
 
     # --- eligibility ----------------------------------------------------------------------
 
-    def __init__(self, site: SiteConfig | None = None) -> None:
-        super().__init__(site)
-        self._last_properties: tuple[Conversion, dict[str, Any], int] | None = None
-
     def site_problem(self) -> str | None:
         problem = super().site_problem()
         if problem is None and len(self.site.provider_site_id) > SITE_ID_MAX:
@@ -106,13 +82,12 @@ class ScanovaProvider(Provider):
             return f"scan session id {conversion.scan_session_id[:40]!r} is not a UUID"
         if conversion.value is not None and not conversion.currency:
             return "a value without a currency: Scanova's conversion_value needs an ISO 4217 code"
-        if _may_break_size_limit(conversion):
-            size = self._sized_properties(conversion)[1]
-            if size > PROPERTIES_MAX_BYTES:
-                return (
-                    f"properties are {size} bytes serialised, over Scanova's 10 KB limit; "
-                    "send fewer or shorter custom properties"
-                )
+        size = properties_size(self._properties(conversion, log=False))
+        if size > PROPERTIES_MAX_BYTES:
+            return (
+                f"properties are {size} bytes serialised, over Scanova's 10 KB limit; "
+                "send fewer or shorter custom properties"
+            )
         return None
 
     def minimize(self, conversion: Conversion) -> Conversion:
@@ -167,15 +142,9 @@ class ScanovaProvider(Provider):
     def properties(self, conversion: Conversion) -> dict[str, Any]:
         """The order's facts plus the custom properties (which win on a clash), without any
         email address, and with the product id list shortened if it alone breaks 10 KB."""
-        return self._sized_properties(conversion)[0]
+        return self._properties(conversion, log=True)
 
-    def _sized_properties(self, conversion: Conversion) -> tuple[dict[str, Any], int]:
-        """``properties()`` and their serialised size (for short plain facts, a bound under
-        the limit), worked out once for the conversion being checked and then sent (a
-        one-slot memo: sends may share this provider)."""
-        last = self._last_properties
-        if last is not None and last[0] is conversion:
-            return last[1], last[2]
+    def _properties(self, conversion: Conversion, *, log: bool) -> dict[str, Any]:
         facts: dict[str, Any] = {}
         if conversion.order_id:
             facts["order_id"] = conversion.order_id
@@ -185,23 +154,15 @@ class ScanovaProvider(Provider):
             facts["coupons"] = list(conversion.coupons)
         if conversion.status:
             facts["order_status"] = conversion.status
-        if not conversion.properties:
-            # Only the order's own facts: when no text holds an "@" and their lengths show they
-            # fit, there is nothing to remove or shorten, so they are not serialised to check.
-            texts = [*facts.get("product_ids", ()), *conversion.coupons]
-            texts += [conversion.order_id or "", conversion.status or ""]
-            bound = _size_bound(texts)
-            if bound <= PROPERTIES_MAX_BYTES and not any("@" in text for text in texts):
-                self._last_properties = (conversion, facts, bound)
-                return facts, bound
         custom = dict(conversion.properties or {})
-        properties = _without_emails({**facts, **custom}, log=True)
-        size = properties_size(properties)
-        if size > PROPERTIES_MAX_BYTES and "product_ids" in facts and "product_ids" not in custom:
-            properties = _shorten_product_ids(properties)
-            size = properties_size(properties)
-        self._last_properties = (conversion, properties, size)
-        return properties, size
+        properties: dict[str, Any] = _without_emails({**facts, **custom}, log=log)
+        if (
+            "product_ids" in facts
+            and "product_ids" not in custom
+            and properties_size(properties) > PROPERTIES_MAX_BYTES
+        ):
+            properties = _shorten_product_ids(properties, log=log)
+        return properties
 
     # --- the answers ------------------------------------------------------------------------
 
@@ -303,7 +264,7 @@ def _without_emails(value: Any, *, log: bool, path: str = "properties") -> Any:
     return value
 
 
-def _shorten_product_ids(properties: dict[str, Any]) -> dict[str, Any]:
+def _shorten_product_ids(properties: dict[str, Any], *, log: bool) -> dict[str, Any]:
     """Keep as many product ids as fit under the limit (the rest are not sent)."""
     ids = properties["product_ids"]
     low, high = 0, len(ids)
@@ -314,7 +275,8 @@ def _shorten_product_ids(properties: dict[str, Any]) -> dict[str, Any]:
             low = middle
         else:
             high = middle - 1
-    logger.info("Sending %d of %d product ids to Scanova (10 KB limit)", low, len(ids))
+    if log:
+        logger.info("Sending %d of %d product ids to Scanova (10 KB limit)", low, len(ids))
     return {**properties, "product_ids": ids[:low], "product_ids_truncated": True}
 
 
