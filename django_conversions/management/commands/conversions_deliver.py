@@ -3,19 +3,34 @@
 This is the sweep that makes delivery independent of the task queue: whatever a task never
 delivered (a lost enqueue, a killed worker whose lease expired, no task backend at all) is due
 here. Run it from cron, or as a service with ``--loop``; any number may run at once.
+
+With ``--loop`` the worker outlives its database connection: a poll that fails on a lost or
+refused connection is logged, the connection dropped, and the poll tried again after a pause
+that doubles up to ``MAX_BACKOFF`` seconds. SIGTERM or SIGINT stops it within one request
+deadline: no new request is sent, the answers in flight are recorded, and it exits with 0.
+A second signal ends it at once (the events in flight then return to others after the lease).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import signal
+import threading
 import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from django_conversions.delivery import DeliveryReport, deliver_due
 from django_conversions.tasks import schedule_retries
+
+logger = logging.getLogger("django_conversions.worker")
+
+#: Shortest and longest pause between polls while the database can't be reached, in seconds.
+MIN_BACKOFF = 0.5
+MAX_BACKOFF = 60.0
 
 
 class Command(BaseCommand):
@@ -35,35 +50,59 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, loop: bool, interval: float, max_events: int | None, **options: Any
     ) -> None:
-        self._stopping = False
+        self.stopping = threading.Event()
         settle_process()
         if loop:
-            # Finish the request in flight, record it, then stop: nothing is left "sending".
             signal.signal(signal.SIGTERM, self._stop)
             signal.signal(signal.SIGINT, self._stop)
         total = DeliveryReport()
+        failures = 0
         while True:
-            report = deliver_due(
-                max_events=None if max_events is None else max_events - total.handled
-            )
-            schedule_retries(report.retry_at)
-            total.add(report)
-            if report.handled and options["verbosity"] >= 1:
-                self.stdout.write(f"{time.strftime('%H:%M:%S')} {report}")
-            done = max_events is not None and total.handled >= max_events
-            if not loop or done or self._stopping:
+            left = None if max_events is None else max_events - total.handled
+            try:
+                report = self._poll(left, loop)
+            except (OperationalError, InterfaceError) as err:
+                if not loop:
+                    raise
+                # A lost or refused connection: drop it; the next poll opens a new one.
+                failures += 1
+                pause = min(MAX_BACKOFF, max(interval, MIN_BACKOFF) * 2 ** (failures - 1))
+                logger.warning(
+                    "Database unavailable (%s); polling again in %.1f s", _first_line(err), pause
+                )
+                connections.close_all()
+                self.stopping.wait(pause)
+            else:
+                failures = 0
+                total.add(report)
+                if report.handled and options["verbosity"] >= 1:
+                    self.stdout.write(f"{time.strftime('%H:%M:%S')} {report}")
+                done = max_events is not None and total.handled >= max_events
+                if not loop or done or self.stopping.is_set():
+                    break
+                self.stopping.wait(interval)
+            if self.stopping.is_set():
                 break
-            self._sleep(interval)
         if options["verbosity"] >= 1:
             self.stdout.write(self.style.SUCCESS(f"Total: {total}"))
 
-    def _stop(self, signum: int, frame: Any) -> None:
-        self._stopping = True
+    def _poll(self, max_events: int | None, loop: bool) -> DeliveryReport:
+        if loop:
+            close_old_connections()  # as Django does between requests (CONN_MAX_AGE, errors)
+        report = deliver_due(max_events=max_events, should_stop=self.stopping.is_set)
+        schedule_retries(report.retry_at)
+        return report
 
-    def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self._stopping and time.monotonic() < deadline:
-            time.sleep(min(0.2, seconds))
+    def _stop(self, signum: int, frame: Any) -> None:
+        # Finish what is in flight and record it; a second signal ends the process at once.
+        self.stopping.set()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def settle_process() -> None:
@@ -71,8 +110,8 @@ def settle_process() -> None:
 
     Django, the apps and their modules live as long as the process: freezing them keeps them
     out of the garbage collector's full passes, which would otherwise walk all of it every
-    few thousand events sent (each pass took as long as sending ~400 batched events).
-    Once per process: what a later call would freeze could include garbage never collected.
+    few thousand events sent. Once per process: what a later call would freeze could include
+    garbage never collected.
     """
     global _settled
     if not _settled:

@@ -1,0 +1,122 @@
+"""No provider I/O inside a web request, with README's install settings.
+
+Without ``TASKS`` Django runs tasks with its ImmediateBackend, inside the call that enqueues
+them: here, the request that saves the order. The request must answer while a slow provider is
+still holding the delivery, and the event must be delivered afterwards by the background thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, override_settings
+from django.urls import path
+
+from django_conversions.conf import DEFAULTS
+from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
+from django_conversions.tasks import background
+from tests.servers import Answer, Received, recording_server
+from tests.testapp.models import Order
+
+# Django's own default when a project sets no TASKS (README's install doesn't).
+_TASKS_MODULE = settings.TASKS["default"]["BACKEND"].rsplit(".backends.", 1)[0]
+README_TASKS = {"default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
+
+# The background delivery thread is switched by CONVERSIONS["BACKGROUND_DELIVERY"] (default True);
+# until conf.py defines that key these tests cannot set it, and say so instead of failing.
+needs_background_setting = pytest.mark.skipif(
+    "BACKGROUND_DELIVERY" not in DEFAULTS,
+    reason="needs CONVERSIONS['BACKGROUND_DELIVERY'] in django_conversions.conf.DEFAULTS",
+)
+
+
+def checkout(request: HttpRequest) -> HttpResponse:
+    """A shop's checkout: the order is paid and saved in the request's transaction."""
+    with transaction.atomic():
+        order = Order.objects.create(
+            number=request.POST["number"],
+            status="paid",
+            total=Decimal("49.90"),
+            currency="EUR",
+            email="buyer@example.com",
+            scan_session_id=str(uuid.uuid4()),
+            tracking_consent="granted",
+        )
+    return HttpResponse(f"order {order.number} paid")
+
+
+urlpatterns = [path("checkout/", checkout)]
+
+
+class HeldProvider:
+    """A provider holding each request until the test releases it, or until it gives up
+    waiting (then it answers anyway, and says so)."""
+
+    def __init__(self, hold_seconds: float) -> None:
+        self.hold_seconds = hold_seconds
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.gave_up = threading.Event()
+
+    def __call__(self, received: Received) -> Answer:
+        self.arrived.set()
+        if not self.release.wait(self.hold_seconds):
+            self.gave_up.set()
+        return Answer()
+
+
+@contextmanager
+def held_provider(hold_seconds: float = 10.0) -> Iterator[tuple[str, HeldProvider]]:
+    provider = HeldProvider(hold_seconds)
+    with recording_server() as server:
+        server.responder = provider
+        try:
+            yield server.url, provider
+        finally:
+            provider.release.set()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+@needs_background_setting
+@pytest.mark.django_db(transaction=True)
+def test_checkout_answers_while_the_provider_is_still_holding_the_delivery():
+    conversions = {
+        key: value for key, value in settings.CONVERSIONS.items() if key != "BACKGROUND_DELIVERY"
+    }  # README's settings leave it at its default
+    with (
+        held_provider() as (url, provider),
+        override_settings(TASKS=README_TASKS, CONVERSIONS=conversions, ROOT_URLCONF=__name__),
+    ):
+        site = TrackingSite.objects.create(
+            name="slow", provider="scanova", provider_site_id="site_local", endpoint_url=url
+        )
+        ApiKey.objects.create(site=site, key="scn_local_key_0123456789abcdef")
+        # when
+        response = Client().post("/checkout/", {"number": "N-1"})
+        # then: the shop answered while the provider still held the delivery (had the request
+        # waited for the provider, the provider would have given up holding it first)
+        assert response.status_code == 200
+        assert not provider.gave_up.is_set()
+        # and the delivery is under way from elsewhere, the request being over
+        assert provider.arrived.wait(20)
+        assert ConversionEvent.objects.get().status == EventStatus.SENDING
+        # when the provider answers, the event is delivered
+        provider.release.set()
+        wait_until(lambda: ConversionEvent.objects.get().status == EventStatus.DELIVERED)
+        assert background.wait_idle(timeout=20)
