@@ -895,3 +895,14 @@ def test_accepted_results_survive_a_dropped_connection(scanova_site, mocked_http
     assert report.delivered == 10
     assert set(ConversionEvent.objects.values_list("status", flat=True)) == {"delivered"}
     assert DeliveryAttempt.objects.count() == 1
+
+
+def test_event_ids_are_time_ordered_uuids():
+    from django_conversions.models import new_event_id
+
+    ids = [new_event_id() for _ in range(3)]
+    later = new_event_id()
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in [*ids, later])
+    assert len(set(ids)) == 3
+    # the first 48 bits are the milliseconds: a later id never sorts first
+    assert max(i.int >> 80 for i in ids) <= later.int >> 80

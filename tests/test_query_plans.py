@@ -1,58 +1,118 @@
-"""The outbox's indexes serve the queries that run often, on SQLite's planner (the default
-database of a small shop): no full scan of the events table where a few rows are wanted."""
+"""A claim stays bounded whatever the backlog: it reads one sendable site's due events in the
+due index's order, so it touches about as many rows as it takes.
+
+PostgreSQL (production): a 100k-row backlog in each shape that used to make every claim read
+all of it (everything due at the same instant; a paused site's 100k ahead of an active site's),
+checked with EXPLAIN ANALYZE. SQLite: the same statements use the due index.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.test import override_settings
+from django.utils import timezone
 
-from django_conversions.admin.sites import _count_of
-from django_conversions.delivery import _Marking
+from django_conversions.delivery import claim
+from django_conversions.delivery.claims import _due, _expired
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
-from django_conversions.outbox import _existing_sql
+from tests.conftest import ON_POSTGRES
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.skipif(connection.vendor != "sqlite", reason="checks SQLite's query plans"),
-]
-
-FULL_SCAN = "SCAN django_conversions_conversionevent"
+BACKLOG = 100_000
+TAKE = 500
 
 
-def plan(sql: str, params: list | tuple) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-        return "\n".join(row[-1] for row in cursor.fetchall())
-
-
-def test_the_checkouts_lookup_is_a_probe_of_the_dedup_index(scanova_site, vt_site) -> None:
-    sql = _existing_sql("default", 2, 1)
-    found = plan(sql, [scanova_site.pk, vt_site.pk, "purchase:order:1"])
-    assert "USING COVERING INDEX" in found and FULL_SCAN not in found
-
-
-def test_a_claim_reads_due_events_in_the_status_index(scanova_site) -> None:
-    from django.utils import timezone
-
-    marking = _Marking("default", "due", 500, False, None)
-    sql, params = marking.queryset({"now": timezone.now()}).query.sql_with_params()
-    found = plan(sql, params)
-    assert "conversions_event_due" in found and FULL_SCAN not in found
-
-
-def test_the_sites_list_counts_pending_and_failed_events_from_the_status_index(
-    scanova_site,
-) -> None:
-    sites = TrackingSite.objects.annotate(
-        pending=_count_of(status=EventStatus.PENDING, attempts=0),
-        failed=_count_of(status=EventStatus.FAILED),
+def make_site(name: str, **fields: Any) -> TrackingSite:
+    return TrackingSite.objects.create(
+        name=name, provider="scanova", provider_site_id="s", endpoint_url="https://x.test", **fields
     )
-    found = plan(*sites.query.sql_with_params())
-    assert found.count("USING INDEX conversions_event_due (status=?)") == 2
-    assert FULL_SCAN not in found
 
 
-def test_resuming_a_site_finds_its_waiting_events_in_the_status_index(scanova_site) -> None:
-    waiting = ConversionEvent.objects.filter(site=scanova_site, status=EventStatus.PENDING)
-    found = plan(*waiting.query.sql_with_params())
-    assert "conversions_event_due" in found and FULL_SCAN not in found
+def backlog(site: TrackingSite, count: int, due_at, prefix: str = "") -> None:
+    """``count`` pending events for ``site``, all due at ``due_at``."""
+    ConversionEvent.objects.bulk_create(
+        (
+            ConversionEvent(
+                site=site,
+                event_name="purchase",
+                dedup_key=f"{prefix}{n}",
+                next_attempt_at=due_at,
+                snapshot={},
+            )
+            for n in range(count)
+        ),
+        batch_size=5000,
+    )
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from nodes(child)
+
+
+def analyzed(queryset: Any) -> list[dict[str, Any]]:
+    """The plan's nodes, run for real (EXPLAIN ANALYZE) inside a transaction."""
+    import json
+
+    with transaction.atomic():
+        locked = queryset.select_for_update(skip_locked=True, of=("self",))
+        found = locked.values_list("pk", flat=True)[:TAKE].explain(format="json", analyze=True)
+    data = json.loads(found) if isinstance(found, str) else found
+    return list(nodes(data[0]["Plan"]))
+
+
+def assert_bounded(plan: list[dict[str, Any]]) -> None:
+    kinds = [node["Node Type"] for node in plan]
+    assert "Seq Scan" not in kinds and "Sort" not in kinds, kinds
+    [scan] = [node for node in plan if node.get("Index Name")]
+    assert scan["Index Name"] == "conversions_event_due", scan
+    # it read about as many rows as it took, not the backlog
+    assert scan["Actual Rows"] <= TAKE + 1, scan
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_stays_bounded_in_every_backlog_shape():
+    # given: 100k events of one site due at the same instant (after a resume or a mass retry)
+    busy = make_site("busy")
+    backlog(busy, BACKLOG, timezone.now() - timedelta(hours=1), "b")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE django_conversions_conversionevent")
+    now = timezone.now()
+    # then: its due queue and its expired-lease queue read the due index in order, bounded
+    assert_bounded(analyzed(_due("default", busy, now)))
+    kinds = [node["Node Type"] for node in analyzed(_expired("default", busy, now))]
+    assert "Seq Scan" not in kinds
+    with override_settings(CONVERSIONS={"CLAIM_BATCH_SIZE": TAKE}):
+        assert len(claim(TAKE)) == TAKE
+
+    # given: that site paused with its backlog, all due before another active site's 1k
+    ConversionEvent.objects.filter(status=EventStatus.SENDING).update(
+        status=EventStatus.PENDING, claim_token=None, lease_expires_at=None
+    )
+    busy.pause("key revoked")
+    active = make_site("active")
+    backlog(active, 1000, timezone.now() - timedelta(minutes=1), "a")
+    # then: the active site's queue is read in index order, bounded
+    assert_bounded(analyzed(_due("default", active, timezone.now())))
+    # and a claim takes the active site's events only; the paused backlog is never touched
+    with override_settings(CONVERSIONS={"CLAIM_BATCH_SIZE": TAKE}):
+        lease = claim(TAKE)
+    assert len(lease) == TAKE
+    assert {e.site_id for e in lease.events} == {active.pk}
+    assert not ConversionEvent.objects.filter(site=busy, status=EventStatus.SENDING).exists()
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's query plans")
+@pytest.mark.django_db
+def test_on_sqlite_a_claim_reads_the_due_index(scanova_site) -> None:
+    due = _due("default", scanova_site, timezone.now()).values_list("pk", flat=True)[:TAKE]
+    found = due.explain()
+    assert "conversions_event_due" in found
+    assert "SCAN django_conversions_conversionevent" not in found.replace("USING INDEX", "")
+    assert "USE TEMP B-TREE FOR ORDER BY" not in found
