@@ -20,7 +20,7 @@ from django.urls import include, path
 from django.utils import timezone
 
 from django_conversions import http
-from django_conversions.contrib.sandbox import control, views
+from django_conversions.contrib.sandbox import control, exchange
 from django_conversions.contrib.sandbox.models import (
     SandboxEvent,
     SandboxKey,
@@ -475,7 +475,7 @@ def test_slow_fault_records_the_request_before_answering_late(client, accounts, 
     def pause(seconds: float) -> None:
         pauses.append((seconds, SandboxRequest.objects.filter(fault="slow").exists()))
 
-    monkeypatch.setattr(views, "time", SimpleNamespace(sleep=pause))
+    monkeypatch.setattr(exchange, "time", SimpleNamespace(sleep=pause))
     # when
     response = post_scanova(client, scanova_event(), accounts["scanova"].key)
     # then: the answer waited the fault's delay, and the request was on record before it
