@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
@@ -45,25 +45,66 @@ def _paths(names: Iterable[str]) -> Iterable[list[str]]:
 class OrderAdapter:
     """Default adapter: reads common attribute names; override any ``get_*`` or the two hooks."""
 
-    ORDER_ID_ATTRS = ("number", "order_number", "reference", "pk")
-    VALUE_ATTRS = ("total", "total_amount", "grand_total", "amount", "total_price")
-    CURRENCY_ATTRS = ("currency", "currency_code")
-    SHIPPING_ATTRS = ("shipping", "shipping_total", "shipping_cost", "total_shipping")
-    COUPON_ATTRS = ("coupons", "coupon_codes", "coupon", "coupon_code", "discount_code")
-    EMAIL_ATTRS = ("email", "customer_email", "billing_email", "user.email")
-    PHONE_ATTRS = ("phone", "customer_phone", "billing_phone", "telephone")
-    FIRST_NAME_ATTRS = ("first_name", "billing_first_name", "user.first_name")
-    LAST_NAME_ATTRS = ("last_name", "billing_last_name", "user.last_name")
-    CITY_ATTRS = ("city", "billing_city", "shipping_city")
-    COUNTRY_ATTRS = ("country", "billing_country", "shipping_country")
-    EXTERNAL_ID_ATTRS = ("customer_id", "user_id")
-    SCAN_SESSION_ATTRS = ("scan_session_id", "scnv")
-    CONSENT_ATTRS = ("tracking_consent", "consent", "marketing_consent")
-    OCCURRED_AT_ATTRS = ("paid_at", "placed_at", "created_at", "created")
-    ITEM_ID_ATTRS = ("product_id", "sku", "product.sku", "product.pk", "pk")
-    ITEM_QUANTITY_ATTRS = ("quantity", "qty")
-    ITEM_PRICE_ATTRS = ("price", "unit_price")
-    ITEM_NAME_ATTRS = ("name", "product_name", "product.name", "title")
+    ORDER_ID_ATTRS: ClassVar[tuple[str, ...]] = ("number", "order_number", "reference", "pk")
+    VALUE_ATTRS: ClassVar[tuple[str, ...]] = (
+        "total",
+        "total_amount",
+        "grand_total",
+        "amount",
+        "total_price",
+    )
+    CURRENCY_ATTRS: ClassVar[tuple[str, ...]] = ("currency", "currency_code")
+    SHIPPING_ATTRS: ClassVar[tuple[str, ...]] = (
+        "shipping",
+        "shipping_total",
+        "shipping_cost",
+        "total_shipping",
+    )
+    COUPON_ATTRS: ClassVar[tuple[str, ...]] = (
+        "coupons",
+        "coupon_codes",
+        "coupon",
+        "coupon_code",
+        "discount_code",
+    )
+    EMAIL_ATTRS: ClassVar[tuple[str, ...]] = (
+        "email",
+        "customer_email",
+        "billing_email",
+        "user.email",
+    )
+    PHONE_ATTRS: ClassVar[tuple[str, ...]] = (
+        "phone",
+        "customer_phone",
+        "billing_phone",
+        "telephone",
+    )
+    FIRST_NAME_ATTRS: ClassVar[tuple[str, ...]] = (
+        "first_name",
+        "billing_first_name",
+        "user.first_name",
+    )
+    LAST_NAME_ATTRS: ClassVar[tuple[str, ...]] = (
+        "last_name",
+        "billing_last_name",
+        "user.last_name",
+    )
+    CITY_ATTRS: ClassVar[tuple[str, ...]] = ("city", "billing_city", "shipping_city")
+    COUNTRY_ATTRS: ClassVar[tuple[str, ...]] = ("country", "billing_country", "shipping_country")
+    EXTERNAL_ID_ATTRS: ClassVar[tuple[str, ...]] = ("customer_id", "user_id")
+    SCAN_SESSION_ATTRS: ClassVar[tuple[str, ...]] = ("scan_session_id", "scnv")
+    CONSENT_ATTRS: ClassVar[tuple[str, ...]] = ("tracking_consent", "consent", "marketing_consent")
+    OCCURRED_AT_ATTRS: ClassVar[tuple[str, ...]] = ("paid_at", "placed_at", "created_at", "created")
+    ITEM_ID_ATTRS: ClassVar[tuple[str, ...]] = (
+        "product_id",
+        "sku",
+        "product.sku",
+        "product.pk",
+        "pk",
+    )
+    ITEM_QUANTITY_ATTRS: ClassVar[tuple[str, ...]] = ("quantity", "qty")
+    ITEM_PRICE_ATTRS: ClassVar[tuple[str, ...]] = ("price", "unit_price")
+    ITEM_NAME_ATTRS: ClassVar[tuple[str, ...]] = ("name", "product_name", "product.name", "title")
 
     # --- the two hooks (contract) -------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from functools import partial
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -133,7 +134,7 @@ def reconcile(*, window: timedelta | None = None, limit: int = 500) -> int:
     recorded = 0
     for order in _without_events(adapter.conversions_since(since), model, using, limit):
         try:
-            written = in_savepoint(using, lambda o=order: record_order(adapter, o, using)).written
+            written = in_savepoint(using, partial(record_order, adapter, order, using)).written
         except Exception:
             logger.exception(
                 "Could not record the lost conversion of %s pk=%s", order._meta.label, order.pk

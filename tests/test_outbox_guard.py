@@ -130,7 +130,7 @@ class WriteThenFailProvider(ScanovaProvider):
 
     def minimize(self, conversion: Conversion) -> Conversion:
         Order.objects.create(number=f"side-{conversion.order_id}")
-        Order.objects.create(number=conversion.order_id)  # the order's own number: fails
+        Order.objects.create(number=str(conversion.order_id))  # the order's own number: fails
         raise AssertionError("unreachable")
 
 

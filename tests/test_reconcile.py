@@ -17,7 +17,7 @@ from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.tasks import background
 from tests.conftest import ON_POSTGRES
 from tests.test_outbox import NO_TASKS, conversions, paid_order
-from tests.test_outbox_guard import BigPropertiesAdapter, refused_event_inserts, sqlite_pages_capped
+from tests.test_outbox_guard import refused_event_inserts, sqlite_pages_capped
 from tests.testapp.models import Order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -162,7 +162,6 @@ def test_no_active_site_means_nothing_to_reconcile(scanova_site):
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's own full-disk behaviour")
 def test_an_order_saved_on_a_full_disk_is_recorded_once_there_is_room(scanova_site):
     adapter = "tests.test_outbox_guard.BigPropertiesAdapter"
-    assert BigPropertiesAdapter  # the adapter named above, whose rows need new pages
     with conversions(ORDER_ADAPTER=adapter, **NO_TASKS):
         with sqlite_pages_capped() as cap_pages:
             # given: an autocommit save whose outbox write finds the disk full
