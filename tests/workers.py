@@ -19,7 +19,7 @@ def worker_env(overrides: dict[str, Any] | None = None) -> dict[str, str]:
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env["PYTHONPATH"] = str(ROOT)
     name = connection.settings_dict["NAME"]
-    if connection.vendor == "sqlite":
+    if connection.settings_dict["ENGINE"].endswith("sqlite3"):
         env["CONVERSIONS_TEST_SQLITE"] = name
     else:
         env["PGDATABASE"] = name
