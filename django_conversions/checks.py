@@ -40,20 +40,45 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return messages
 
 
-def _check_database() -> list[Any]:
-    """Claims need ``UPDATE … WHERE id IN (SELECT … LIMIT n)`` (see delivery.claim)."""
-    from django_conversions.models import ConversionEvent
+#: Database backends the outbox is tested on (``connection.vendor``), each in CI: claims,
+#: fenced writes and the due index's plans are proven there and nowhere else.
+SUPPORTED_DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
-    alias = router.db_for_write(ConversionEvent)
+
+def _check_database() -> list[Any]:
+    """The app's models live on one database alias, on a backend the outbox is tested on."""
+    app = apps.get_app_config("django_conversions")
+    routes = {
+        model._meta.label: (router.db_for_write(model), router.db_for_read(model))
+        for model in app.get_models()
+    }
+    aliases = {alias for pair in routes.values() for alias in pair}
+    if len(aliases) > 1:
+        listed = ", ".join(
+            f"{label} -> {write!r} (write) / {read!r} (read)"
+            for label, (write, read) in sorted(routes.items())
+        )
+        return [
+            Error(
+                f"django_conversions' models are routed to several databases: {listed}.",
+                hint="Route every model of the django_conversions app to one database alias "
+                "(db_for_read and db_for_write): an event, its attempts and its site are "
+                "written in one transaction.",
+                id="conversions.E015",
+            )
+        ]
+    [alias] = aliases
     connection = connections[alias]
-    if connection.features.allow_sliced_subqueries_with_in:
+    if connection.vendor in SUPPORTED_DATABASES:
         return []
+    supported = " and ".join(SUPPORTED_DATABASES.values())
     return [
         Error(
-            f"The database {alias!r} ({connection.vendor}) can't run a LIMIT inside an IN "
-            "subquery, which workers use to claim events.",
-            hint="Keep the outbox on PostgreSQL or SQLite (a database router may send "
-            "django_conversions' models there).",
+            f"The database {alias!r} is {connection.display_name} "
+            f"({connection.settings_dict['ENGINE']}), which django_conversions does not "
+            f"support: its outbox is tested on {supported} only.",
+            hint="Keep django_conversions' models on PostgreSQL or SQLite (a database router "
+            "may send them there).",
             id="conversions.E014",
         )
     ]

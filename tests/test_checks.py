@@ -13,7 +13,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_conversions.adapters import OrderAdapter
-from django_conversions.checks import check_settings
+from django_conversions.checks import _check_database, check_settings
 from django_conversions.models import ApiKey, TrackingSite
 
 GOOD_KEY = "FWy1bLl2Ou0H6dkejRys2oRrqzIuK56OTdRWaJHiJfE="
@@ -252,12 +252,39 @@ def test_default_api_settings_pass_the_checks(db, settings):
     assert not {"conversions.E012", "conversions.E013"} & ids
 
 
-def test_a_database_that_cannot_claim_events_is_an_error(db: Any, monkeypatch: Any) -> None:
+def test_the_tested_databases_pass(db: Any) -> None:
+    # runs in the SQLite pass and in the PostgreSQL pass
+    assert not [m for m in run() if m.id in ("conversions.E014", "conversions.E015")]
+
+
+@pytest.mark.parametrize(
+    ("vendor", "display_name"), [("oracle", "Oracle"), ("cockroachdb", "CockroachDB")]
+)
+def test_e014_an_untested_database_is_refused_by_name(
+    db: Any, monkeypatch: Any, vendor: str, display_name: str
+) -> None:
     from django.db import connection
 
-    assert not [m for m in run() if m.id == "conversions.E014"]
-    # given: a database like MySQL, which refuses LIMIT in an IN subquery
-    monkeypatch.setattr(connection.features, "allow_sliced_subqueries_with_in", False)
-    # then
-    message = only(run(), "conversions.E014")
-    assert "LIMIT inside an IN subquery" in message.msg and "'default'" in message.msg
+    # given: the app's models on a backend the outbox is not tested on
+    monkeypatch.setattr(connection, "vendor", vendor)
+    monkeypatch.setattr(connection, "display_name", display_name)
+    # then (only the database check: the others would query through that backend)
+    message = only(_check_database(), "conversions.E014")
+    assert f"'default' is {display_name}" in message.msg
+    assert "tested on SQLite and PostgreSQL only" in message.msg
+
+
+class SplitRouter:
+    """Sends the attempts to another database than the events."""
+
+    def db_for_write(self, model: Any, **hints: Any) -> str | None:
+        return "archive" if model._meta.model_name == "deliveryattempt" else None
+
+    db_for_read = db_for_write
+
+
+def test_e015_the_apps_models_routed_to_several_databases(db: Any) -> None:
+    with override_settings(DATABASE_ROUTERS=[f"{__name__}.SplitRouter"]):
+        message = only(run(), "conversions.E015")
+    assert "django_conversions.DeliveryAttempt -> 'archive' (write)" in message.msg
+    assert "django_conversions.ConversionEvent -> 'default' (write)" in message.msg
