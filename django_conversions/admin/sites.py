@@ -316,7 +316,8 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
     # --- actions ------------------------------------------------------------------------------
 
     @admin.action(
-        description=_("Resume selected sites and send their waiting events"), permissions=["change"]
+        description=_("Resume selected sites and queue their waiting events"),
+        permissions=["change"],
     )
     def resume_sites(self, request: HttpRequest, queryset: QuerySet[TrackingSite]) -> None:
         for site in queryset:

@@ -329,28 +329,34 @@ class AttemptSerializer(serializers.Serializer):
     """One request that carried the event: the request as a whole (time, URL, HTTP status, how
     many events it carried, what was sent and answered) and this event's own outcome in it."""
 
-    created_at = serializers.DateTimeField(source="attempt.created_at")
-    duration_ms = serializers.IntegerField(source="attempt.duration_ms")
-    url = serializers.CharField(source="attempt.url")
-    http_status = serializers.IntegerField(source="attempt.http_status", allow_null=True)
+    created_at = serializers.DateTimeField(source="attempt.created_at", read_only=True)
+    duration_ms = serializers.IntegerField(source="attempt.duration_ms", read_only=True)
+    url = serializers.CharField(source="attempt.url", read_only=True)
+    http_status = serializers.IntegerField(
+        source="attempt.http_status", allow_null=True, read_only=True
+    )
     event_count = serializers.IntegerField(
-        source="attempt.event_count", help_text="How many events the request carried."
+        source="attempt.event_count",
+        read_only=True,
+        help_text="How many events the request carried.",
     )
     outcome = serializers.ChoiceField(
-        choices=Outcome.choices, help_text="This event's outcome in the request."
+        choices=Outcome.choices, read_only=True, help_text="This event's outcome in the request."
     )
     message = serializers.CharField(
-        help_text="The provider's word on this event; blank when it adds nothing to `error`."
+        read_only=True,
+        help_text="The provider's word on this event; blank when it adds nothing to `error`.",
     )
-    error = serializers.CharField(source="attempt.error")
+    error = serializers.CharField(source="attempt.error", read_only=True)
     request_body = serializers.CharField(
         source="attempt.request_body",
+        read_only=True,
         help_text=(
             "As sent, cut to RESPONSE_BODY_LIMIT, without the key. Without view_personal_data "
             "masked, and for a request carrying several events only this event's part."
         ),
     )
-    response_body = serializers.CharField(source="attempt.response_body")
+    response_body = serializers.CharField(source="attempt.response_body", read_only=True)
 
     def to_representation(self, result: EventResult) -> dict[str, Any]:
         row = super().to_representation(result)
