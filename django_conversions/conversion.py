@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -321,16 +320,21 @@ class _Shape:
     required: frozenset[str]  # fields without one
 
 
-@functools.cache
+_SHAPES: dict[type, _Shape] = {}
+
+
 def _shape(klass: type) -> _Shape:
-    fields = dataclasses.fields(klass)
-    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
-    return _Shape(
-        ordered=tuple(f.name for f in fields),
-        names=frozenset(f.name for f in fields),
-        defaults=defaults,
-        required=frozenset(f.name for f in fields if f.name not in defaults),
-    )
+    shape = _SHAPES.get(klass)
+    if shape is None:
+        fields = dataclasses.fields(klass)
+        defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+        shape = _SHAPES[klass] = _Shape(
+            ordered=tuple(f.name for f in fields),
+            names=frozenset(f.name for f in fields),
+            defaults=defaults,
+            required=frozenset(f.name for f in fields if f.name not in defaults),
+        )
+    return shape
 
 
 def _as_stored(klass: type[_Stored], values: Any, *money: str) -> _Stored:
