@@ -30,13 +30,14 @@ from shop.checkout import place_order
 from shop.management.commands.demo import PRODUCTS
 from shop.models import Order, Product
 
+from django_conversions.actions import retry_events
 from django_conversions.contrib.sandbox import control
 from django_conversions.contrib.sandbox.models import SandboxEvent, SandboxRequest
-from django_conversions.delivery import retry_now
 from django_conversions.models import (
     ApiKey,
     ConversionEvent,
     DeliveryAttempt,
+    EventResult,
     EventStatus,
     TrackingSite,
 )
@@ -296,9 +297,15 @@ def test_a_refused_event_shows_its_reason_and_is_delivered_by_retry_now(
     row.locator("input.action-select").check()
     page.select_option("select[name=action]", "retry_selected")
     page.get_by_role("button", name="Run").or_(page.get_by_role("button", name="Go")).click()
-    # then
-    expect(page.locator(".messagelist")).to_contain_text("Retried 1 event(s): delivered 1")
+    # then: queued, not sent by the page
+    expect(page.locator(".messagelist")).to_contain_text("1 event queued for delivery")
     event = ConversionEvent.objects.get(order_reference=number, site__provider="scanova")
+    assert event.status in (EventStatus.PENDING, EventStatus.SENDING, EventStatus.DELIVERED)
+
+    # when: the worker runs
+    call_command("conversions_deliver")
+    # then
+    event.refresh_from_db()
     assert event.status == EventStatus.DELIVERED
     assert event.attempts == 2
     assert SandboxEvent.objects.filter(provider="scanova", order_id=number).count() == 1
@@ -378,9 +385,10 @@ def place_week_of_orders() -> dict[str, str]:
             )
             control.clear_faults()
             if number == special["refused_then_retried"]:
-                retry_now(
+                retry_events(
                     ConversionEvent.objects.filter(order_reference=number, site__provider="scanova")
                 )
+                call_command("conversions_deliver")
             _move_back(number, timedelta(days=days_ago))
     return special
 
@@ -393,9 +401,8 @@ def _move_back(number: str, delta: timedelta) -> None:
     ConversionEvent.objects.filter(order_reference=number).update(
         **{name: F(name) - delta for name in moved}
     )
-    DeliveryAttempt.objects.filter(event__order_reference=number).update(
-        created_at=F("created_at") - delta
-    )
+    carried = EventResult.objects.filter(event__order_reference=number).values("attempt_id")
+    DeliveryAttempt.objects.filter(pk__in=carried).update(created_at=F("created_at") - delta)
     Order.objects.filter(number=number).update(
         created_at=F("created_at") - delta, paid_at=F("paid_at") - delta
     )
