@@ -6,6 +6,7 @@ import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import responses
@@ -35,8 +36,8 @@ def conversions(**extra):
     return override_settings(CONVERSIONS={**settings.CONVERSIONS, "TASK_BACKEND": None, **extra})
 
 
-def record(order_id: str = "1001", **fields) -> list[ConversionEvent]:
-    values = {
+def record(order_id: str = "1001", **fields: Any) -> list[ConversionEvent]:
+    values: dict[str, Any] = {
         "event_name": "purchase",
         "order_id": order_id,
         "value": Decimal("10.50"),

@@ -144,7 +144,8 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
     ids = None if event_ids is None else list(event_ids)
     sites = sendable_sites(using, now)
     if ids is not None:
-        sites = sites.filter(pk__in=_sites_of(using, ids))
+        named = ConversionEvent.objects.using(using).filter(pk__in=ids)
+        sites = sites.filter(pk__in=named.values("site_id"))
     candidates = list(sites)
     if not candidates or limit <= 0:
         return lease
@@ -166,10 +167,6 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
             lease.more_due = lease.more_due or len(got) == wanted
     lease.sites = [claim for claim in taken.values() if claim.events]
     return lease
-
-
-def _sites_of(using: str, ids: list[int]) -> QuerySet[ConversionEvent]:
-    return ConversionEvent.objects.using(using).filter(pk__in=ids).values("site_id")
 
 
 def _site_room(site: TrackingSite) -> int:
@@ -195,7 +192,7 @@ def _claim_site(
                 break
     if not claimed:
         return []
-    events = []
+    events: list[ConversionEvent] = []
     for start in range(0, len(claimed), STATEMENT_ROWS):
         rows = lease.held(claimed[start : start + STATEMENT_ROWS])
         events += rows.order_by("next_attempt_at", "pk")

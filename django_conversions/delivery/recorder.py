@@ -158,9 +158,9 @@ def _write_site(group: SiteResults, now: datetime, report: DeliveryReport) -> No
             _count(report, item)
             _apply_in_memory(item.event, values)
             _announce(item, using)
-    for values, pks in updates.items():
+    for shared, pks in updates.items():
         for start in range(0, len(pks), STATEMENT_ROWS):
-            lease.held(pks[start : start + STATEMENT_ROWS]).update(**dict(values))
+            lease.held(pks[start : start + STATEMENT_ROWS]).update(**dict(shared))
     if exchanges and group.key is not None:
         ApiKey.objects.using(using).filter(pk=group.key.pk).update(last_used_at=now)
         group.key.last_used_at = now
