@@ -99,6 +99,41 @@ def test_worker_killed_mid_delivery_loses_nothing():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_drain_resends_at_most_its_requests_in_flight():
+    # given: a slow provider, one event per request, four requests in flight per site
+    overrides = {
+        "TASK_BACKEND": None,
+        "BATCH_SIZE": 1,
+        "DELIVERY_CONCURRENCY": 4,
+        "LEASE_SECONDS": 2,
+        "REQUEST_DEADLINE": 1,
+    }
+    with recording_server(Answer(delay=0.3)) as server, conversions(**overrides):
+        local_site(server.url)
+        events = record_many(20)
+        worker = start_command("conversions_deliver", overrides=overrides)
+        # when: it is killed with SIGKILL in the middle of the drain
+        wait_until(lambda: len(server.received) >= 9)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        # then: once the leases run out, the sweep delivers everything
+        wait_until(
+            lambda: (
+                not ConversionEvent.objects.filter(
+                    status=EventStatus.SENDING, lease_expires_at__gt=timezone.now()
+                ).exists()
+            )
+        )
+        call_command("conversions_deliver", verbosity=0)
+    assert ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count() == 20
+    counts = server.event_id_counts()
+    assert sorted(counts) == sorted(str(e.event_id) for e in events)
+    # and only requests that were on the wire at the kill went out twice
+    resent = [event_id for event_id, n in counts.items() if n > 1]
+    assert len(resent) <= 4 and set(counts.values()) <= {1, 2}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_two_workers_with_a_lease_shorter_than_the_sending_never_send_an_event_twice():
     # given: a provider answering in 0.2 s, one event per request, 60 events: about 6 s of
     # sending for one worker, with leases of 2 s
