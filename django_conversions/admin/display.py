@@ -13,8 +13,16 @@ from django.utils.translation import gettext_lazy as _
 
 from django_conversions.models import ConversionEvent, EventStatus
 
+ADMIN_CSS = {"all": ("django_conversions/admin.css",)}
+
 # Each queryset row carries whether this request may see personal data unmasked.
 UNMASKED = "conversions_unmasked"
+
+
+def is_unmasked(obj: Any) -> bool:
+    """Whether ``obj``, read for the current request, may be shown unmasked."""
+    return bool(getattr(obj, UNMASKED, False))
+
 
 # Delivery states as the admin shows them: "retrying" is a pending event that failed before.
 STATES: dict[str, Any] = {

@@ -1,0 +1,136 @@
+"""Admin for API keys, on their own page and inline under their site.
+
+A key is pasted once into a password input and never shown again: pages show only its mask
+(last four characters), the form never renders the stored value, and leaving the field empty
+on an existing key keeps it. Revoking a key deactivates it; the newest active key is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from django_conversions.models import ApiKey
+
+
+class ApiKeyForm(forms.ModelForm):
+    """Write-only key input: the stored plaintext never reaches the browser."""
+
+    key = forms.CharField(
+        label=_("API key"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("label", "key", "is_active")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The decrypted value must not even sit in the form's initial data.
+        self.initial.pop("key", None)
+        if self.instance.pk:
+            self.fields["key"].help_text = gettext(
+                "Stored: %(mask)s. Leave empty to keep it, or paste a new key to replace it."
+            ) % {"mask": self.instance.masked}
+        else:
+            self.fields["key"].help_text = gettext(
+                "Paste the key once; afterwards only its last 4 characters are shown."
+            )
+
+    def clean_key(self) -> Any:
+        value = self.cleaned_data.get("key") or ""
+        if value:
+            return value
+        if self.instance.pk:
+            return self.instance.key  # unchanged (may be an UnreadableSecret: kept as is)
+        raise ValidationError(gettext("Paste the API key."), code="required")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("is_active"):
+            self.instance.revoked_at = None  # re-activated
+        return cleaned
+
+
+class KeyDisplayMixin:
+    @admin.display(description=_("stored key"))
+    def masked_key(self, obj: ApiKey) -> str:
+        return obj.masked if obj.pk else "—"
+
+    @admin.display(description=_("in use"), boolean=True)
+    def in_use(self, obj: ApiKey) -> bool | None:
+        if not obj.pk:
+            return None
+        current = obj.site.current_key()
+        return current is not None and current.pk == obj.pk
+
+
+class ApiKeyInline(KeyDisplayMixin, admin.TabularInline):
+    model = ApiKey
+    form = ApiKeyForm
+    extra = 1
+    fields = (
+        "label",
+        "masked_key",
+        "key",
+        "is_active",
+        "in_use",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    readonly_fields = ("masked_key", "in_use", "created_at", "last_used_at", "revoked_at")
+    ordering = ("-created_at", "-pk")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(KeyDisplayMixin, admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = (
+        "__str__",
+        "site",
+        "is_active",
+        "in_use",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    list_filter = ("is_active", "site")
+    list_select_related = ("site",)
+    search_fields = ("label", "site__name")
+    fields = (
+        "site",
+        "label",
+        "masked_key",
+        "key",
+        "is_active",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    readonly_fields = ("masked_key", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke_keys",)
+
+    @admin.action(description=_("Revoke selected API keys (deactivate)"), permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for api_key in queryset.filter(is_active=True):
+            api_key.revoke()
+            self.log_change(request, api_key, gettext("Revoked."))
+            revoked += 1
+        self.message_user(
+            request,
+            gettext("Revoked %(count)d API key(s); they will never be used again.")
+            % {"count": revoked},
+            messages.SUCCESS,
+        )
