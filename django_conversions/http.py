@@ -9,8 +9,8 @@ provider base logs each request once the API key is masked.
 
 Every request has a total deadline (``CONVERSIONS["REQUEST_DEADLINE"]``): ``requests``' read
 timeout bounds each socket read, not the answer, so a provider dripping a byte a second would
-hold a worker for ever. Here the connect and read timeouts never exceed the time left, and the
-answer is read while a timer stands ready to shut its socket down at the deadline.
+hold a worker for ever. Here the connect and read timeouts never exceed the deadline, and a
+timer shuts the connection down when it passes (see ``deadline``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import uuid
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -29,11 +27,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util import Timeout
 
 from django_conversions import __version__
 from django_conversions.conf import conversions_settings
+from django_conversions.deadline import GuardedAdapter, RequestDeadline
 
 USER_AGENT = f"django-conversions/{__version__} (+https://pypi.org/project/django-conversions/)"
 #: At most this much of an answer is read; a provider's answer is short, anything longer is cut.
@@ -62,7 +59,11 @@ class _Session(requests.Session):
         self._proxies_by_host: dict[str, dict[str, str]] = {}
 
     def post_prepared(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
     ) -> requests.Response:
         """``post()`` without merging cookies, hooks and settings the app never sets."""
         request = requests.PreparedRequest()
@@ -88,7 +89,7 @@ def get_session() -> requests.Session:
     session = getattr(_local, "session", None)
     if session is None:
         session = _Session()
-        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
+        adapter = GuardedAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers["User-Agent"] = USER_AGENT
@@ -237,30 +238,32 @@ def post(
     ``deadline`` (default ``REQUEST_DEADLINE``) bounds the whole exchange: an answer not
     complete by then has no status and says so, and the connection is dropped.
     """
-    clock = _Deadline(default_deadline() if deadline is None else deadline)
-    # urllib3's ``total`` caps the connect timeout, and each read before the headers, to the
-    # time left; the timer below bounds reading the body.
-    limits = Timeout(
-        connect=min(timeout[0], clock.seconds),
-        read=min(timeout[1], clock.seconds),
-        total=clock.seconds,
-    )
-    try:
-        if isinstance(session, _Session):
-            response = session.post_prepared(url, body, headers, limits)
-        else:
-            response = session.post(
+    with RequestDeadline(default_deadline() if deadline is None else deadline) as clock:
+        # No single wait may outlast the deadline; the timer ends the request when it passes.
+        limits = (min(timeout[0], clock.seconds), min(timeout[1], clock.seconds))
+        try:
+            if isinstance(session, _Session):
+                response = session.post_prepared(url, body, headers, limits)
+            else:
+                response = session.post(
+                    url,
+                    data=body,
+                    headers=dict(headers),
+                    timeout=limits,
+                    allow_redirects=False,
+                    stream=True,
+                )
+        except (requests.RequestException, ValueError) as err:
+            clock.finish()
+            error = clock.describe() if clock.cut_off or clock.passed() else None
+            return HttpAnswer(
                 url,
-                data=body,
-                headers=dict(headers),
-                timeout=limits,
-                allow_redirects=False,
-                stream=True,
+                None,
+                error=error or describe_error(err, timeout),
+                duration_ms=clock.elapsed_ms(),
             )
-    except (requests.RequestException, ValueError) as err:
-        error = clock.describe() if clock.passed() else describe_error(err, timeout)
-        return HttpAnswer(url, None, error=error, duration_ms=clock.elapsed_ms())
-    text, error = _read_body(response, timeout, clock)
+        clock.watch_answer(response)
+        text, error = _read_body(response, timeout, clock)
     if clock.cut_off:
         return HttpAnswer(
             url, None, dict(response.headers), text, clock.describe(), clock.elapsed_ms()
@@ -275,55 +278,12 @@ def post(
     )
 
 
-class _Deadline:
-    """The time a request may take, and whether the answer was cut off when it passed."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = max(float(seconds), 0.001)
-        self.started = time.monotonic()
-        self.ends = self.started + self.seconds
-        self.cut_off = False
-        self._read = False
-        self._lock = threading.Lock()
-
-    def left(self) -> float:
-        return self.ends - time.monotonic()
-
-    def passed(self) -> bool:
-        return self.left() <= 0
-
-    def elapsed_ms(self) -> int:
-        return int((time.monotonic() - self.started) * 1000)
-
-    def describe(self) -> str:
-        return f"no complete answer within {self.seconds:g} s (deadline)"
-
-    def read_to_the_end(self) -> None:
-        """The whole answer is in: from now on the timer leaves it alone."""
-        with self._lock:
-            self._read = True
-
-    def cut(self, response: requests.Response) -> None:
-        """Stop reading ``response``: a read blocked on its socket returns at once."""
-        with self._lock:
-            if self._read:
-                return
-            self.cut_off = True
-        # Already released or closed (nothing is blocked on it), or no socket at all (a mocked
-        # answer): then the check between reads ends the loop.
-        with suppress(OSError, RuntimeError, ValueError):
-            response.raw.shutdown()
-
-
 def _read_body(
-    response: requests.Response, timeout: tuple[float, float], clock: _Deadline
+    response: requests.Response, timeout: tuple[float, float], clock: RequestDeadline
 ) -> tuple[str, str]:
     """The answer's text (at most ``MAX_ANSWER_BYTES``) and any error met while reading it."""
     raw = bytearray()
     error = ""
-    timer = threading.Timer(max(clock.left(), 0), clock.cut, args=(response,))
-    timer.daemon = True
-    timer.start()
     try:
         # Decoding (gzip) happens chunk by chunk, so a small compressed answer that inflates
         # beyond the limit is cut like any other.
@@ -334,13 +294,12 @@ def _read_body(
                 error = f"answer longer than {MAX_ANSWER_BYTES} bytes; the rest was not read"
                 break
             if clock.passed():
-                clock.cut(response)
+                clock.cut()
                 break
-        clock.read_to_the_end()
     except (requests.RequestException, ValueError, OSError) as err:
         error = "reading the answer failed: " + describe_error(err, timeout)
     finally:
-        timer.cancel()
+        clock.finish()
         response.close()
     return raw.decode(response.encoding or "utf-8", errors="replace"), error
 

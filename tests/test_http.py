@@ -334,47 +334,81 @@ def test_a_compressed_answer_that_inflates_past_the_limit_is_cut() -> None:
 DRIP_BYTES = 30  # one a second: half a minute for the whole answer
 
 
+class Drip:
+    """What a dripping server managed to send before the client hung up."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.hung_up = threading.Event()
+
+
 @contextmanager
-def dripping_server(*, content_length: bool) -> Iterator[tuple[str, threading.Event]]:
-    """A server sending its headers at once, then the body one byte per second; yields its
-    URL and an event set if it ever finished dripping."""
-    finished = threading.Event()
+def dripping_server(
+    *, headers: bool = False, content_length: bool = True
+) -> Iterator[tuple[str, Drip]]:
+    """A server dripping its answer one byte per second: the body after headers sent at once,
+    or (``headers=True``) the headers themselves after the status line."""
+    drip = Drip()
     stop = threading.Event()
 
-    def drip(request: BaseHTTPRequestHandler) -> None:
-        request.send_response(200)
-        if content_length:
-            request.send_header("Content-Length", str(DRIP_BYTES))
+    def send(request: BaseHTTPRequestHandler) -> None:
+        if headers:
+            request.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            slow = b"X-Slow: " + b"x" * DRIP_BYTES + b"\r\nContent-Length: 0\r\n\r\n"
         else:
-            request.send_header("Connection", "close")  # the body ends when the server hangs up
-        request.end_headers()
-        for _ in range(DRIP_BYTES):
+            request.send_response(200)
+            if content_length:
+                request.send_header("Content-Length", str(DRIP_BYTES))
+            else:
+                request.send_header("Connection", "close")  # the body ends at hang-up
+            request.end_headers()
+            slow = b"x" * DRIP_BYTES
+        for byte in slow:
             if stop.wait(1.0):
                 return
             try:
-                request.wfile.write(b"x")
+                request.wfile.write(bytes([byte]))
             except OSError:
-                return  # the client hung up
-        finished.set()
+                drip.hung_up.set()
+                return
+            drip.sent += 1
 
-    with server(drip) as (url, _):
+    with server(send) as (url, _):
         try:
-            yield url, finished
+            yield url, drip
         finally:
             stop.set()
+
+
+def assert_cut_off_early(answer: http.HttpAnswer, drip: Drip) -> None:
+    """The client gave up at its 1.5 s deadline: the server, dripping a byte a second, found
+    the connection closed after a few bytes of the dozens it had."""
+    assert answer.status is None
+    assert answer.error == "no complete answer within 1.5 s (deadline)"
+    assert drip.hung_up.wait(10)
+    assert drip.sent <= 5
 
 
 @pytest.mark.parametrize("content_length", [True, False])
 def test_an_answer_dripping_slower_than_the_deadline_is_cut_off(content_length: bool) -> None:
     # given: a provider whose every byte comes well inside the read timeout
-    with dripping_server(content_length=content_length) as (url, finished):
+    with dripping_server(content_length=content_length) as (url, drip):
         # when
         answer = post(url + "/e", timeout=(1.0, 10.0), deadline=1.5)
-        # then: the answer ended while the server was still dripping
-        assert not finished.is_set()
-    assert answer.status is None
-    assert answer.error == "no complete answer within 1.5 s (deadline)"
+        # then
+        assert_cut_off_early(answer, drip)
     assert answer.duration_ms >= 1500
+
+
+@pytest.mark.parametrize("headers", [True, False], ids=["headers", "body"])
+def test_the_apps_session_cuts_off_a_drip_in_the_headers_or_the_body(
+    fresh_session: None, headers: bool
+) -> None:
+    with dripping_server(headers=headers) as (url, drip):
+        answer = http.post(
+            http.get_session(), url + "/e", body=b"{}", headers={}, timeout=(1, 10), deadline=1.5
+        )
+        assert_cut_off_early(answer, drip)
 
 
 @contextmanager
