@@ -21,7 +21,7 @@ from django.db import models, router
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from django_conversions.adapters import get_adapter
+from django_conversions.adapters import OrderAdapter, get_adapter
 from django_conversions.apps import order_model
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
@@ -35,6 +35,7 @@ from django_conversions.recording import (
     record_order,
     sites_for,
 )
+from django_conversions.sites import active_sites
 
 __all__ = [
     "BUILD_FAILED_PREFIX",
@@ -76,17 +77,25 @@ def track_order(
     order: models.Model, *, created: bool, using: str | None = None
 ) -> list[ConversionEvent]:
     """Record the order's conversion if the adapter says this save is the moment."""
-    adapter = get_adapter()
     using = using or router.db_for_write(ConversionEvent)
+    if not active_sites(using):
+        return []  # nothing to record: the order is not even read
+    adapter = get_adapter()
+    if _stock_should_track(adapter) and not adapter.should_track(order, created=created):
+        return []  # the stock check reads one attribute: no savepoint for a save that isn't it
 
     def record_if_due() -> list[ConversionEvent]:
-        # The adapter is the host's code: it runs in the savepoint too, so whatever it reads
-        # or writes can't break the host's transaction.
+        # A host's should_track() may query: it runs in the savepoint too, so whatever it
+        # reads or writes can't break the host's transaction.
         if not adapter.should_track(order, created=created):
             return []
         return record_order(adapter, order, using).events
 
     return in_savepoint(using, record_if_due)
+
+
+def _stock_should_track(adapter: OrderAdapter) -> bool:
+    return type(adapter).should_track is OrderAdapter.should_track
 
 
 def rebuild_snapshot(event: ConversionEvent) -> str | None:

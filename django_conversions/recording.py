@@ -134,7 +134,11 @@ def _existing_events(
 ) -> dict[int, ConversionEvent]:
     """This conversion's events already in the outbox, by site (the unique dedup index)."""
     by_pk = {site.pk: site for site in targets}
-    found = ConversionEvent.objects.using(using).filter(site__in=list(by_pk), dedup_key=key)
+    found = (
+        ConversionEvent.objects.using(using)
+        .filter(site__in=list(by_pk), dedup_key=key)
+        .order_by()  # not the model's newest-first: that would walk the created_at index
+    )
     events = {}
     for event in found:
         event.site = by_pk[event.site_id]  # the site in hand, not another query

@@ -396,3 +396,24 @@ def test_events_know_their_keys_where_the_insert_returns_no_rows(
     assert all(e.pk is not None for e in events)
     for event in events:
         assert ConversionEvent.objects.get(pk=event.pk).event_id == event.event_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_that_is_not_the_conversion_adds_no_query(scanova_site, django_assert_num_queries):
+    with conversions(**NO_TASKS):
+        order = paid_order(status="new")
+        order.city = "Cluj"
+        with django_assert_num_queries(1):  # the host's UPDATE alone
+            order.save()
+    assert ConversionEvent.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_an_active_site_a_paid_order_is_not_even_read(make_site, django_assert_num_queries):
+    make_site("scanova", is_active=False)
+    with conversions(**NO_TASKS):
+        order = paid_order(status="new")
+        order.status = "paid"
+        with django_assert_num_queries(1):  # the host's UPDATE alone: no lines read
+            order.save()
+    assert ConversionEvent.objects.count() == 0
