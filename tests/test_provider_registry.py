@@ -17,8 +17,14 @@ from django.test import override_settings
 from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion
 from django_conversions.exceptions import UnknownProvider
+from django_conversions.models import TrackingSite
 from django_conversions.providers import registry
-from django_conversions.providers.base import OutboundEvent, Provider, parse_retry_after
+from django_conversions.providers.base import (
+    OutboundEvent,
+    Provider,
+    SiteConfig,
+    parse_retry_after,
+)
 from django_conversions.providers.scanova import ScanovaProvider
 from django_conversions.providers.vtmarketing import VTMarketingProvider
 
@@ -90,6 +96,20 @@ def test_extra_providers_come_from_settings() -> None:
         assert ("echo", "Echo") in registry.as_choices()
     # and the setting change is seen at once (the registry resets on setting_changed)
     assert "echo" not in registry.ids()
+
+
+def test_a_site_gets_its_providers_class_set_up_for_it(make_site: Any) -> None:
+    # given: a site of a provider registered from settings, and the model's choices
+    with providers("tests.test_provider_registry.EchoProvider"):
+        site = make_site("echo", provider_site_id="echo-7", endpoint_url="https://echo.test/x")
+        choices = list(TrackingSite._meta.get_field("provider").choices or ())
+        # when
+        provider = site.provider_instance()
+    # then
+    assert type(provider) is EchoProvider
+    assert provider.site == SiteConfig("echo-7", "https://echo.test/x", provider.site.batch_size)
+    assert provider.url(provider.event_path) == "https://echo.test/x/events"
+    assert ("echo", "Echo") in choices  # read from the registry when asked, not at import
 
 
 def test_a_single_dotted_path_is_accepted() -> None:
