@@ -1,7 +1,9 @@
 """``manage.py conversions_purge``: the retention policy, safe to run from cron.
 
-Scrubs personal data from finished events older than ``SCRUB_AFTER_DAYS`` and deletes finished
-events older than ``RETENTION_DAYS``; pending events are never touched.
+Scrubs personal data from finished events older than ``SCRUB_AFTER_DAYS`` (and from the
+requests that carried them) and deletes finished events older than ``RETENTION_DAYS`` with the
+attempts only they used, and attempts older than that; pending events are never deleted. Works
+in batches of 1,000 rows, each in its own transaction (see ``django_conversions.privacy``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from django_conversions.privacy import purge_old_events, scrub_old_events
 
 
 class Command(BaseCommand):
-    help = "Scrub personal data from old events and delete events past the retention period."
+    help = (
+        "Scrub personal data from old events and their requests, and delete events and "
+        "attempts past the retention period."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
