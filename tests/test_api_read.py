@@ -15,6 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from django_conversions import Conversion, Customer, track
+from django_conversions.adapters import OrderAdapter
 from django_conversions.models import ConversionEvent, EventStatus
 from tests.attempts import (
     SCANOVA_BATCH_URL,
@@ -25,6 +26,7 @@ from tests.attempts import (
 )
 from tests.conftest import SCANOVA_KEY, VT_KEY
 from tests.test_api_support import EVENTS, event_url, logged_in, make_user
+from tests.testapp.models import Order
 
 SCAN = "5b0e6c3e-7c1a-4c57-9a53-7f4f3f1f9a10"
 
@@ -450,6 +452,39 @@ def test_retry_of_an_event_a_worker_is_sending_answers_409(
     assert "A worker is sending this event" in response.json()["detail"]
     assert after_commit == [] and not provider.calls
     assert ConversionEvent.objects.get(pk=event.pk).status == EventStatus.SENDING
+
+
+class RefusingAdapter(OrderAdapter):
+    """An adapter that can no longer turn the order into a conversion."""
+
+    def to_conversion(self, order: Any) -> Any:
+        raise ValueError("the order's total is not a number")
+
+
+def test_retry_of_an_event_whose_order_can_no_longer_be_built_answers_200_failed(
+    vt_site, operator, settings
+):
+    # given: an event recorded from an order, which the adapter now refuses
+    order = Order.objects.create(
+        number="R-1",
+        status="paid",
+        total="20.00",
+        email="buyer@example.com",
+        tracking_consent="granted",
+    )
+    event = ConversionEvent.objects.get(order_reference="R-1")
+    ConversionEvent.objects.filter(pk=event.pk).update(status=EventStatus.FAILED)
+    settings.CONVERSIONS = {
+        **settings.CONVERSIONS,
+        "ORDER_ADAPTER": "tests.test_api_read.RefusingAdapter",
+    }
+    # when
+    response = operator.post(event_url(event, "retry"))
+    # then: not queued; the event says why
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "failed"
+    assert "the order's total is not a number" in response.json()["reason"]
+    assert event.source_object_id == str(order.pk)  # rebuilt from this order
 
 
 def test_retry_of_an_unknown_event_answers_404(db):
