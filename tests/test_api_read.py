@@ -171,6 +171,22 @@ def test_personal_data_is_masked_without_the_permission(viewer, vt_site):
     assert "775123" not in text
 
 
+def test_a_reason_quoting_the_buyer_is_masked_without_the_permission(viewer, vt_site):
+    # given: the provider's refusal, kept as the reason, quotes the buyer
+    (event,) = track(_purchase())
+    ConversionEvent.objects.filter(pk=event.pk).update(
+        status=EventStatus.FAILED, last_error="HTTP 400: Ana (buyer@example.com, +40775123123)"
+    )
+    dpo = logged_in(make_user("dpo", perms=("view_conversionevent", "view_personal_data")))
+    # when
+    listed = viewer.get(EVENTS).json()["results"][0]["reason"]
+    detailed = viewer.get(event_url(event)).json()["reason"]
+    unmasked = dpo.get(event_url(event)).json()["reason"]
+    # then
+    assert listed == detailed == "HTTP 400: A••• (b•••@example.com, +•••23)"
+    assert unmasked == "HTTP 400: Ana (buyer@example.com, +40775123123)"
+
+
 def test_personal_data_is_shown_with_the_permission(vt_site):
     # given
     track(_purchase())

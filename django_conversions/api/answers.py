@@ -14,7 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from django_conversions.attempt_masking import visible_body, visible_text
-from django_conversions.masking import mask_snapshot
+from django_conversions.masking import mask_known, mask_snapshot
 from django_conversions.models import ConversionEvent, EventResult, TrackingSite
 from django_conversions.providers.base import Outcome
 
@@ -28,7 +28,20 @@ class SiteSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class EventSummarySerializer(serializers.ModelSerializer):
+class MaskedReasonMixin:
+    """``reason`` may quote a provider's answer, which may quote the buyer: masked as the
+    admin masks it, with the event's own customer values, unless the caller may see them."""
+
+    context: dict[str, Any]
+
+    def to_representation(self, event: ConversionEvent) -> dict[str, Any]:
+        row: dict[str, Any] = super().to_representation(event)  # type: ignore[misc]
+        if row.get("reason") and not self.context.get("personal_data"):
+            row["reason"] = mask_known(row["reason"], event.snapshot)
+        return row
+
+
+class EventSummarySerializer(MaskedReasonMixin, serializers.ModelSerializer):
     """An event as recording answers it: no conversion data is echoed back."""
 
     site = SiteSerializer(read_only=True)
@@ -58,7 +71,7 @@ class RecordedSerializer(serializers.Serializer):
     events = EventSummarySerializer(many=True)
 
 
-class EventSerializer(serializers.ModelSerializer):
+class EventSerializer(MaskedReasonMixin, serializers.ModelSerializer):
     """A conversion event: one conversion for one tracking site, and its delivery state."""
 
     site = SiteSerializer(read_only=True)
