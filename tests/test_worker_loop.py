@@ -10,17 +10,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from io import StringIO
 from typing import Any
 
 import psycopg
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 
 from django_conversions import Conversion, track
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from tests.servers import Answer, Received, RecordingServer, recording_server
+from tests.testapp.models import Order
 from tests.workers import start_command
 
 WORKER_SETTINGS = {"TASK_BACKEND": None, "BATCH_SIZE": 1, "DELIVERY_CONCURRENCY": 1}
@@ -280,3 +283,36 @@ def test_sigterm_during_an_answer_slower_than_the_deadline_stops_at_the_deadline
     assert event.status == EventStatus.PENDING and event.attempts == 1
     assert "deadline" in event.last_error
     assert [status_of(e) for e in backlog] == [EventStatus.PENDING] * 2
+
+
+# --- reconciliation ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_records_and_delivers_a_paid_order_whose_outbox_write_was_lost():
+    with recording_server() as server, conversions():
+        local_site(server.url)
+        # given: a paid order committed without its events (bulk_create sends no post_save)
+        [order] = Order.objects.bulk_create(
+            [
+                Order(
+                    number="LOST-1",
+                    status="paid",
+                    total=Decimal("20.00"),
+                    currency="EUR",
+                    email="buyer@example.com",
+                    scan_session_id=str(uuid.uuid4()),
+                    tracking_consent="granted",
+                )
+            ]
+        )
+        assert not ConversionEvent.objects.exists()
+        # when
+        out = StringIO()
+        call_command("conversions_deliver", stdout=out)
+    # then: the sweep recorded its conversion and delivered it
+    event = ConversionEvent.objects.get()
+    assert event.source_object_id == str(order.pk)
+    assert event.status == EventStatus.DELIVERED
+    assert "Recorded 1 conversion(s) whose outbox write was lost" in out.getvalue()
+    assert server.event_id_counts() == {str(event.event_id): 1}

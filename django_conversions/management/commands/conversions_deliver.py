@@ -2,7 +2,9 @@
 
 This is the sweep that makes delivery independent of the task queue: whatever a task never
 delivered (a lost enqueue, a killed worker whose lease expired, no task backend at all) is due
-here. Run it from cron, or as a service with ``--loop``; any number may run at once.
+here. It also reconciles: orders the adapter says are conversions but that have no event (their
+outbox write was lost) are recorded, at most once a minute with ``--loop``. Run it from cron, or
+as a service with ``--loop``; any number may run at once.
 
 With ``--loop`` the worker outlives its database connection: a poll that fails on a lost or
 refused connection is logged, the connection dropped, and the poll tried again after a pause
@@ -23,14 +25,18 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
+from django_conversions.conf import conversions_settings
 from django_conversions.delivery import DeliveryReport, deliver_due
-from django_conversions.tasks import schedule_retries
+from django_conversions.outbox import reconcile
+from django_conversions.tasks import background, schedule_retries
 
 logger = logging.getLogger("django_conversions.worker")
 
 #: Shortest and longest pause between polls while the database can't be reached, in seconds.
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 60.0
+#: Seconds between two reconciliations of a looping worker.
+RECONCILE_EVERY = 60.0
 
 
 class Command(BaseCommand):
@@ -51,6 +57,8 @@ class Command(BaseCommand):
         self, *args: Any, loop: bool, interval: float, max_events: int | None, **options: Any
     ) -> None:
         self.stopping = threading.Event()
+        self.verbosity = options["verbosity"]
+        self.reconciled_at: float | None = None
         settle_process()
         if loop:
             signal.signal(signal.SIGTERM, self._stop)
@@ -83,12 +91,21 @@ class Command(BaseCommand):
                 self.stopping.wait(interval)
             if self.stopping.is_set():
                 break
+        # Events this process recorded by reconciling may be with its background delivery
+        # thread (an ImmediateBackend): let what it has in flight be recorded too.
+        background.wait_idle(timeout=float(conversions_settings.REQUEST_DEADLINE) + 5)
         if options["verbosity"] >= 1:
             self.stdout.write(self.style.SUCCESS(f"Total: {total}"))
 
     def _poll(self, max_events: int | None, loop: bool) -> DeliveryReport:
         if loop:
             close_old_connections()  # as Django does between requests (CONN_MAX_AGE, errors)
+        now = time.monotonic()
+        if self.reconciled_at is None or now - self.reconciled_at >= RECONCILE_EVERY:
+            recorded = reconcile()
+            self.reconciled_at = now
+            if recorded and self.verbosity >= 1:
+                self.stdout.write(f"Recorded {recorded} conversion(s) whose outbox write was lost")
         report = deliver_due(max_events=max_events, should_stop=self.stopping.is_set)
         schedule_retries(report.retry_at)
         return report
