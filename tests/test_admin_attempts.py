@@ -171,3 +171,26 @@ def test_the_site_page_lists_its_latest_requests_masked(staff_client, scanova_si
     assert "ana@example.com" not in page and "a" * 64 not in page
     assert "a•••@example.com" in page
     assert "503" not in other_site.split("Recent requests", 1)[-1]
+
+
+def test_a_pause_reason_quoting_a_buyer_is_masked_without_the_permission(
+    staff_client, scanova_site
+):
+    # given: the provider's refusal, kept as the pause reason, quotes a buyer
+    scanova_site.pause("Scanova refused the API key: HTTP 403 (last: ana@example.com)")
+    viewer = staff_client("view_trackingsite", "view_conversionevent")
+    dpo = staff_client("view_trackingsite", "view_conversionevent", "view_personal_data")
+    pages = (
+        reverse("admin:django_conversions_trackingsite_changelist"),
+        reverse("admin:django_conversions_trackingsite_change", args=[scanova_site.pk]),
+        reverse("admin:django_conversions_overview"),
+    )
+    # when
+    masked = [unescape(viewer.get(url).content.decode()) for url in pages]
+    unmasked = [unescape(dpo.get(url).content.decode()) for url in pages]
+    # then
+    for page in masked:
+        assert "ana@example.com" not in page
+        assert "HTTP 403 (last: a•••@example.com)" in page
+    for page in unmasked:
+        assert "HTTP 403 (last: ana@example.com)" in page

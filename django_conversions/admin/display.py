@@ -11,7 +11,8 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.attempt_masking import visible_text
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 
 ADMIN_CSS = {"all": ("django_conversions/admin.css",)}
 
@@ -22,6 +23,12 @@ UNMASKED = "conversions_unmasked"
 def is_unmasked(obj: Any) -> bool:
     """Whether ``obj``, read for the current request, may be shown unmasked."""
     return bool(getattr(obj, UNMASKED, False))
+
+
+def shown_pause_reason(site: TrackingSite, unmasked: bool) -> str:
+    """A site's pause reason may quote a provider's answer, which may quote a buyer: with no
+    event to tell whose values they are, emails and hashes are masked for who may not see them."""
+    return visible_text(site.paused_reason, None, unmasked=unmasked, shared=True)
 
 
 # Delivery states as the admin shows them: "retrying" is a pending event that failed before.

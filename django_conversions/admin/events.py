@@ -35,6 +35,7 @@ from django_conversions.admin.display import (
     badge,
     event_state,
     is_unmasked,
+    shown_pause_reason,
 )
 from django_conversions.admin.overview import build_overview
 from django_conversions.masking import (
@@ -295,10 +296,10 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         overview = build_overview(days=7)
-        failed = [
-            (event, _visible_reason(event, can_see_personal_data(request)))
-            for event in overview.failed_events
-        ]
+        unmasked = can_see_personal_data(request)
+        failed = [(event, _visible_reason(event, unmasked)) for event in overview.failed_events]
+        for item in overview.sites:
+            item.site.shown_pause_reason = shown_pause_reason(item.site, unmasked)  # type: ignore[attr-defined]
         context = {
             **self.admin_site.each_context(request),
             "title": gettext("Delivery overview"),

@@ -25,6 +25,8 @@ from django_conversions.admin.display import (
     OverviewLinkMixin,
     badge,
     event_changelist_url,
+    is_unmasked,
+    shown_pause_reason,
 )
 from django_conversions.admin.keys import ApiKeyInline
 from django_conversions.attempt_masking import visible_text
@@ -57,7 +59,7 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
     search_fields = ("name", "provider_site_id")
     readonly_fields = (
         "paused_at",
-        "paused_reason",
+        "pause_reason",
         "held_until",
         "created_at",
         "updated_at",
@@ -79,7 +81,7 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
         ),
         (
             _("State"),
-            {"fields": ("paused_at", "paused_reason", "held_until", "created_at", "updated_at")},
+            {"fields": ("paused_at", "pause_reason", "held_until", "created_at", "updated_at")},
         ),
         (_("Recent requests"), {"fields": ("recent_attempts",)}),
     )
@@ -154,6 +156,10 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
 
     # --- list columns ---------------------------------------------------------------------
 
+    @admin.display(description=_("paused because"))
+    def pause_reason(self, site: TrackingSite) -> str:
+        return shown_pause_reason(site, is_unmasked(site)) or "—"
+
     @admin.display(description=_("state"))
     def state(self, site: TrackingSite) -> str:
         if not site.is_active:
@@ -162,7 +168,7 @@ class TrackingSiteAdmin(OverviewLinkMixin, admin.ModelAdmin):
             return format_html(
                 '{} <span class="conversions-reason">{}</span>',
                 badge("paused", gettext("paused")),
-                site.paused_reason,
+                shown_pause_reason(site, is_unmasked(site)),
             )
         if site.held_until and site.held_until > timezone.now():
             return badge("held", gettext("held back"))
