@@ -17,6 +17,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django.views.debug import SafeExceptionReporterFilter
 
 from django_conversions.conversion import Conversion, Customer
 from django_conversions.models import (
@@ -542,6 +543,37 @@ def test_no_admin_page_contains_a_keys_plaintext(admin_client, scanova_site, vt_
     for entry in LogEntry.objects.all():
         for secret in (SCANOVA_KEY, NEW_KEY):
             assert secret not in entry.object_repr + entry.change_message
+
+
+@pytest.mark.parametrize("page", ["site_add", "site_change", "key_add"])
+def test_an_error_report_never_shows_a_pasted_key(admin_client, scanova_site, page):
+    # given: the form as posted, a key pasted in it
+    existing = scanova_site.api_keys.get()
+    url, data = {
+        "site_add": (
+            site_url("add"),
+            site_form_data(keys=[{"label": "new", "key": NEW_KEY, "is_active": True}]),
+        ),
+        "site_change": (
+            site_url("change", scanova_site.pk),
+            site_form_data(
+                scanova_site,
+                keys=[
+                    {"id": existing.pk, "site": scanova_site.pk, "label": "x", "is_active": True},
+                    {"label": "new", "key": NEW_KEY, "is_active": True},
+                ],
+            ),
+        ),
+        "key_add": (
+            reverse("admin:django_conversions_apikey_add"),
+            {"site": scanova_site.pk, "label": "new", "key": NEW_KEY, "is_active": "on"},
+        ),
+    }[page]
+    response = admin_client.post(url, data)
+    # when: what Django's error reporting (ADMINS mail, DEBUG page) would show of the request
+    shown = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    # then
+    assert NEW_KEY not in repr(dict(shown))
 
 
 def _logentry_registered() -> bool:

@@ -13,9 +13,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_post_parameters
 
 from django_conversions.models import ApiKey
 
@@ -62,6 +64,23 @@ class ApiKeyForm(forms.ModelForm):
         return cleaned
 
 
+class PostedKeysHidden:
+    """What a key form posts (a pasted key) never appears in an error report: the mail to
+    ADMINS, the DEBUG page."""
+
+    @method_decorator(sensitive_post_parameters())
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        return super().changeform_view(  # type: ignore[misc]
+            request, object_id, form_url, extra_context
+        )
+
+
 class KeyDisplayMixin:
     @admin.display(description=_("stored key"))
     def masked_key(self, obj: ApiKey) -> str:
@@ -94,7 +113,7 @@ class ApiKeyInline(KeyDisplayMixin, admin.TabularInline):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(KeyDisplayMixin, admin.ModelAdmin):
+class ApiKeyAdmin(PostedKeysHidden, KeyDisplayMixin, admin.ModelAdmin):
     form = ApiKeyForm
     list_display = (
         "__str__",
