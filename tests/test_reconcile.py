@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from django_conversions import Conversion, Customer, outbox, track
+from django_conversions import Conversion, Customer, outbox, reconciliation, track
 from django_conversions.adapters import OrderAdapter
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.tasks import background
@@ -21,6 +21,12 @@ from tests.test_outbox_guard import refused_event_inserts, sqlite_pages_capped
 from tests.testapp.models import Order
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _pages_from_the_oldest() -> None:
+    # Each test's orders are new rows: where an earlier test's call left off says nothing.
+    reconciliation.restart_pages()
 
 
 def lost_order(number: str, **fields: Any) -> Order:
@@ -174,3 +180,39 @@ def test_an_order_saved_on_a_full_disk_is_recorded_once_there_is_room(scanova_si
         assert outbox.reconcile() == 1
         assert outbox.reconcile() == 0
     assert ConversionEvent.objects.get().source_object_id == str(order.pk)
+
+
+def test_each_call_reads_the_newest_orders_and_the_next_page_of_the_older_ones(scanova_site):
+    # given: a window of 23 orders, two of them lost; with limit=1 a call examines the 10
+    # newest and a page of 10 older ones
+    assert reconciliation.SCAN_PER_RECORDED == 10
+    with conversions(**NO_TASKS):
+        oldest_lost = lost_order("3000")
+        for n in range(1, 12):
+            paid_order(f"30{n:02}")
+        middle_lost = lost_order("3012")
+        for n in range(13, 23):
+            paid_order(f"30{n:02}")
+        # when / then: the first call's older page (the 10 oldest) holds one lost order
+        assert outbox.reconcile(limit=1) == 1
+        assert recorded_orders() == {oldest_lost.pk}
+        # the second call's page is the next 10, with the other one
+        assert outbox.reconcile(limit=1) == 1
+        assert recorded_orders() == {oldest_lost.pk, middle_lost.pk}
+        # then the pages start again from the oldest: nothing left
+        assert [outbox.reconcile(limit=1) for _ in range(3)] == [0, 0, 0]
+        # and a loss among the newest is found by the very next call
+        newest_lost = lost_order("3099")
+        assert outbox.reconcile(limit=1) == 1
+    assert recorded_orders() == {oldest_lost.pk, middle_lost.pk, newest_lost.pk}
+
+
+def recorded_orders() -> set[int]:
+    """The orders recorded by reconciliation (the others were recorded on their save)."""
+    lost = Order.objects.filter(number__in=["3000", "3012", "3099"])
+    return {
+        int(pk)
+        for pk in ConversionEvent.objects.filter(
+            source_object_id__in=[str(o.pk) for o in lost]
+        ).values_list("source_object_id", flat=True)
+    }
