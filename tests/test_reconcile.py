@@ -9,6 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_conversions import Conversion, Customer, outbox, reconciliation, track
@@ -216,3 +219,44 @@ def recorded_orders() -> set[int]:
             source_object_id__in=[str(o.pk) for o in lost]
         ).values_list("source_object_id", flat=True)
     }
+
+
+@pytest.mark.postgres
+def test_the_search_probes_the_source_index_and_reads_bounded_ranges(scanova_site):
+    # given: 20,000 paid orders in the window, each with its event but three
+    now = timezone.now()
+    orders = Order.objects.bulk_create(
+        Order(number=f"V{n}", status="paid", created_at=now) for n in range(20_000)
+    )
+    order_type = ContentType.objects.get_for_model(Order)
+    ConversionEvent.objects.bulk_create(
+        ConversionEvent(
+            site=scanova_site,
+            event_name="purchase",
+            dedup_key=f"purchase:order:{o.number}",
+            source_content_type=order_type,
+            source_object_id=str(o.pk),
+        )
+        for n, o in enumerate(orders)
+        if n not in (0, 10_000, 19_999)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    # when
+    with conversions(**NO_TASKS), CaptureQueriesContext(connection) as queries:
+        recorded = outbox.reconcile(limit=50)
+    # then: every search is an index read of a bounded key range, probing the source index
+    searches = [q["sql"] for q in queries.captured_queries if 'FROM "testapp_order"' in q["sql"]]
+    assert searches
+    for sql in searches:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + sql)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Seq Scan" not in plan, plan
+        if "NOT EXISTS" in sql:
+            assert "conversions_event_source" in plan, plan
+    # and with limit=50 the call read the 500 newest and the 500 oldest: two of the three
+    assert recorded == 2
+    found = set(ConversionEvent.objects.values_list("source_object_id", flat=True))
+    assert {str(orders[0].pk), str(orders[-1].pk)} <= found
+    assert str(orders[10_000].pk) not in found
