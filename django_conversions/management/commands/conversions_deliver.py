@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-import threading
 import time
 from typing import Any
 
@@ -56,7 +55,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, loop: bool, interval: float, max_events: int | None, **options: Any
     ) -> None:
-        self.stopping = threading.Event()
+        self.stopping = False
         self.verbosity = options["verbosity"]
         self.reconciled_at: float | None = None
         settle_process()
@@ -79,17 +78,17 @@ class Command(BaseCommand):
                     "Database unavailable (%s); polling again in %.1f s", _first_line(err), pause
                 )
                 connections.close_all()
-                self.stopping.wait(pause)
+                self._sleep(pause)
             else:
                 failures = 0
                 total.add(report)
                 if report.handled and options["verbosity"] >= 1:
                     self.stdout.write(f"{time.strftime('%H:%M:%S')} {report}")
                 done = max_events is not None and total.handled >= max_events
-                if not loop or done or self.stopping.is_set():
+                if not loop or done or self.stopping:
                     break
-                self.stopping.wait(interval)
-            if self.stopping.is_set():
+                self._sleep(interval)
+            if self.stopping:
                 break
         # Events this process recorded by reconciling may be with its background delivery
         # thread (an ImmediateBackend): let what it has in flight be recorded too.
@@ -106,15 +105,26 @@ class Command(BaseCommand):
             self.reconciled_at = now
             if recorded and self.verbosity >= 1:
                 self.stdout.write(f"Recorded {recorded} conversion(s) whose outbox write was lost")
-        report = deliver_due(max_events=max_events, should_stop=self.stopping.is_set)
+        report = deliver_due(max_events=max_events, should_stop=self._should_stop)
         schedule_retries(report.retry_at)
         return report
 
+    def _should_stop(self) -> bool:
+        return self.stopping
+
     def _stop(self, signum: int, frame: Any) -> None:
         # Finish what is in flight and record it; a second signal ends the process at once.
-        self.stopping.set()
+        # Only a flag is set here: a handler that took a lock could find it held by the very
+        # code it interrupted.
+        self.stopping = True
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less once a stop is asked for."""
+        until = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < until:
+            time.sleep(max(0.0, min(0.1, until - time.monotonic())))
 
 
 def _first_line(err: BaseException) -> str:
