@@ -6,6 +6,7 @@ import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -720,10 +721,14 @@ def test_should_stop_sends_no_new_request_and_hands_the_rest_back(scanova_site, 
 # --- fenced leases ----------------------------------------------------------------------------
 
 
-def expire_leases() -> None:
-    ConversionEvent.objects.filter(status=EventStatus.SENDING).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1)
-    )
+def wait_until_expired(lease) -> None:
+    """Wait for a (short) lease to run out: only then may another worker take its events."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while timezone.now() <= lease.expires_at:
+        assert time.monotonic() < deadline, "the lease never ran out"
+        time.sleep(0.05)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -735,11 +740,11 @@ def test_a_worker_whose_lease_was_taken_over_sends_nothing_and_writes_nothing(
     from django_conversions.providers.base import Result
 
     mocked_http.post(SCANOVA_URL, json={"success": True})
-    with conversions(BATCH_SIZE=1):
+    with conversions(BATCH_SIZE=1, LEASE_SECONDS=1, REQUEST_DEADLINE=0.1):
         events = [record(str(n))[0] for n in range(3)]
         # given: worker A claimed the events, its lease ran out, worker B took them over
         first = claim(10)
-        expire_leases()
+        wait_until_expired(first)
         second = claim(10)
         assert sorted(e.pk for e in second.events) == sorted(e.pk for e in events)
         # when: A goes on sending its claim
@@ -776,14 +781,15 @@ def test_a_lease_lost_while_a_request_is_in_flight_overwrites_nothing(scanova_si
     taken_over = []
 
     def answer_after_a_takeover(request):
-        # another worker takes the event over while this request is on the wire
-        expire_leases()
+        # the answer takes longer than the lease; another worker takes the event over
+        [lease_end] = ConversionEvent.objects.values_list("lease_expires_at", flat=True)
+        wait_until_expired(SimpleNamespace(expires_at=lease_end))
         taken_over.append(claim(10))
         connections.close_all()
         return (200, {}, json.dumps({"success": True}))
 
     mocked_http.add_callback(responses.POST, SCANOVA_URL, callback=answer_after_a_takeover)
-    with conversions(BATCH_SIZE=1):
+    with conversions(BATCH_SIZE=1, LEASE_SECONDS=1):
         [event] = record()
         # when
         report = deliver_due()

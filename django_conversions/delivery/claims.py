@@ -34,6 +34,8 @@ from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 #: Share of the lease a site's claimed events may take to send, with every request taking its
 #: whole deadline: the rest is margin for recording and for the renewals themselves.
 LEASE_SHARE = 0.5
+#: Seconds of lease kept in reserve for clocks of different machines that differ a little.
+LEASE_MARGIN = 5.0
 #: Most rows one claiming statement names (well under SQLite's 999 bound variables).
 STATEMENT_ROWS = 500
 
@@ -52,10 +54,12 @@ class Lease:
 
     token: uuid.UUID
     using: str
+    #: When the lease written by the claim runs out (``renew`` extends it event by event).
     expires_at: datetime
     sites: list[SiteClaim] = field(default_factory=list)
     #: Did some site have as many due events as were asked of it (more may be waiting)?
     more_due: bool = False
+    _renewed: dict[int, datetime] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return sum(len(site.events) for site in self.sites)
@@ -70,20 +74,38 @@ class Lease:
             pk__in=list(event_ids), claim_token=self.token, status=EventStatus.SENDING
         )
 
-    def renew(self, event_ids: Sequence[int]) -> set[int]:
+    def still_held(self, event_ids: Iterable[int], needed: float = 0.0) -> set[int]:
+        """Those of these events this claim holds, for at least ``needed`` more seconds.
+
+        Another worker takes an event over only once its lease has run out. While the lease
+        we wrote runs for ``needed`` seconds plus ``LEASE_MARGIN`` (clocks of different
+        machines differ a little), every event is provably still ours and nothing is read
+        or written; otherwise the lease is renewed and re-checked (``renew``).
+        """
+        ids = set(event_ids)
+        if not ids:
+            return set()
+        soonest = min(self._renewed.get(pk, self.expires_at) for pk in ids)
+        if (soonest - timezone.now()).total_seconds() > needed + LEASE_MARGIN:
+            return ids
+        return self.renew(ids)
+
+    def renew(self, event_ids: Iterable[int]) -> set[int]:
         """Extend the lease of these events; return those this claim still holds.
 
-        Called before each request is sent: an event another worker took over (our lease ran
-        out while we were busy elsewhere) is not in the answer and must not be sent.
+        An event another worker took over (our lease ran out while we were busy elsewhere) is
+        not in the answer: it must not be sent, and nothing about it may be written. Inside a
+        transaction, the update also takes the rows' write locks before anything is read.
         """
-        if not event_ids:
+        ids = set(event_ids)
+        if not ids:
             return set()
         expires_at = timezone.now() + lease_duration()
-        with transaction.atomic(using=self.using):
-            held = self.held(event_ids)
-            held.update(lease_expires_at=expires_at)
-            still = set(held.values_list("pk", flat=True))
-        self.expires_at = expires_at
+        renewed = self.held(ids).update(lease_expires_at=expires_at)
+        # When some were taken over: those just renewed can't be (their lease runs), so
+        # reading which ones are still held after the update is exact.
+        still = ids if renewed == len(ids) else set(self.held(ids).values_list("pk", flat=True))
+        self._renewed.update(dict.fromkeys(still, expires_at))
         return still
 
     def release(

@@ -32,7 +32,7 @@ from django_conversions import http
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.delivery import policy, recorder
-from django_conversions.delivery.claims import Lease, SiteClaim
+from django_conversions.delivery.claims import Lease, SiteClaim, request_seconds
 from django_conversions.delivery.ratelimit import reserve_requests
 from django_conversions.delivery.recorder import Recorded, SiteResults
 from django_conversions.delivery.report import DeliveryReport
@@ -120,7 +120,7 @@ class SiteRun:
         send now (held back by the rate budget, or every event dropped or settled)."""
         events = self.waiting.popleft()
         try:
-            held = self.lease.renew([event.pk for event in events])
+            held = self.lease.still_held([e.pk for e in events], needed=request_seconds())
         except Exception:
             self.waiting.appendleft(events)
             raise
