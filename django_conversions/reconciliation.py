@@ -67,8 +67,14 @@ def reconcile(*, window: timedelta | None = None, limit: int = 500) -> int:
         min(site.created_at for site in taking),
     )
     adapter = get_adapter()
+    try:
+        lost = unrecorded(adapter.conversions_since(since), model, using, limit)
+    except Exception:
+        # A broken override must not stop the sweep that calls this from delivering.
+        logger.exception("Could not look for lost conversions (the adapter's conversions_since)")
+        return 0
     recorded = 0
-    for order in unrecorded(adapter.conversions_since(since), model, using, limit):
+    for order in lost:
         try:
             written = in_savepoint(using, partial(record_order, adapter, order, using)).written
         except Exception:

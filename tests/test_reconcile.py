@@ -260,3 +260,16 @@ def test_the_search_probes_the_source_index_and_reads_bounded_ranges(scanova_sit
     found = set(ConversionEvent.objects.values_list("source_object_id", flat=True))
     assert {str(orders[0].pk), str(orders[-1].pk)} <= found
     assert str(orders[10_000].pk) not in found
+
+
+class BrokenListingAdapter(OrderAdapter):
+    def conversions_since(self, since: Any) -> list[Order]:
+        raise LookupError("the shop's own query failed")
+
+
+def test_a_broken_conversions_since_is_logged_and_records_nothing(scanova_site, caplog):
+    with conversions(ORDER_ADAPTER="tests.test_reconcile.BrokenListingAdapter", **NO_TASKS):
+        lost_order("4000")
+        assert outbox.reconcile() == 0
+    assert "Could not look for lost conversions" in caplog.text
+    assert "LookupError" in caplog.text
