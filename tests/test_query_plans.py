@@ -18,7 +18,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_conversions.delivery import claim
-from django_conversions.delivery.claims import _due, _expired
+from django_conversions.delivery.claims import due_events, expired_leases
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from tests.conftest import ON_POSTGRES
 
@@ -85,8 +85,8 @@ def test_a_claim_stays_bounded_in_every_backlog_shape():
         cursor.execute("ANALYZE django_conversions_conversionevent")
     now = timezone.now()
     # then: its due queue and its expired-lease queue read the due index in order, bounded
-    assert_bounded(analyzed(_due("default", busy, now)))
-    kinds = [node["Node Type"] for node in analyzed(_expired("default", busy, now))]
+    assert_bounded(analyzed(due_events("default", busy, now)))
+    kinds = [node["Node Type"] for node in analyzed(expired_leases("default", busy, now))]
     assert "Seq Scan" not in kinds
     with override_settings(CONVERSIONS={"CLAIM_BATCH_SIZE": TAKE}):
         assert len(claim(TAKE)) == TAKE
@@ -99,7 +99,7 @@ def test_a_claim_stays_bounded_in_every_backlog_shape():
     active = make_site("active")
     backlog(active, 1000, timezone.now() - timedelta(minutes=1), "a")
     # then: the active site's queue is read in index order, bounded
-    assert_bounded(analyzed(_due("default", active, timezone.now())))
+    assert_bounded(analyzed(due_events("default", active, timezone.now())))
     # and a claim takes the active site's events only; the paused backlog is never touched
     with override_settings(CONVERSIONS={"CLAIM_BATCH_SIZE": TAKE}):
         lease = claim(TAKE)
@@ -111,7 +111,7 @@ def test_a_claim_stays_bounded_in_every_backlog_shape():
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's query plans")
 @pytest.mark.django_db
 def test_on_sqlite_a_claim_reads_the_due_index(scanova_site) -> None:
-    due = _due("default", scanova_site, timezone.now()).values_list("pk", flat=True)[:TAKE]
+    due = due_events("default", scanova_site, timezone.now()).values_list("pk", flat=True)[:TAKE]
     found = due.explain()
     assert "conversions_event_due" in found
     assert "SCAN django_conversions_conversionevent" not in found.replace("USING INDEX", "")

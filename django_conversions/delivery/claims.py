@@ -203,7 +203,7 @@ def _claim_site(
     lease: Lease, site: TrackingSite, wanted: int, now: datetime, ids: list[int] | None
 ) -> list[ConversionEvent]:
     claimed: list[int] = []
-    for queue in (_expired(lease.using, site, now), _due(lease.using, site, now)):
+    for queue in (expired_leases(lease.using, site, now), due_events(lease.using, site, now)):
         if ids is not None:
             queue = queue.filter(pk__in=ids)
         while len(claimed) < wanted:
@@ -223,7 +223,7 @@ def _claim_site(
     return events
 
 
-def _expired(using: str, site: TrackingSite, now: datetime) -> QuerySet[ConversionEvent]:
+def expired_leases(using: str, site: TrackingSite, now: datetime) -> QuerySet[ConversionEvent]:
     """A crashed worker's events: still ``sending`` after their lease ran out."""
     return (
         ConversionEvent.objects.using(using)
@@ -232,7 +232,7 @@ def _expired(using: str, site: TrackingSite, now: datetime) -> QuerySet[Conversi
     )
 
 
-def _due(using: str, site: TrackingSite, now: datetime) -> QuerySet[ConversionEvent]:
+def due_events(using: str, site: TrackingSite, now: datetime) -> QuerySet[ConversionEvent]:
     """Pending events due now, in the due index's order."""
     return (
         ConversionEvent.objects.using(using)

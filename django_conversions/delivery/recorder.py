@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, close_old_connections, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -102,7 +102,7 @@ def write(groups: Sequence[SiteResults]) -> DeliveryReport:
                 type(err).__name__,
                 delay,
             )
-            connection.close_if_unusable_or_obsolete()
+            close_old_connections()  # a dropped connection is opened again
             time.sleep(delay)
     logger.error(
         "Could not write %d delivery result(s) (the providers' answers are kept and written "
