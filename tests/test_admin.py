@@ -278,6 +278,81 @@ def test_a_new_active_key_resumes_a_paused_site(admin_client, scanova_site):
     assert scanova_site.current_key().key == NEW_KEY
 
 
+def test_moving_a_sites_endpoint_to_another_host_revokes_its_stored_keys(
+    admin_client, scanova_site
+):
+    # given: the key was stored for track.example.test
+    existing = scanova_site.api_keys.get()
+    data = site_form_data(
+        scanova_site,
+        endpoint_url="https://collector.elsewhere.test",
+        keys=[{"id": existing.pk, "site": scanova_site.pk, "label": "primary", "is_active": True}],
+    )
+    # when
+    response = admin_client.post(site_url("change", scanova_site.pk), data, follow=True)
+    # then: the key is not sent to the new host; the admin says why
+    existing.refresh_from_db()
+    assert not existing.is_active and existing.revoked_at is not None
+    assert scanova_site.current_key() is None
+    assert "1 stored API key(s) were revoked" in " ".join(messages_of(response))
+    assert LogEntry.objects.filter(object_id=str(existing.pk)).exists()
+
+
+def test_a_key_pasted_with_the_move_is_kept(admin_client, scanova_site):
+    # given
+    existing = scanova_site.api_keys.get()
+    data = site_form_data(
+        scanova_site,
+        provider="vtmarketing",
+        provider_site_id="",
+        endpoint_url="https://vt.example.test",
+        keys=[
+            {"id": existing.pk, "site": scanova_site.pk, "label": "old", "is_active": True},
+            {"label": "new", "key": NEW_KEY, "is_active": True},
+        ],
+    )
+    # when
+    admin_client.post(site_url("change", scanova_site.pk), data)
+    # then
+    assert scanova_site.current_key().key == NEW_KEY
+    assert not ApiKey.objects.get(pk=existing.pk).is_active
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"name": "Renamed"}, {"endpoint_url": "https://track.example.test/v2"}],
+)
+def test_changes_that_keep_the_destination_keep_the_keys(admin_client, scanova_site, change):
+    # given
+    existing = scanova_site.api_keys.get()
+    data = site_form_data(
+        scanova_site,
+        keys=[{"id": existing.pk, "site": scanova_site.pk, "label": "primary", "is_active": True}],
+        **change,
+    )
+    # when
+    response = admin_client.post(site_url("change", scanova_site.pk), data)
+    # then
+    assert response.status_code == 302
+    assert ApiKey.objects.get(pk=existing.pk).is_active
+
+
+def test_staff_without_the_key_permission_cannot_move_a_site(staff_client, scanova_site):
+    # given: may change sites, not API keys
+    client = staff_client("view_trackingsite", "change_trackingsite")
+    data = site_form_data(scanova_site, endpoint_url="https://attacker.example.test")
+    data.pop("api_keys-TOTAL_FORMS")  # the key inline is not on their form
+    # when
+    page = html(client.get(site_url("change", scanova_site.pk)))
+    client.post(site_url("change", scanova_site.pk), {**data, "name": "Renamed"})
+    # then: the destination is shown, not editable; the rest of the form still works
+    assert 'name="endpoint_url"' not in page and 'name="provider"' not in page
+    scanova_site.refresh_from_db()
+    assert scanova_site.name == "Renamed"
+    assert scanova_site.endpoint_url == "https://track.example.test"
+    assert scanova_site.current_key().key == SCANOVA_KEY
+
+
 @override_settings(
     CONVERSIONS={"ENCRYPTION_KEYS": ["FWy1bLl2Ou0H6dkejRys2oRrqzIuK56OTdRWaJHiJfE="]}
 )

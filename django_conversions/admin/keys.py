@@ -8,6 +8,7 @@ on an existing key keeps it. Revoking a key deactivates it; the newest active ke
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
@@ -20,6 +21,10 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 
 from django_conversions.models import ApiKey
+
+KEY_PERMISSION = "django_conversions.change_apikey"
+# What decides where a site's key is sent.
+DESTINATION_FIELDS = ("provider", "endpoint_url")
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -79,6 +84,65 @@ class PostedKeysHidden:
         return super().changeform_view(  # type: ignore[misc]
             request, object_id, form_url, extra_context
         )
+
+
+def destination(provider: str, endpoint_url: str) -> tuple[str, str]:
+    """Where a site's key goes: the provider and the endpoint's host and port (a path under
+    the same host does not move the key anywhere new)."""
+    return provider, urlsplit(endpoint_url).netloc.lower() if endpoint_url else ""
+
+
+class KeysFollowDestination:
+    """A site's keys go to its destination; moving the destination sends them elsewhere. So
+    only staff who may change API keys may move it, and moving it revokes the keys stored for
+    the old destination (a key pasted in the same save is the new destination's and stays)."""
+
+    message_user: Any
+    log_change: Any
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        if obj is not None and not request.user.has_perm(KEY_PERMISSION):
+            fields += DESTINATION_FIELDS
+        return fields
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)  # type: ignore[misc]
+        if not change or not _moved(form):
+            return
+        pasted = {
+            key_form.instance.pk
+            for formset in formsets
+            if formset.model is ApiKey
+            for key_form in formset.forms
+            if "key" in key_form.changed_data and key_form.instance.pk
+        }
+        stale = form.instance.api_keys.filter(is_active=True).exclude(pk__in=pasted)
+        revoked = 0
+        for api_key in stale:
+            api_key.revoke()
+            self.log_change(request, api_key, gettext("Revoked: the site's destination moved."))
+            revoked += 1
+        if revoked:
+            self.message_user(
+                request,
+                gettext(
+                    "The provider or the endpoint's host changed, so %(count)d stored API "
+                    "key(s) were revoked: they were meant for the old destination. Paste the "
+                    "key for the new one."
+                )
+                % {"count": revoked},
+                messages.WARNING,
+            )
+
+
+def _moved(form: Any) -> bool:
+    before = destination(form.initial.get("provider", ""), form.initial.get("endpoint_url", ""))
+    after = destination(
+        form.cleaned_data.get("provider", before[0]),
+        form.cleaned_data.get("endpoint_url", form.initial.get("endpoint_url", "")),
+    )
+    return before != after
 
 
 class KeyDisplayMixin:

@@ -28,7 +28,7 @@ from django_conversions.admin.display import (
     is_unmasked,
     shown_pause_reason,
 )
-from django_conversions.admin.keys import ApiKeyInline, PostedKeysHidden
+from django_conversions.admin.keys import ApiKeyInline, KeysFollowDestination, PostedKeysHidden
 from django_conversions.attempt_masking import visible_text
 from django_conversions.masking import can_see_personal_data
 from django_conversions.models import (
@@ -44,7 +44,9 @@ RECENT_ATTEMPTS = 10
 
 
 @admin.register(TrackingSite)
-class TrackingSiteAdmin(PostedKeysHidden, OverviewLinkMixin, admin.ModelAdmin):
+class TrackingSiteAdmin(
+    KeysFollowDestination, PostedKeysHidden, OverviewLinkMixin, admin.ModelAdmin
+):
     list_display = (
         "name",
         "provider",
