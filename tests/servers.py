@@ -21,7 +21,8 @@ class Answer:
     status: int = 200
     body: Any = field(default_factory=lambda: {"success": True, "message": "Event received"})
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
+    delay: float = 0.0  # seconds before the answer starts
+    drip: float = 0.0  # seconds between the body's bytes, after headers sent at once
 
 
 @dataclass
@@ -48,6 +49,7 @@ class RecordingServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -62,6 +64,7 @@ class RecordingServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # ends drips still going
         self._server.shutdown()
         self._server.server_close()
 
@@ -110,7 +113,13 @@ class RecordingServer:
                     self.send_header(name, value)
                 self.end_headers()
                 with suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(payload)
+                    if not answer.drip:
+                        self.wfile.write(payload)
+                        return
+                    for byte in payload:
+                        if server._stopping.wait(answer.drip):
+                            return
+                        self.wfile.write(bytes([byte]))
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

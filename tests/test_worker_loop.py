@@ -21,6 +21,7 @@ from django.db import connection
 from django.test import override_settings
 
 from django_conversions import Conversion, track
+from django_conversions.delivery import deliver_due
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from tests.servers import Answer, Received, RecordingServer, recording_server
 from tests.testapp.models import Order
@@ -316,3 +317,25 @@ def test_the_sweep_records_and_delivers_a_paid_order_whose_outbox_write_was_lost
     assert event.status == EventStatus.DELIVERED
     assert "Recorded 1 conversion(s) whose outbox write was lost" in out.getvalue()
     assert server.event_id_counts() == {str(event.event_id): 1}
+
+
+# --- a provider that never finishes its answer -------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_provider_dripping_its_answer_is_left_at_the_deadline_and_retried():
+    # given: a provider sending its answer a byte a second (about a minute in all), each byte
+    # well inside the read timeout
+    with (
+        recording_server(Answer(drip=1.0)) as server,
+        conversions(REQUEST_DEADLINE=1.5, READ_TIMEOUT=10),
+    ):
+        local_site(server.url)
+        event = record("DRIP-1")
+        # when
+        report = deliver_due()
+    # then: the request was given up at its deadline, and the event waits for a retry
+    assert report.retrying == 1
+    event.refresh_from_db()
+    assert event.status == EventStatus.PENDING and event.attempts == 1
+    assert event.last_error.endswith("no complete answer within 1.5 s (deadline)")
