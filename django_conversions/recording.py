@@ -244,9 +244,10 @@ def _failure_key(adapter: OrderAdapter, order: models.Model, event_name: str) ->
 
 
 def error_text(error: BaseException) -> str:
-    # The message of a malformed-order error names the field; keep it short and readable.
-    text = str(error) or type(error).__name__
-    return text[:400]
+    """The message of a malformed-order error (it names the field), short and storable: it may
+    quote the order's data, and a text column takes no NUL nor lone surrogate."""
+    text = (str(error) or type(error).__name__)[:400].replace("\x00", "")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def source_fields_of(source: models.Model | None, using: str) -> dict[str, Any]:

@@ -417,3 +417,19 @@ def test_without_an_active_site_a_paid_order_is_not_even_read(make_site, django_
         with django_assert_num_queries(1):  # the host's UPDATE alone: no lines read
             order.save()
     assert ConversionEvent.objects.count() == 0
+
+
+class QuotingAdapter(OrderAdapter):
+    """Fails with a message quoting order data a text column can't hold as it is."""
+
+    def to_conversion(self, order):
+        raise ValueError("email: 'a\x00b\ud800@example.com' is not an email")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_quoting_unstorable_text_is_still_stored_with_its_reason(scanova_site):
+    with conversions(ORDER_ADAPTER="tests.test_outbox.QuotingAdapter", **NO_TASKS):
+        paid_order()
+    failed = ConversionEvent.objects.get()
+    assert failed.status == EventStatus.FAILED
+    assert failed.last_error.endswith("email: 'ab\\ud800@example.com' is not an email")
