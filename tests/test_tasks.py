@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -97,6 +97,32 @@ def test_the_background_thread_keeps_the_retries_of_what_it_sent(scanova_site, m
         # then: the same thread sends it again when it is due, with no task queue or sweep
         wait_until(lambda: ConversionEvent.objects.get(pk=event.pk).status == "delivered")
     assert len(mocked_http.calls) == 2
+
+
+def other_sessions() -> int:
+    """Sessions on the test database besides this test's own."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+@needs_background_setting
+@pytest.mark.django_db(transaction=True)
+def test_the_background_thread_gives_its_database_connection_back_when_idle(
+    scanova_site, mocked_http
+):
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with in_the_background():
+        [event] = track(conversion())
+        assert background.wait_idle(timeout=10)
+    event.refresh_from_db()
+    assert event.status == EventStatus.DELIVERED
+    # then: with CONN_MAX_AGE = 0 the thread keeps no session open between runs
+    wait_until(lambda: other_sessions() == 0)
 
 
 @needs_background_setting
