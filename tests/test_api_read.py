@@ -416,6 +416,22 @@ def test_a_retried_event_is_delivered_by_the_worker(vt_site, operator, mocked_ht
     assert sent["event"]["confirmation"]["generic"]["orderId"] == "1001"
 
 
+def test_retry_answers_in_a_bounded_number_of_queries(
+    vt_site, operator, django_assert_max_num_queries
+):
+    # given: an event tried many times
+    (event,) = track(_purchase())
+    for _ in range(20):
+        record_attempt([event], http_status=503, outcome="retry")
+    ConversionEvent.objects.filter(pk=event.pk).update(status=EventStatus.FAILED)
+    # when: the same count with one attempt or twenty (the answer lists them all)
+    with django_assert_max_num_queries(13):
+        response = operator.post(event_url(event, "retry"))
+    # then
+    assert response.status_code == 202
+    assert len(response.json()["delivery_attempts"]) == 20
+
+
 def test_retry_leaves_an_entry_in_the_events_history(vt_site, operator):
     # given
     (event,) = track(_purchase())

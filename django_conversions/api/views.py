@@ -278,7 +278,7 @@ class EventRetryView(ConversionsAPIView):
         if outcome.in_flight:
             raise Conflict()
         _record_history(request, event, outcome.summary())
-        event = self.get_queryset().get(pk=event.pk)
+        event = with_attempts(self.get_queryset()).get(pk=event.pk)
         answer = status.HTTP_202_ACCEPTED if outcome.queued else status.HTTP_200_OK
         return Response(self.get_serializer(event).data, status=answer)
 
