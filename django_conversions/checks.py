@@ -10,7 +10,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router
 
-from django_conversions.conf import SETTING_NAME
+from django_conversions.conf import POSITIVE_NUMBERS, SETTING_NAME
 
 
 def _setting_errors() -> tuple[Any, list[Error]]:
@@ -253,14 +253,7 @@ def _check_task_backend(conf: Any) -> list[Any]:
 
 def _check_numbers(conf: Any) -> list[Any]:
     messages: list[Any] = []
-    for name in (
-        "LEASE_SECONDS",
-        "CLAIM_BATCH_SIZE",
-        "BATCH_SIZE",
-        "READ_TIMEOUT",
-        "CONNECT_TIMEOUT",
-        "RETRY_MAX_AGE",
-    ):
+    for name in POSITIVE_NUMBERS:
         value = conf.raw(name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             messages.append(
@@ -281,7 +274,26 @@ def _check_numbers(conf: Any) -> list[Any]:
                 id="conversions.E011",
             )
         )
+    if not messages:
+        messages += _check_lease(conf)
     return messages
+
+
+def _check_lease(conf: Any) -> list[Any]:
+    """A request must end well inside the lease of its events: a request still on the wire
+    when the lease runs out may be sent again by another worker."""
+    lease, deadline = conf.raw("LEASE_SECONDS"), conf.raw("REQUEST_DEADLINE")
+    if deadline * 2 <= lease:
+        return []
+    return [
+        Error(
+            f"{SETTING_NAME}['REQUEST_DEADLINE'] ({deadline:g} s) must be at most half of "
+            f"{SETTING_NAME}['LEASE_SECONDS'] ({lease:g} s): a request still running when its "
+            "events' lease runs out may be sent again by another worker.",
+            hint="Lower REQUEST_DEADLINE or raise LEASE_SECONDS.",
+            id="conversions.E016",
+        )
+    ]
 
 
 def _check_api(conf: Any) -> list[Any]:

@@ -288,3 +288,12 @@ def test_e015_the_apps_models_routed_to_several_databases(db: Any) -> None:
         message = only(run(), "conversions.E015")
     assert "django_conversions.DeliveryAttempt -> 'archive' (write)" in message.msg
     assert "django_conversions.ConversionEvent -> 'default' (write)" in message.msg
+
+
+@pytest.mark.parametrize(("lease", "deadline"), [(30, 20), (10, 30)])
+def test_e016_a_request_deadline_that_does_not_fit_in_the_lease(
+    db: Any, lease: int, deadline: int
+) -> None:
+    message = only(run(LEASE_SECONDS=lease, REQUEST_DEADLINE=deadline), "conversions.E016")
+    assert f"({deadline} s) must be at most half" in message.msg
+    assert not [m for m in run(LEASE_SECONDS=60, REQUEST_DEADLINE=30) if m.id == "conversions.E016"]

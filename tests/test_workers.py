@@ -82,7 +82,8 @@ def test_worker_killed_mid_delivery_loses_nothing():
         local_site(server.url)
         [event] = record_many(1)
         worker = start_command(
-            "conversions_deliver", overrides={"LEASE_SECONDS": 2, "TASK_BACKEND": None}
+            "conversions_deliver",
+            overrides={"LEASE_SECONDS": 2, "REQUEST_DEADLINE": 1, "TASK_BACKEND": None},
         )
         wait_until(lambda: len(server.received) == 1)
         # when: the worker is killed with SIGKILL while the request is in flight
