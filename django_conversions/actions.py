@@ -166,8 +166,8 @@ def _count_refusal(event: ConversionEvent, now: datetime, outcome: RetryOutcome)
 
 
 def _enqueue_on_commit(ids: list[int], using: str) -> None:
-    if not ids:
-        return
+    # One task per chunk: a resumed site's backlog is not one task argument of 100k ids.
     # robust: a queue that is down must not turn a committed change into an error page; the
     # events are due now, so the sweep sends them.
-    transaction.on_commit(partial(enqueue_delivery, ids), using=using, robust=True)
+    for chunk in _chunks(ids, CHUNK_SIZE):
+        transaction.on_commit(partial(enqueue_delivery, chunk), using=using, robust=True)

@@ -284,3 +284,19 @@ def test_resume_with_nothing_waiting_queues_nothing(
     # then
     assert queued == 0 and queue.results == []
     assert not TrackingSite.objects.get(pk=scanova_site.pk).is_paused
+
+
+def test_a_large_backlog_is_queued_in_bounded_tasks(
+    scanova_site, queue, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given
+    monkeypatch.setattr("django_conversions.actions.CHUNK_SIZE", 2)
+    scanova_site.pause("no active API key")
+    waiting = [make_event(scanova_site) for _ in range(5)]
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = resume_site(scanova_site)
+    # then
+    assert queued == 5
+    assert [len(ids) for ids in enqueued_ids(queue)] == [2, 2, 1]
+    assert sorted(pk for ids in enqueued_ids(queue) for pk in ids) == sorted(e.pk for e in waiting)
