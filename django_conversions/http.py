@@ -129,8 +129,9 @@ def decimal_text(value: Decimal) -> str:
 
 
 # A Decimal leaves the encoder as the string "<token><digits>" and is written as the bare number
-# <digits> afterwards: the standard encoder keeps its speed and the digits stay exact. The token
-# is random per process, so no real string can carry it.
+# <digits> afterwards: the standard encoder keeps its speed and the digits stay exact. A real
+# string holding the same characters is never mistaken for one: inside a string the quote is
+# escaped, so there it follows a backslash (and the token is random per process anyway).
 _DECIMAL_TOKEN = uuid.uuid4().hex
 _DECIMAL_OPENING = f'"{_DECIMAL_TOKEN}'
 
@@ -169,8 +170,11 @@ def _bare_decimals(text: str) -> str:
     """``text`` with each ``"<token><digits>"`` string written as the bare number ``<digits>``."""
     first, *marked = text.split(_DECIMAL_OPENING)
     parts = [first]
-    for piece in marked:  # the digits, the closing quote, then the rest of the text
-        end = piece.index('"')
+    for piece in marked:
+        if parts[-1].endswith("\\"):  # an escaped quote inside a string: not a marker
+            parts.append(_DECIMAL_OPENING + piece)
+            continue
+        end = piece.index('"')  # the digits, the closing quote, then the rest of the text
         parts += (piece[:end], piece[end + 1 :])
     return "".join(parts)
 

@@ -118,6 +118,17 @@ def test_a_string_that_looks_like_a_number_stays_a_string() -> None:
     assert http.dumps({"a": "1.10", "b": Decimal("1.10")}) == b'{"a":"1.10","b":1.10}'
 
 
+def test_a_string_holding_the_decimal_marker_stays_that_string() -> None:
+    # given: text that spells out the encoder's own marker for a decimal, quotes and all
+    sly = f'"{http._DECIMAL_TOKEN}1.5" and \\"{http._DECIMAL_TOKEN}2'
+    payload = {"note": sly, "value": Decimal("3.10"), "list": [sly, Decimal("-1")]}
+    # when
+    wire = http.dumps(payload)
+    # then
+    assert json.loads(wire) == {"note": sly, "value": 3.1, "list": [sly, -1]}
+    assert b'"value":3.10' in wire
+
+
 @pytest.mark.parametrize(
     "bad",
     [float("nan"), float("inf"), Decimal("NaN"), Decimal("-Infinity"), object(), {1, 2}, "\ud83d"],
