@@ -169,6 +169,37 @@ def test_two_workers_with_a_lease_shorter_than_the_sending_never_send_an_event_t
 
 
 @pytest.mark.django_db(transaction=True)
+def test_two_workers_against_a_dripping_provider_send_each_attempt_once():
+    # given: a provider that sends its headers, then one byte of the body every 0.5 s (never
+    # done within the request deadline), leases of 2 s, and retries far away
+    overrides = {
+        "TASK_BACKEND": None,
+        "BATCH_SIZE": 1,
+        "DELIVERY_CONCURRENCY": 2,
+        "LEASE_SECONDS": 2,
+        "REQUEST_DEADLINE": 1,
+        "RETRY_SCHEDULE": [3600],
+    }
+    with recording_server(Answer(drip=0.5)) as server, conversions(**overrides):
+        local_site(server.url)
+        events = record_many(8)
+        # when: two polling workers take them
+        args = ("conversions_deliver", "--loop", "--interval", "0.1")
+        workers = [start_command(*args, overrides=overrides) for _ in range(2)]
+        retried = ConversionEvent.objects.filter(status=EventStatus.PENDING, attempts=1)
+        wait_until(lambda: retried.count() == 8, timeout=120)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [w.communicate(timeout=60) for w in workers]
+    # then: each request was cut at its deadline, recorded as a failed attempt, and no other
+    # worker sent the event meanwhile
+    assert all(w.returncode == 0 for w in workers), outputs
+    assert server.event_id_counts() == {str(e.event_id): 1 for e in events}
+    reasons = list(retried.values_list("last_error", flat=True))
+    assert all(reason.startswith("attempt 1 failed: ") for reason in reasons), reasons
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_hanging_site_does_not_hold_the_others():
     # given: one site whose provider hangs until released, and one that answers at once
     release = threading.Event()
