@@ -1,0 +1,130 @@
+"""The checkout's cost: tracked with 2 and 5 active sites, and under README's default settings
+with a slow provider, each against the same checkout with no active site."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.test import override_settings
+
+from benchmarks.common import (
+    checkout,
+    checkouts,
+    clear_database,
+    local_server,
+    make_site,
+    median,
+    no_network,
+    paired,
+    profile_top,
+    set_active,
+    unfinished,
+)
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+
+CHECKOUT_TARGETS = {"2 sites": 1.6, "5 sites": 2.0}
+README_TARGET = 1.1
+
+
+def _rotated(items: list[str], by: int) -> list[str]:
+    """The sides in a different order each round, so none always runs first."""
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def bench_checkout(rounds: int, per_round: int, *, profile: bool) -> dict[str, Any]:
+    """Checkouts with 0, 2 and 5 active sites, interleaved in rounds of ``per_round`` each."""
+    clear_database()
+    providers = ("scanova", "vtmarketing", "scanova", "vtmarketing", "scanova")
+    # Sites never reached: the checkout must not touch the network (checked below).
+    sites = [make_site(p, f"https://{p}-{n}.invalid", n) for n, p in enumerate(providers)]
+    sides: dict[str, set[int]] = {
+        "no sites": set(),
+        "2 sites": {site.pk for site in sites[:2]},
+        "5 sites": {site.pk for site in sites},
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    with no_network():
+        for name in sides:  # warm every path once
+            set_active(sites, sides[name])
+            checkout(0)
+        for n in range(rounds):
+            for name in _rotated(list(sides), n):
+                set_active(sites, sides[name])
+                seconds[name].append(checkouts(per_round))
+    expected = (2 + 5) * (rounds * per_round + 1)
+    events = ConversionEvent.objects.count()
+    assert events == expected, (events, expected)
+    result: dict[str, Any] = {
+        "checkouts_per_side": rounds * per_round,
+        "ms_per_checkout": {
+            name: round(1000 * median(times, 6) / per_round, 3) for name, times in seconds.items()
+        },
+        "network_calls_in_save_path": 0,
+    }
+    for name, target in CHECKOUT_TARGETS.items():
+        figure = paired(seconds[name], seconds["no sites"])
+        result[name] = {**figure, "target": f"<= {target}", "met": figure["ratio"] <= target}
+        if profile and not result[name]["met"]:
+            set_active(sites, sides[name])
+            with no_network():
+                result[name]["profile"] = profile_top(lambda: checkouts(200))
+                result[name]["profile_tracking_code"] = profile_top(
+                    lambda: checkouts(200), only="django_conversions/"
+                )
+    return result
+
+
+def bench_readme_defaults(rounds: int, per_round: int, latency: float) -> dict[str, Any]:
+    """Checkouts under README's settings (no TASKS, no TASK_BACKEND: the app's default delivery
+    path) with both sites' provider answering after ``latency`` seconds, against the same
+    checkouts with no active site."""
+    with local_server(latency) as url:
+        clear_database()
+        sites = [make_site("scanova", url, 0), make_site("vtmarketing", url, 1)]
+        everything = {site.pk for site in sites}
+        seconds: dict[str, list[float]] = {"no sites": [], "2 sites": []}
+        undelivered_at_return: list[int] = []
+        waits: list[float] = []
+        with override_settings(CONVERSIONS=settings.README_CONVERSIONS):
+            for n in range(rounds):
+                for name in _rotated(list(seconds), n):
+                    set_active(sites, everything if name == "2 sites" else set())
+                    seconds[name].append(checkouts(per_round))
+                    if name == "2 sites":
+                        undelivered_at_return.append(unfinished(sites))
+                        waits.append(_wait_delivered(sites, timeout=20 * latency + 30))
+            set_active(sites, everything)
+        figure = paired(seconds["2 sites"], seconds["no sites"])
+        events = ConversionEvent.objects.filter(site__in=sites)
+        delivered = events.filter(status=EventStatus.DELIVERED).count()
+    return {
+        "provider_latency_s": latency,
+        "checkouts_per_side": rounds * per_round,
+        "ms_per_checkout": {
+            name: round(1000 * median(times, 6) / per_round, 3) for name, times in seconds.items()
+        },
+        **figure,
+        "target": f"<= {README_TARGET}",
+        "met": figure["ratio"] <= README_TARGET,
+        # Events still pending or sending when the round's checkouts had returned: 0 means
+        # the checkout itself waited for the provider.
+        "events_undelivered_when_checkouts_returned": undelivered_at_return,
+        "events": events.count(),
+        "events_delivered": delivered,
+        "median_s_until_delivered_after_round": median(waits),
+    }
+
+
+def _wait_delivered(sites: list[TrackingSite], timeout: float) -> float:
+    """Wait until these sites' events are all delivered (or given up on); return how long.
+
+    Between rounds, so that the delivery running after one round's checkouts does not
+    overlap the next round's measurement.
+    """
+    started = time.perf_counter()
+    while unfinished(sites) and time.perf_counter() - started < timeout:
+        time.sleep(0.05)
+    return time.perf_counter() - started

@@ -1,0 +1,202 @@
+"""What the benchmark scenarios share: paired ratios, the local provider server, sites, the
+checkout, events, and cProfile summaries. Imported after ``django.setup()`` (see run.py)."""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import pstats
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+
+from django_conversions import Conversion, Customer, LineItem, track
+from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
+from tests.testapp.models import Order, OrderItem
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = ROOT / "benchmarks" / "server.py"
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, Any]:
+    """The median of the rounds' ratios a/b and their range: each round's two sides ran back
+    to back, so a slow spell of the machine lands on both sides of one ratio."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return {
+        "ratio": round(statistics.median(ratios), 3),
+        "rounds_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "rounds": len(ratios),
+    }
+
+
+def median(values: list[float], digits: int = 3) -> float:
+    return round(statistics.median(values), digits)
+
+
+def timed(func: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    func()
+    return time.perf_counter() - started
+
+
+def profile_top(func: Callable[[], Any], count: int = 15, only: str = "") -> list[str]:
+    """``func`` under cProfile: its heaviest entries by cumulative time, one line each
+    (cumulative seconds, own seconds, calls, where), only those whose file starts with
+    ``only`` if given. Only this thread is profiled."""
+    profiler = cProfile.Profile()
+    profiler.runcall(func)
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = _short_path(path)
+        if where.startswith("benchmarks/") or not where.startswith(only):
+            continue
+        rows.append((cumulative, calls, own, f"{where}:{line}({name})"))
+    rows.sort(reverse=True)
+    return [
+        f"{cumulative:8.3f}s cum {own:8.3f}s own {calls:7d} calls  {where}"
+        for cumulative, calls, own, where in rows[:count]
+    ]
+
+
+def _short_path(path: str) -> str:
+    for marker in ("site-packages/", str(ROOT) + "/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+# --- the local provider ---------------------------------------------------------------------
+
+
+@contextmanager
+def local_server(latency: float = 0.0, record: Path | None = None) -> Iterator[str]:
+    """A provider in its own process, answering every POST with a 200 after ``latency``."""
+    args = [sys.executable, str(SERVER), str(latency)] + ([str(record)] if record else [])
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def recorded_requests() -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    """A file for a recording server, and after the block the requests it recorded."""
+    requests: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="django_conversions_bench_") as scratch:
+        path = Path(scratch) / "requests.jsonl"
+        yield path, requests
+        requests += [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@contextmanager
+def no_network() -> Iterator[None]:
+    """Any socket connection attempt inside the block fails the benchmark."""
+    original = socket.socket.connect
+
+    def refuse(self: socket.socket, *args: Any) -> None:
+        raise AssertionError(f"network call in the save path: {args}")
+
+    socket.socket.connect = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        socket.socket.connect = original  # type: ignore[method-assign]
+
+
+# --- sites, checkouts, events ----------------------------------------------------------------
+
+
+def clear_database() -> None:
+    ConversionEvent.objects.all().delete()
+    TrackingSite.objects.all().delete()
+    Order.objects.all().delete()
+
+
+def make_site(provider: str, url: str, n: int = 0, *, active: bool = True) -> TrackingSite:
+    site = TrackingSite.objects.create(
+        name=f"bench {provider} {n}",
+        provider=provider,
+        provider_site_id=f"site_bench_{n}",
+        endpoint_url=url,
+        is_active=active,
+    )
+    ApiKey.objects.create(site=site, key=f"{provider}_bench_key_{n}_0123456789")
+    return site
+
+
+def set_active(sites: list[TrackingSite], active: set[int]) -> None:
+    """Make exactly the sites whose pk is in ``active`` active (saving clears the app's cache
+    of active sites in this process)."""
+    for site in sites:
+        wanted = site.pk in active
+        if site.is_active != wanted:
+            site.is_active = wanted
+            site.save(update_fields=["is_active", "updated_at"])
+
+
+def checkout(n: int) -> None:
+    """A typical checkout transaction: the order, two lines, then the payment."""
+    with transaction.atomic():
+        order = Order.objects.create(
+            number=f"B-{uuid.uuid4().hex[:12]}", status="new", total=Decimal("59.90"),
+            currency="EUR", email=f"buyer{n}@example.com", phone="+40775123123",
+            scan_session_id=str(uuid.uuid4()), tracking_consent="granted",
+        )  # fmt: skip
+        OrderItem.objects.create(order=order, sku="sku-1", quantity=2, price=Decimal("19.95"))
+        OrderItem.objects.create(order=order, sku="sku-2", quantity=1, price=Decimal("20.00"))
+        order.status = "paid"
+        order.save()
+
+
+def checkouts(count: int) -> float:
+    """Seconds ``count`` checkouts took, one after another."""
+    started = time.perf_counter()
+    for n in range(count):
+        checkout(n)
+    return time.perf_counter() - started
+
+
+def conversion(n: int) -> Conversion:
+    return Conversion(
+        event_name="purchase",
+        order_id=f"D-{uuid.uuid4().hex[:12]}-{n}",
+        value=Decimal("59.90"),
+        currency="EUR",
+        scan_session_id=str(uuid.uuid4()),
+        customer=Customer(email=f"buyer{n}@example.com", phone="+40775123123"),
+        consent="granted",
+        items=[LineItem(id="sku-1", quantity=2, price=Decimal("19.95")), LineItem(id="sku-2")],
+    )
+
+
+def record_events(count: int, sites: list[TrackingSite]) -> None:
+    """``count`` conversions recorded for these sites, through ``track()``."""
+    for n in range(count):
+        with transaction.atomic():
+            track(conversion(n), sites=sites)
+
+
+def unfinished(sites: list[TrackingSite]) -> int:
+    """These sites' events not delivered, failed or skipped yet."""
+    return ConversionEvent.objects.filter(
+        site__in=sites, status__in=(EventStatus.PENDING, EventStatus.SENDING)
+    ).count()
