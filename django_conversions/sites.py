@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.signals import setting_changed
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from django_conversions.conf import SETTING_NAME, conversions_settings
@@ -79,7 +80,10 @@ def _entry(using: str) -> _Entry:
     cached = _cache.get(using)
     if ttl and cached is not None and now - cached.read_at < ttl:
         return cached
-    entry = _Entry(now, list(TrackingSite.objects.using(using).filter(is_active=True)))
+    # Read on an order's save, before anything else: a failure (the table not migrated yet)
+    # must not break the host's transaction.
+    with transaction.atomic(using=using):
+        entry = _Entry(now, list(TrackingSite.objects.using(using).filter(is_active=True)))
     _cache[using] = entry
     return entry
 

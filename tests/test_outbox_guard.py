@@ -21,7 +21,7 @@ from django.db.transaction import TransactionManagementError
 
 from django_conversions import Conversion, track
 from django_conversions.adapters import OrderAdapter
-from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.scanova import ScanovaProvider
 from tests.conftest import ON_POSTGRES
 from tests.test_outbox import NO_TASKS, conversions, paid_order, scanned_purchase
@@ -337,3 +337,18 @@ def test_a_full_disk_after_an_autocommit_save_keeps_the_order(scanova_site):
         order.save()  # committed on its own; the outbox write after it fails
     assert Order.objects.get().status == "paid"
     assert not ConversionEvent.objects.filter(status=EventStatus.PENDING).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sites_table_not_migrated_yet_leaves_the_host_transaction_usable(scanova_site):
+    sites_table = TrackingSite._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {sites_table} RENAME TO conversions_test_moved")
+    try:
+        with conversions(**NO_TASKS), transaction.atomic():
+            paid_order(number="1")  # the sites can't be read: the save still succeeds
+            paid_order(number="2")  # and the host goes on in its transaction
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE conversions_test_moved RENAME TO {sites_table}")
+    assert sorted(Order.objects.values_list("number", flat=True)) == ["1", "2"]
