@@ -3,11 +3,14 @@ with a slow provider, each against the same checkout with no active site."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from benchmarks.common import (
     checkout,
@@ -54,7 +57,13 @@ def bench_checkout(rounds: int, per_round: int, *, profile: bool) -> dict[str, A
             for name in _rotated(list(sides), n):
                 set_active(sites, sides[name])
                 seconds[name].append(checkouts(per_round))
-    expected = (2 + 5) * (rounds * per_round + 1)
+        queries = {}
+        for name in sides:
+            set_active(sites, sides[name])
+            with CaptureQueriesContext(connection) as captured:
+                checkout(0)
+            queries[name] = [_statement(query["sql"]) for query in captured.captured_queries]
+    expected = (2 + 5) * (rounds * per_round + 2)
     events = ConversionEvent.objects.count()
     assert events == expected, (events, expected)
     result: dict[str, Any] = {
@@ -62,6 +71,8 @@ def bench_checkout(rounds: int, per_round: int, *, profile: bool) -> dict[str, A
         "ms_per_checkout": {
             name: round(1000 * median(times, 6) / per_round, 3) for name, times in seconds.items()
         },
+        # The statements of one checkout, BEGIN and COMMIT included.
+        "statements_per_checkout": queries,
         "network_calls_in_save_path": 0,
     }
     for name, target in CHECKOUT_TARGETS.items():
@@ -75,6 +86,12 @@ def bench_checkout(rounds: int, per_round: int, *, profile: bool) -> dict[str, A
                     lambda: checkouts(200), only="django_conversions/"
                 )
     return result
+
+
+def _statement(sql: str) -> str:
+    """A statement's kind and table: ``SELECT testapp_orderitem``."""
+    table = re.search(r'(?:FROM|INTO|UPDATE) "(\w+)"', sql)
+    return sql.split(None, 1)[0] + (f" {table.group(1)}" if table else "")
 
 
 def bench_readme_defaults(rounds: int, per_round: int, latency: float) -> dict[str, Any]:

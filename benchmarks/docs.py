@@ -96,7 +96,8 @@ def _profile(row: dict[str, Any], key: str = "profile", title: str = "") -> list
 
 
 def _checkout(c: dict[str, Any]) -> list[str]:
-    ms = c["ms_per_checkout"]
+    ms, q = c["ms_per_checkout"], {k: len(v) for k, v in c["statements_per_checkout"].items()}
+    statements = c["statements_per_checkout"]
     lines = [
         "## 1. Cost on the checkout",
         "",
@@ -108,17 +109,24 @@ def _checkout(c: dict[str, Any]) -> list[str]:
         "(`TASK_BACKEND: None`): the outbox write alone is measured. Socket connections are",
         "forbidden during the checkouts (`network_calls_in_save_path: 0`).",
         "",
-        "| side | ms per checkout (median) | ratio to no site | rounds' range | target | met |",
-        "|---|---|---|---|---|---|",
-        f"| no active site | {ms['no sites']} | | | | |",
+        "| side | ms per checkout (median) | statements | ratio to no site | rounds' range | "
+        "target | met |",
+        "|---|---|---|---|---|---|---|",
+        f"| no active site | {ms['no sites']} | {q['no sites']} | | | | |",
     ]
     for name in ("2 sites", "5 sites"):
         row = c[name]
         lines.append(
-            f"| {name} | {ms[name]} | **{row['ratio']}x** | {_range(row)} | {row['target']} | "
-            f"{_met(row['met'])} |"
+            f"| {name} | {ms[name]} | {q[name]} | **{row['ratio']}x** | {_range(row)} | "
+            f"{row['target']} | {_met(row['met'])} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "Statements one checkout sends (each a round trip to the server), with no site:",
+        f"{', '.join(statements['no sites'])}; with 2 sites: {', '.join(statements['2 sites'])};",
+        f"with 5 sites: {', '.join(statements['5 sites'])}.",
+        "",
+    ]
     for name in ("2 sites", "5 sites"):
         row = c[name]
         lines += _profile(row, title=f"Where the time goes with {name} (200 checkouts, "
