@@ -307,13 +307,16 @@ def _rebuild(
 def _after_commit(events: list[ConversionEvent], using: str) -> None:
     pending = [e.pk for e in events if e.status == EventStatus.PENDING]
 
-    def notify_and_enqueue() -> None:
+    def enqueue_and_notify() -> None:
         try:
-            event_queued.send(sender=ConversionEvent, events=events)
             if pending:
                 enqueue_delivery(pending)
         except Exception:
             # The sweep (conversions_deliver) delivers whatever this failed to start.
             logger.exception("Could not start delivery after commit")
+        try:
+            event_queued.send(sender=ConversionEvent, events=events)
+        except Exception:
+            logger.exception("A receiver of event_queued failed")
 
-    transaction.on_commit(notify_and_enqueue, using=using)
+    transaction.on_commit(enqueue_and_notify, using=using)

@@ -16,6 +16,7 @@ from django_conversions import Conversion, Customer, track
 from django_conversions.adapters import OrderAdapter
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.signals import event_queued
+from django_conversions.tasks import background
 from tests.conftest import ON_POSTGRES
 from tests.testapp.models import Order, OrderItem
 
@@ -433,3 +434,20 @@ def test_a_failure_quoting_unstorable_text_is_still_stored_with_its_reason(scano
     failed = ConversionEvent.objects.get()
     assert failed.status == EventStatus.FAILED
     assert failed.last_error.endswith("email: 'ab\\ud800@example.com' is not an email")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_event_queued_receiver_does_not_stop_delivery(scanova_site, mocked_http):
+    mocked_http.post("https://track.example.test/server-events", json={"success": True})
+
+    def broken(sender, events, **kwargs):
+        raise RuntimeError("the host's receiver is broken")
+
+    event_queued.connect(broken)
+    try:
+        with conversions(TASK_BACKEND="default"):
+            paid_order()
+            assert background.wait_idle(timeout=30)
+    finally:
+        event_queued.disconnect(broken)
+    assert ConversionEvent.objects.get().status == EventStatus.DELIVERED
