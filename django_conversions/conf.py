@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_INSECURE_ENDPOINTS": False,
     # Alias in TASKS used to enqueue delivery after commit; None = no task, the sweep delivers.
     "TASK_BACKEND": "default",
+    # With a backend that runs tasks where they are enqueued (ImmediateBackend, Django's
+    # default), deliver from one background thread per process after commit instead of inside
+    # the saving request; False runs them inline (warning W020).
+    "BACKGROUND_DELIVERY": True,
     # How long a claimed event may stay "sending" before another worker may take it.
     "LEASE_SECONDS": 300,
     # Seconds each process keeps its list of active sites (0: read it on every tracked save).

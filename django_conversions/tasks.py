@@ -23,24 +23,20 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.checks import CheckMessage, Warning
 from django.db import close_old_connections
 from django.utils import timezone
 
-from django_conversions.compat import InvalidTaskBackendError, task, task_backends
+from django_conversions.compat import (
+    ImmediateBackend,
+    InvalidTaskBackendError,
+    task,
+    task_backends,
+)
 from django_conversions.conf import SETTING_NAME, conversions_settings
 from django_conversions.delivery import deliver_due, deliver_events
-
-# TODO(compat): import ImmediateBackend from compat.py once it is there.
-if TYPE_CHECKING:
-    from django.tasks.backends.immediate import ImmediateBackend
-else:
-    try:  # Django >= 6.0
-        from django.tasks.backends.immediate import ImmediateBackend
-    except ImportError:  # Django 5.2 with the backport
-        from django_tasks.backends.immediate import ImmediateBackend
 
 logger = logging.getLogger("django_conversions.tasks")
 
@@ -70,9 +66,7 @@ def runs_in_caller(backend: Any) -> bool:
 
 def background_delivery_enabled() -> bool:
     """``CONVERSIONS["BACKGROUND_DELIVERY"]``: hand in-caller tasks to the delivery thread."""
-    # TODO(conf): read conversions_settings.BACKGROUND_DELIVERY (default True) once conf.py
-    # defines it; until then delivery stays where it was (inline with ImmediateBackend).
-    return bool(getattr(conversions_settings, "BACKGROUND_DELIVERY", False))
+    return bool(conversions_settings.BACKGROUND_DELIVERY)
 
 
 def enqueue_delivery(event_ids: Sequence[int], run_after: datetime | None = None) -> Any:

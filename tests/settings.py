@@ -97,6 +97,9 @@ CONVERSIONS = {
     # Tests talk to local servers over http.
     "ALLOW_INSECURE_ENDPOINTS": True,
     "RETRY_JITTER": 0,
+    # Most tests assert what delivery did right after a save; tests of the background thread
+    # turn it on (tests/test_tasks.py, tests/test_no_io_in_requests.py).
+    "BACKGROUND_DELIVERY": False,
 }
 
 # Worker subprocesses started by tests receive their overrides as JSON in the environment.
