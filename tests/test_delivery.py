@@ -799,8 +799,9 @@ def test_a_lease_lost_while_a_request_is_in_flight_overwrites_nothing(scanova_si
     assert report.delivered == 0
     assert (event.status, event.claim_token) == (EventStatus.SENDING, other.token)
     assert event.attempts == 0
-    # the exchange itself is on record: the request did go out
-    assert DeliveryAttempt.objects.get().results.get().event_id == event.pk
+    # the exchange itself is on record (the request did go out), nothing about the event
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.event_count == 1 and not attempt.results.exists()
 
 
 # --- accepted answers survive a failed write --------------------------------------------------
@@ -913,3 +914,28 @@ def test_event_ids_are_time_ordered_uuids():
     assert len(set(ids)) == 3
     # the first 48 bits are the milliseconds: a later id never sorts first
     assert max(i.int >> 80 for i in ids) <= later.int >> 80
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_deleted_while_its_request_is_on_the_wire_leaves_the_others_recorded(
+    scanova_site, mocked_http
+):
+    from django.db import connections
+
+    def answer_after_a_purge(request):
+        # staff forget the first customer while the batch is on the wire
+        ConversionEvent.objects.filter(pk=gone.pk).delete()
+        connections.close_all()
+        return (200, {}, json.dumps({"success": True}))
+
+    mocked_http.add_callback(responses.POST, BATCH_URL, callback=answer_after_a_purge)
+    with conversions(BATCH_SIZE=2):
+        gone, kept = record("1")[0], record("2")[0]
+        # when
+        report = deliver_due()
+    # then: the other event is recorded delivered, with its result row
+    kept.refresh_from_db()
+    assert kept.status == EventStatus.DELIVERED and report.delivered == 1
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.event_count == 2
+    assert list(attempt.results.values_list("event_id", flat=True)) == [kept.pk]

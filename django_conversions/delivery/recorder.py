@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    close_old_connections,
+    connections,
+    transaction,
+)
 from django.db.models import Q
 from django.utils import timezone
 
@@ -47,6 +53,8 @@ logger = logging.getLogger("django_conversions.delivery")
 
 #: Seconds to wait before each new try of a write the database refused.
 WRITE_RETRY_DELAYS: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
+#: Later runs that try again to write results the database refused, before giving up.
+KEPT_RUNS = 3
 #: An API key's "last used" (shown in the admin) is written at most this often per claim.
 KEY_USE_PRECISION = timedelta(minutes=1)
 
@@ -76,6 +84,8 @@ class SiteResults:
     site: TrackingSite
     key: ApiKey | None
     items: list[Recorded]
+    #: Later runs that tried to write these results after a failed write (see ``write``).
+    kept_runs: int = 0
 
 
 # Results whose write failed for good, written before this process claims again.
@@ -88,9 +98,16 @@ def write(groups: Sequence[SiteResults]) -> DeliveryReport:
     if not groups:
         return DeliveryReport()
     using = groups[0].lease.using
+    recheck = False
     for delay in (*WRITE_RETRY_DELAYS, None):
         try:
-            return _write_once(using, groups)
+            return _write_once(using, groups, recheck)
+        except IntegrityError:
+            if recheck:
+                break
+            # An event deleted meanwhile (purged, forgotten): read what is still held.
+            recheck = True
+            continue
         except DatabaseError as err:
             connection = connections[using]
             if delay is None or connection.in_atomic_block:
@@ -111,7 +128,17 @@ def write(groups: Sequence[SiteResults]) -> DeliveryReport:
         sum(len(group.items) for group in groups),
         exc_info=True,
     )
-    _unwritten.extend(groups)
+    for group in groups:
+        group.kept_runs += 1
+        if group.kept_runs <= KEPT_RUNS:
+            _unwritten.append(group)
+        else:
+            logger.error(
+                "Site %s: giving up writing %d delivery result(s); their events are sent "
+                "again once their lease runs out",
+                group.site.pk,
+                len(group.items),
+            )
     report = DeliveryReport()
     report.deferred = sum(len(group.items) for group in groups)
     return report
@@ -130,29 +157,30 @@ def unwritten_count() -> int:
     return sum(len(group.items) for group in _unwritten)
 
 
-def _write_once(using: str, groups: Sequence[SiteResults]) -> DeliveryReport:
+def _write_once(using: str, groups: Sequence[SiteResults], recheck: bool) -> DeliveryReport:
     report = DeliveryReport()
     now = timezone.now()
     with transaction.atomic(using=using):
         for group in groups:
-            _write_site(group, now, report)
+            _write_site(group, now, report, recheck)
     return report
 
 
-def _write_site(group: SiteResults, now: datetime, report: DeliveryReport) -> None:
+def _write_site(group: SiteResults, now: datetime, report: DeliveryReport, recheck: bool) -> None:
     lease, site, using = group.lease, group.site, group.lease.using
-    # Which events are still this claim's (a renewal, when the lease runs short, also takes
-    # the rows' write locks before anything is read).
-    held = lease.still_held(item.event.pk for item in group.items)
+    # Which events are still this claim's (a renewal, when the lease runs short or on
+    # ``recheck``, also takes the rows' write locks before anything is read).
+    ids = [item.event.pk for item in group.items]
+    held = lease.renew(ids) if recheck else lease.still_held(ids)
     lost = [item for item in group.items if item.event.pk not in held]
     if lost:
         logger.warning(
-            "Site %s: the lease on %d event(s) was taken over by another worker; their "
-            "results were not written over the new holder's",
+            "Site %s: %d event(s) were taken over by another worker (or deleted); nothing "
+            "about them was written",
             site.pk,
             len(lost),
         )
-    exchanges = _write_attempts(group, now)
+    exchanges = _write_attempts(group, held, now)
     updates: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
     for item in group.items:
         if item.event.pk in held:
@@ -182,8 +210,9 @@ def _write_site(group: SiteResults, now: datetime, report: DeliveryReport) -> No
     _write_site_state(group, now)
 
 
-def _write_attempts(group: SiteResults, now: datetime) -> int:
-    """One DeliveryAttempt per exchange and an EventResult per event it carried."""
+def _write_attempts(group: SiteResults, held: set[int], now: datetime) -> int:
+    """One DeliveryAttempt per exchange, and an EventResult per event it carried that this
+    claim still holds."""
     using = group.lease.using
     by_exchange: dict[int, tuple[Exchange, list[Recorded]]] = {}
     for item in group.items:
@@ -210,6 +239,7 @@ def _write_attempts(group: SiteResults, now: datetime) -> int:
         )
         for attempt, (_, items) in zip(attempts, by_exchange.values(), strict=True)
         for item in items
+        if item.event.pk in held
     ]
     fields = [
         EventResult._meta.get_field(name) for name in ("attempt", "event", "outcome", "message")
