@@ -85,12 +85,45 @@ def retry_events(events: Iterable[ConversionEvent] | QuerySet[ConversionEvent]) 
     """
     using = router.db_for_write(ConversionEvent)
     outcome = RetryOutcome()
-    for chunk in _chunks(_event_ids(events), CHUNK_SIZE):
+    for chunk in in_chunks(_event_ids(events)):
         with transaction.atomic(using=using):
             queued = _retry_chunk(chunk, using, outcome)
             outcome.queued.extend(queued)
             _enqueue_on_commit(queued, using)
     return outcome
+
+
+def skip_events(
+    events: Iterable[ConversionEvent] | QuerySet[ConversionEvent], reason: str
+) -> list[int]:
+    """Stop sending these events: each becomes skipped with ``reason``, unless it was
+    delivered, is skipped already, or a worker holds it. Returns the primary keys skipped."""
+    using = router.db_for_write(ConversionEvent)
+    skipped: list[int] = []
+    for chunk in in_chunks(_event_ids(events)):
+        with transaction.atomic(using=using):
+            now = timezone.now()
+            skippable = (
+                ConversionEvent.objects.using(using)
+                .filter(pk__in=chunk)
+                .resendable(now)
+                .exclude(status=EventStatus.SKIPPED)
+            )
+            # Locked where the database can: a worker's claim (SKIP LOCKED) passes them by.
+            ids = list(skippable.select_for_update().values_list("pk", flat=True))
+            # The same conditions again in the UPDATE, for databases that can't lock rows.
+            skippable.filter(pk__in=ids).update(
+                status=EventStatus.SKIPPED,
+                last_error=reason,
+                claim_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            changed = ConversionEvent.objects.using(using).filter(
+                pk__in=ids, status=EventStatus.SKIPPED, updated_at=now
+            )
+            skipped.extend(changed.values_list("pk", flat=True))
+    return skipped
 
 
 def resume_site(site: TrackingSite) -> int:
@@ -114,9 +147,10 @@ def _event_ids(events: Iterable[ConversionEvent] | QuerySet[ConversionEvent]) ->
     return sorted({event.pk for event in events})
 
 
-def _chunks(ids: Sequence[int], size: int) -> Iterator[list[int]]:
+def in_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    """``ids`` CHUNK_SIZE at a time: bounded transactions, statements and task arguments."""
     iterator = iter(ids)
-    while chunk := list(islice(iterator, size)):
+    while chunk := list(islice(iterator, CHUNK_SIZE)):
         yield chunk
 
 
@@ -169,5 +203,5 @@ def _enqueue_on_commit(ids: list[int], using: str) -> None:
     # One task per chunk: a resumed site's backlog is not one task argument of 100k ids.
     # robust: a queue that is down must not turn a committed change into an error page; the
     # events are due now, so the sweep sends them.
-    for chunk in _chunks(ids, CHUNK_SIZE):
+    for chunk in in_chunks(ids):
         transaction.on_commit(partial(enqueue_delivery, chunk), using=using, robust=True)

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from django_conversions.actions import RetryOutcome, resume_site, retry_events
+from django_conversions.actions import RetryOutcome, resume_site, retry_events, skip_events
 from django_conversions.adapters import OrderAdapter
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.outbox import BUILD_FAILED_PREFIX
@@ -300,3 +300,35 @@ def test_a_large_backlog_is_queued_in_bounded_tasks(
     assert queued == 5
     assert [len(ids) for ids in enqueued_ids(queue)] == [2, 2, 1]
     assert sorted(pk for ids in enqueued_ids(queue) for pk in ids) == sorted(e.pk for e in waiting)
+
+
+# --- skip ---------------------------------------------------------------------------------
+
+
+def test_skip_stops_what_may_be_stopped_and_leaves_the_rest(scanova_site, monkeypatch):
+    # given: more events than one chunk
+    monkeypatch.setattr("django_conversions.actions.CHUNK_SIZE", 2)
+    failed = make_event(scanova_site, status=EventStatus.FAILED)
+    pending = make_event(scanova_site)
+    expired = make_event(
+        scanova_site,
+        status=EventStatus.SENDING,
+        claim_token=uuid.uuid4(),
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    delivered = make_event(scanova_site, status=EventStatus.DELIVERED)
+    skipped = make_event(scanova_site, status=EventStatus.SKIPPED, last_error="consent denied")
+    in_flight = held(scanova_site)
+    # when
+    done = skip_events(ConversionEvent.objects.all(), "skipped by ops in the admin")
+    # then
+    assert sorted(done) == sorted([failed.pk, pending.pk, expired.pk])
+    for event in (failed, pending, expired):
+        event.refresh_from_db()
+        assert event.status == EventStatus.SKIPPED
+        assert event.last_error == "skipped by ops in the admin"
+        assert event.claim_token is None and event.lease_expires_at is None
+    statuses = dict(ConversionEvent.objects.values_list("pk", "status"))
+    assert statuses[delivered.pk] == EventStatus.DELIVERED
+    assert statuses[in_flight.pk] == EventStatus.SENDING
+    assert ConversionEvent.objects.get(pk=skipped.pk).last_error == "consent denied"

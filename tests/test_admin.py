@@ -907,6 +907,10 @@ def test_mark_as_skipped_leaves_delivered_and_in_flight_events_alone(admin_clien
     failed.refresh_from_db()
     assert failed.last_error == "skipped by admin in the admin"
     assert "Marked 2 event(s) as skipped. 2 were left alone" in " ".join(messages_of(response))
+    logged = LogEntry.objects.filter(change_message="Marked as skipped.")
+    assert sorted(logged.values_list("object_id", flat=True)) == sorted(
+        [str(failed.pk), str(pending.pk)]
+    )
 
 
 # --- permissions -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from django_conversions.actions import retry_events
+from django_conversions.actions import in_chunks, retry_events, skip_events
 from django_conversions.admin.attempts import DeliveryAttemptInline
 from django_conversions.admin.display import (
     ADMIN_CSS,
@@ -234,51 +234,34 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> None:
         # Queued, never sent here: a worker delivers them after this request has answered.
         outcome = retry_events(queryset)
-        if outcome.queued:
-            queued = ConversionEvent.objects.filter(pk__in=outcome.queued).select_related("site")
-            LogEntry.objects.log_actions(
-                user_id=request.user.pk,  # type: ignore[arg-type]  # staff: a saved user
-                queryset=queued,
-                action_flag=CHANGE,
-                change_message=gettext("Retry requested: queued for delivery."),
-            )
+        self._log(request, outcome.queued, gettext("Retry requested: queued for delivery."))
         refused = outcome.delivered or outcome.in_flight or outcome.rebuild_failed
         level = messages.WARNING if refused else messages.SUCCESS
         self.message_user(request, outcome.summary() + ".", level)
 
     @admin.action(description=_("Mark selected events as skipped"), permissions=["change"])
     def skip_selected(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> None:
-        now = timezone.now()
         user = request.user.get_username()  # type: ignore[union-attr]
-        # Delivered events, skipped ones and those a worker holds right now stay as they are.
-        skippable = (
-            ConversionEvent.objects.filter(pk__in=queryset.values("pk"))
-            .resendable(now)
-            .exclude(status=EventStatus.SKIPPED)
-        )
-        ids = list(skippable.values_list("pk", flat=True))
-        # The same conditions again in the UPDATE: a worker may have claimed one meanwhile.
-        skipped = (
-            ConversionEvent.objects.filter(pk__in=ids)
-            .resendable(now)
-            .exclude(status=EventStatus.SKIPPED)
-            .update(
-                status=EventStatus.SKIPPED,
-                last_error=gettext("skipped by %(user)s in the admin") % {"user": user},
-                claim_token=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-        )
-        for event in ConversionEvent.objects.filter(pk__in=ids, status=EventStatus.SKIPPED):
-            self.log_change(request, event, gettext("Marked as skipped."))
-        text = gettext("Marked %(count)d event(s) as skipped.") % {"count": skipped}
-        untouched = queryset.count() - skipped
+        reason = gettext("skipped by %(user)s in the admin") % {"user": user}
+        skipped = skip_events(queryset, reason)
+        self._log(request, skipped, gettext("Marked as skipped."))
+        text = gettext("Marked %(count)d event(s) as skipped.") % {"count": len(skipped)}
+        untouched = queryset.count() - len(skipped)
         if untouched:
             text += " " + gettext(
                 "%(count)d were left alone (delivered, already skipped, or being sent)."
             ) % {"count": untouched}
         self.message_user(request, text, messages.SUCCESS)
+
+    def _log(self, request: HttpRequest, event_ids: list[int], message: str) -> None:
+        """An entry in each event's history, written a bounded number at a time."""
+        for chunk in in_chunks(event_ids):
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk,  # type: ignore[arg-type]  # staff: a saved user
+                queryset=ConversionEvent.objects.filter(pk__in=chunk).select_related("site"),
+                action_flag=CHANGE,
+                change_message=message,
+            )
 
     # --- the delivery overview ----------------------------------------------------------------
 
