@@ -447,7 +447,7 @@ def test_a_failing_event_queued_receiver_does_not_stop_delivery(scanova_site, mo
     try:
         with conversions(TASK_BACKEND="default"):
             paid_order()
-            assert background.wait_idle(timeout=30)
+            assert background.wait_idle(timeout=30)  # where BACKGROUND_DELIVERY is on
     finally:
         event_queued.disconnect(broken)
     assert ConversionEvent.objects.get().status == EventStatus.DELIVERED

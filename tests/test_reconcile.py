@@ -66,7 +66,7 @@ def test_a_reconciled_conversion_is_delivered_after_its_commit(scanova_site, moc
     with conversions():
         lost_order("1002")
         assert outbox.reconcile() == 1
-        assert background.wait_idle(timeout=30)  # the process's delivery thread sent it
+        assert background.wait_idle(timeout=30)  # where BACKGROUND_DELIVERY is on
     assert ConversionEvent.objects.get().status == EventStatus.DELIVERED
 
 

@@ -29,7 +29,8 @@ def test_paid_order_is_delivered_to_both_providers(scanova_site, vt_site, mocked
         scan_session_id=scan,
         tracking_consent="granted",
     )
-    # then: the process's delivery thread sent both, after the order's commit
+    # then: both were sent after the order's commit (from the background thread, where
+    # BACKGROUND_DELIVERY is on: wait until it is idle)
     assert background.wait_idle(timeout=30)
     events = {e.site.provider: e for e in ConversionEvent.objects.select_related("site")}
     assert events["scanova"].status == EventStatus.DELIVERED, events["scanova"].last_error
