@@ -1,6 +1,12 @@
-"""Bytes on disk per delivered event on PostgreSQL: the events, attempts and per-event results
-tables with their indexes (``pg_total_relation_size``), before recording N events and after
-delivering them, divided by N; per provider."""
+"""Bytes on disk per delivered event on PostgreSQL, per provider.
+
+The figure: ``pg_total_relation_size`` (rows, TOAST, indexes) of the events, attempts and
+per-event results tables before recording N events and after delivering them, divided by N.
+It holds the dead row versions the status changes leave until autovacuum makes their space
+reusable. Beside it, the live footprint: the provider's live rows copied into empty tables
+shaped like these (same columns and indexes), measured relation by relation; this is what
+the delivered events keep once vacuumed, and where the bytes go.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,12 @@ from django.db import connection
 
 from benchmarks.common import clear_database, local_server, make_site, record_events, set_active
 from django_conversions.delivery import deliver_due
-from django_conversions.models import ConversionEvent, DeliveryAttempt, EventResult
+from django_conversions.models import (
+    ConversionEvent,
+    DeliveryAttempt,
+    EventResult,
+    TrackingSite,
+)
 
 DISK_TARGET = 1024  # bytes per delivered event
 TABLES = {
@@ -18,36 +29,44 @@ TABLES = {
     "attempts": DeliveryAttempt._meta.db_table,
     "event_results": EventResult._meta.db_table,
 }
+#: The wide values whose mean stored size the results show: (model, fields).
+COLUMNS = (
+    (ConversionEvent, ("snapshot", "dedup_key", "last_error")),
+    (
+        DeliveryAttempt,
+        ("request_headers", "request_body", "response_headers", "response_body", "url"),
+    ),
+)
 
 
 def bench_disk(count: int) -> dict[str, Any]:
     with local_server(0.0) as url:
-        clear_database()
-        sites = [make_site("scanova", url, 0), make_site("vtmarketing", url, 1)]
         result: dict[str, Any] = {"events_per_provider": count}
-        for site in sites:
-            set_active(sites, {site.pk})
-            _vacuum(full=True)
+        for provider in ("scanova", "vtmarketing"):
+            clear_database()
+            site = make_site(provider, url, 0)
+            set_active([site], {site.pk})
             before = _sizes()
             record_events(count, [site])
             report = deliver_due()
             assert report.delivered == count, report
-            written = _sizes()
-            # Autovacuum makes the dead row versions left by the status changes reusable;
-            # VACUUM FULL shows what the delivered events themselves keep.
-            _vacuum(full=True)
-            compacted = _sizes()
-            per_event = {name: round((compacted[name] - before[name]) / count) for name in TABLES}
-            total = sum(per_event.values())
-            result[site.provider] = {
+            after = _sizes()
+            per_table = {name: round((after[name] - before[name]) / count) for name in TABLES}
+            total = sum(per_table.values())
+            live = _live_footprint(site)
+            result[provider] = {
                 "bytes_per_event": total,
-                "bytes_per_event_by_table": per_event,
-                "bytes_per_event_as_written": round(
-                    sum(written[name] - before[name] for name in TABLES) / count
-                ),
+                "bytes_per_event_by_table": per_table,
+                "live_bytes_per_event": round(sum(live.values()) / count),
+                # Where the live bytes go: each table's rows, its TOAST and every index.
+                "live_bytes_per_event_by_relation": {
+                    name: round(size / count) for name, size in live.items()
+                },
+                "mean_stored_value_bytes": _column_sizes(site),
                 "target": f"<= {DISK_TARGET}",
                 "met": total <= DISK_TARGET,
             }
+        clear_database()
     return result
 
 
@@ -60,7 +79,67 @@ def _sizes() -> dict[str, int]:
     return sizes
 
 
-def _vacuum(*, full: bool) -> None:
+def _live_footprint(site: TrackingSite) -> dict[str, int]:
+    """Bytes the site's live rows take in fresh copies of the three tables, by relation."""
+    events = ConversionEvent._meta.db_table
+    site_column = ConversionEvent._meta.get_field("site").column
+    event_column = EventResult._meta.get_field("event").column
+    rows = {
+        TABLES["events"]: (f'"{site_column}" = %s', [site.pk]),
+        TABLES["attempts"]: (f'"{DeliveryAttempt._meta.get_field("site").column}" = %s', [site.pk]),
+        TABLES["event_results"]: (
+            f'"{event_column}" IN (SELECT id FROM "{events}" WHERE "{site_column}" = %s)',
+            [site.pk],
+        ),
+    }
+    parts: dict[str, int] = {}
     with connection.cursor() as cursor:
-        for table in TABLES.values():
-            cursor.execute(f"VACUUM {'FULL ' if full else ''}{table}")
+        for table, (where, params) in rows.items():
+            copy = f"bench_copy_{table}"
+            cursor.execute(f'CREATE TEMPORARY TABLE "{copy}" (LIKE "{table}" INCLUDING ALL)')
+            empty = _relations(cursor, copy, table)  # an empty index has its pages too
+            cursor.execute(f'INSERT INTO "{copy}" SELECT * FROM "{table}" WHERE {where}', params)
+            filled = _relations(cursor, copy, table)
+            parts.update({name: size - empty[name] for name, size in filled.items()})
+            cursor.execute(f'DROP TABLE "{copy}"')
+    return parts
+
+
+def _relations(cursor: Any, copy: str, table: str) -> dict[str, int]:
+    """Each relation of ``copy`` (rows, TOAST with its index, each index), named after
+    ``table``'s."""
+    cursor.execute(
+        "SELECT pg_relation_size(%s), pg_indexes_size(%s), pg_total_relation_size(%s)",
+        [copy, copy, copy],
+    )
+    heap, indexes, total = cursor.fetchone()
+    parts = {f"{table} rows": heap, f"{table} TOAST": total - heap - indexes}
+    cursor.execute(
+        "SELECT pg_get_indexdef(indexrelid), pg_relation_size(indexrelid) "
+        "FROM pg_index WHERE indrelid = %s::regclass",
+        [copy],
+    )
+    for definition, size in cursor.fetchall():
+        columns = definition[definition.rindex("(") + 1 : definition.rindex(")")]
+        method = " (text pattern)" if "pattern_ops" in definition else ""
+        parts[f"{table} index ({columns.split(' ')[0] if method else columns}){method}"] = size
+    return parts
+
+
+def _column_sizes(site: TrackingSite) -> dict[str, int]:
+    """Mean stored size (``pg_column_size``) of the wide values the site's delivery kept."""
+    sizes = {}
+    with connection.cursor() as cursor:
+        for model, names in COLUMNS:
+            table = model._meta.db_table
+            site_column = model._meta.get_field("site").column
+            for name in names:
+                column = model._meta.get_field(name).column
+                cursor.execute(
+                    f'SELECT avg(pg_column_size("{column}")) FROM "{table}" '
+                    f'WHERE "{site_column}" = %s',
+                    [site.pk],
+                )
+                value = cursor.fetchone()[0]
+                sizes[f"{table}.{column}"] = round(value or 0)
+    return sizes

@@ -253,14 +253,15 @@ def _disk(d: dict[str, Any]) -> list[str]:
         "",
         f"{d['events_per_provider']:,} events per provider recorded with `track()` and",
         "delivered to the local server (Scanova in batches of 100, VTmarketing one per",
-        "request); `pg_total_relation_size` (table, TOAST and indexes) of the events,",
-        "attempts and per-event results tables after `VACUUM FULL` before recording and after",
-        'delivering, divided by the number of events. "As written" is the growth right after',
-        "delivery, before any vacuum: it also holds the dead row versions the status changes",
-        "leave, which autovacuum makes reusable.",
+        "request), each provider in emptied tables. The figure: `pg_total_relation_size`",
+        "(rows, TOAST and indexes) of the events, attempts and per-event results tables after",
+        "delivering minus before recording, divided by the number of events. It includes the",
+        "dead row versions the status changes leave (pending, sending, delivered) until",
+        'autovacuum makes their space reusable. "Live" is what the delivered events keep',
+        "once vacuumed: their rows copied into empty tables with the same columns and indexes.",
         "",
-        "| provider | per event | events table | attempts | per-event results | as written |"
-        " target | met |",
+        "| provider | per event | events table | attempts | per-event results | live | target |"
+        " met |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for provider in ("scanova", "vtmarketing"):
@@ -269,7 +270,26 @@ def _disk(d: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {provider} | **{row['bytes_per_event']} B** | {table['events']} B | "
             f"{table['attempts']} B | {table['event_results']} B | "
-            f"{row['bytes_per_event_as_written']} B | {row['target']} | {_met(row['met'])} |"
+            f"{row['live_bytes_per_event']} B | {row['target']} | {_met(row['met'])} |"
         )
     lines.append("")
+    for provider in ("scanova", "vtmarketing"):
+        row = d[provider]
+        if row["met"]:
+            continue
+        parts = sorted(row["live_bytes_per_event_by_relation"].items(), key=lambda item: -item[1])
+        lines += [
+            f"Where the bytes go, {provider}: the live bytes per delivered event by relation",
+            "(rows, TOAST, each index; largest first), then the mean stored size of the wide",
+            "values:",
+            "",
+            "| relation | bytes per event |",
+            "|---|---|",
+            *[f"| `{name}` | {size} |" for name, size in parts if size],
+            "",
+            "| value | mean stored bytes |",
+            "|---|---|",
+            *[f"| `{name}` | {size} |" for name, size in row["mean_stored_value_bytes"].items()],
+            "",
+        ]
     return lines
