@@ -4,8 +4,10 @@ holding each request, a real commit, the process's background delivery thread.""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -17,12 +19,38 @@ from django.urls import reverse
 from django_conversions import Conversion
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from django_conversions.tasks import background
-from tests.test_no_io_in_requests import (
-    README_TASKS,
-    held_provider,
-    needs_background_setting,
-    wait_until,
-)
+from tests.servers import Answer, Received, recording_server
+
+# Django's own default when a project sets no TASKS (README's install doesn't).
+_TASKS_MODULE = settings.TASKS["default"]["BACKEND"].rsplit(".backends.", 1)[0]
+README_TASKS = {"default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
+HOLD_SECONDS = 10.0
+
+
+class HeldProvider:
+    """Holds each request until the test releases it, or gives up waiting (and says so)."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.gave_up = threading.Event()
+
+    def __call__(self, received: Received) -> Answer:
+        self.arrived.set()
+        if not self.release.wait(HOLD_SECONDS):
+            self.gave_up.set()
+        return Answer()
+
+
+@contextmanager
+def held_provider() -> Iterator[tuple[str, HeldProvider]]:
+    provider = HeldProvider()
+    with recording_server() as server:
+        server.responder = provider
+        try:
+            yield server.url, provider
+        finally:
+            provider.release.set()
 
 
 def operator(*codenames: str) -> Client:
@@ -81,7 +109,6 @@ def by_admin_resume(event: ConversionEvent) -> Any:
     )
 
 
-@needs_background_setting
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("ask", "answered"), [(by_api, 202), (by_admin_retry, 302), (by_admin_resume, 302)]
@@ -105,5 +132,5 @@ def test_the_request_answers_while_the_provider_holds_what_it_queued(
         assert not provider.gave_up.is_set()
         assert provider.arrived.wait(20)  # the delivery is under way from elsewhere
         provider.release.set()
-        wait_until(lambda: ConversionEvent.objects.get().status == EventStatus.DELIVERED)
-        assert background.wait_idle(timeout=20)
+        assert background.wait_idle(timeout=20)  # the run that holds the request has ended
+        assert ConversionEvent.objects.get().status == EventStatus.DELIVERED
