@@ -8,6 +8,7 @@ checked with EXPLAIN ANALYZE. SQLite: the same statements use the due index.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -18,7 +19,11 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_conversions.delivery import claim
-from django_conversions.delivery.claims import due_events, expired_leases
+from django_conversions.delivery.claims import (
+    due_events,
+    expired_leases,
+    sites_with_expired_leases,
+)
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from tests.conftest import ON_POSTGRES
 
@@ -57,8 +62,6 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def analyzed(queryset: Any) -> list[dict[str, Any]]:
     """The plan's nodes, run for real (EXPLAIN ANALYZE) inside a transaction."""
-    import json
-
     with transaction.atomic():
         locked = queryset.select_for_update(skip_locked=True, of=("self",))
         found = locked.values_list("pk", flat=True)[:TAKE].explain(format="json", analyze=True)
@@ -88,6 +91,11 @@ def test_a_claim_stays_bounded_in_every_backlog_shape():
     assert_bounded(analyzed(due_events("default", busy, now)))
     kinds = [node["Node Type"] for node in analyzed(expired_leases("default", busy, now))]
     assert "Seq Scan" not in kinds
+    # and finding the sites with expired leases reads the lease index, not the backlog
+    found = sites_with_expired_leases("default", now).explain(format="json", analyze=True)
+    plan = list(nodes((json.loads(found) if isinstance(found, str) else found)[0]["Plan"]))
+    assert "Seq Scan" not in [node["Node Type"] for node in plan], plan
+    assert any(node.get("Index Name") == "conversions_event_lease" for node in plan), plan
     with override_settings(CONVERSIONS={"CLAIM_BATCH_SIZE": TAKE}):
         assert len(claim(TAKE)) == TAKE
 

@@ -169,6 +169,7 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
         named = ConversionEvent.objects.using(using).filter(pk__in=ids)
         sites = sites.filter(pk__in=named.values("site_id"))
     candidates = list(sites)
+    expired = set(sites_with_expired_leases(using, now))
     if not candidates or limit <= 0:
         return lease
     taken: dict[int, SiteClaim] = {}
@@ -183,12 +184,23 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
             wanted = min(remaining, room, share) if first_pass else min(remaining, room)
             if wanted <= 0 or (not first_pass and len(current.events) < share):
                 continue  # the second pass only tops up sites that filled their share
-            got = _claim_site(lease, site, wanted, now, ids)
+            got = _claim_site(lease, site, wanted, now, ids, site.pk in expired)
             current.events += got
             remaining -= len(got)
             lease.more_due = lease.more_due or len(got) == wanted
     lease.sites = [claim for claim in taken.values() if claim.events]
     return lease
+
+
+def sites_with_expired_leases(using: str, now: datetime) -> QuerySet[ConversionEvent, int]:
+    """Sites holding a crashed worker's events, read from the lease index (few rows are ever
+    ``sending``), so the other sites' claims skip that queue."""
+    return (
+        ConversionEvent.objects.using(using)
+        .filter(status=EventStatus.SENDING, lease_expires_at__lt=now)
+        .values_list("site_id", flat=True)
+        .distinct()
+    )
 
 
 def _site_room(site: TrackingSite) -> int:
@@ -200,10 +212,18 @@ def _site_room(site: TrackingSite) -> int:
 
 
 def _claim_site(
-    lease: Lease, site: TrackingSite, wanted: int, now: datetime, ids: list[int] | None
+    lease: Lease,
+    site: TrackingSite,
+    wanted: int,
+    now: datetime,
+    ids: list[int] | None,
+    has_expired: bool,
 ) -> list[ConversionEvent]:
+    queues = [due_events(lease.using, site, now)]
+    if has_expired:
+        queues.insert(0, expired_leases(lease.using, site, now))
     claimed: list[int] = []
-    for queue in (expired_leases(lease.using, site, now), due_events(lease.using, site, now)):
+    for queue in queues:
         if ids is not None:
             queue = queue.filter(pk__in=ids)
         while len(claimed) < wanted:
