@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from django_conversions.conversion import PROPERTIES_MAX_BYTES, properties_size
 from django_conversions.models import ConversionEvent, EventStatus
 from tests.test_api_support import EVENTS, logged_in, make_user, post_json, purchase
 from tests.testapp.models import Order
@@ -249,17 +250,20 @@ def test_unknown_fields_are_rejected(writer, vt_site, fields, error):
 
 
 def _properties_of_size(size: int) -> dict[str, str]:
-    # {"p":"xxx…"} serialises to 8 bytes plus the value.
-    return {"p": "x" * (size - 8)}
+    # {"p": "xxx…"} serialises to 9 bytes plus the value (json.dumps' default separators).
+    properties = {"p": "x" * (size - 9)}
+    assert properties_size(properties) == size
+    return properties
 
 
 @pytest.mark.parametrize(
     ("fields", "field", "accepted"),
     [
-        ({"properties": _properties_of_size(10 * 1024)}, "properties", True),
-        ({"properties": _properties_of_size(10 * 1024 + 1)}, "properties", False),
-        ({"properties": {"ä": "é" * 5000}}, "properties", True),  # 10,007 bytes
-        ({"properties": {"ä": "é" * 5200}}, "properties", False),  # 10,407 bytes
+        ({"properties": _properties_of_size(PROPERTIES_MAX_BYTES)}, "properties", True),
+        ({"properties": _properties_of_size(PROPERTIES_MAX_BYTES + 1)}, "properties", False),
+        # Non-ASCII text counts as json.dumps escapes it (6 bytes a letter).
+        ({"properties": {"ä": "é" * 1660}}, "properties", True),  # 9,974 bytes
+        ({"properties": {"ä": "é" * 1670}}, "properties", False),  # 10,034 bytes
         ({"items": [{"id": f"sku-{i}"} for i in range(1000)]}, "items", True),
         ({"items": [{"id": f"sku-{i}"} for i in range(1001)]}, "items", False),
         ({"order_id": "x" * 128}, "order_id", True),
@@ -342,11 +346,15 @@ def test_nul_characters_in_text_fields_are_field_errors(writer, scanova_site):
 
 def test_properties_over_the_limit_say_how_big_they_were(writer, vt_site):
     # given
-    body = purchase(properties=_properties_of_size(10 * 1024 + 1))
+    body = purchase(properties=_properties_of_size(PROPERTIES_MAX_BYTES + 1))
     # when
     response = post_json(writer, EVENTS, body)
     # then
-    assert response.json() == {"properties": ["10241 bytes as JSON; at most 10240 are allowed."]}
+    assert response.json() == {
+        "properties": [
+            f"{PROPERTIES_MAX_BYTES + 1} bytes as JSON; at most {PROPERTIES_MAX_BYTES} are allowed."
+        ]
+    }
 
 
 def test_a_body_over_one_mebibyte_is_refused_with_413(writer, vt_site):

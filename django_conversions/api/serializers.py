@@ -14,14 +14,19 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from django_conversions import http
-from django_conversions.conversion import CONSENT_VALUES, Conversion, Customer, LineItem
+from django_conversions.conversion import (
+    CONSENT_VALUES,
+    PROPERTIES_MAX_BYTES,
+    Conversion,
+    Customer,
+    LineItem,
+    properties_size,
+)
 from django_conversions.exceptions import InvalidConversion
 from django_conversions.models import EventStatus, TrackingSite
 from django_conversions.scan_session import InvalidScanSessionId, parse_scan_session_id
 
 # Size limits, checked before anything is stored.
-PROPERTIES_MAX_BYTES = 10 * 1024  # serialised as compact UTF-8 JSON
 PROPERTIES_MAX_DEPTH = 32
 ITEMS_MAX = 1000
 COUPONS_MAX = 100
@@ -149,7 +154,7 @@ class ConversionInputSerializer(StrictSerializer):
             problem = _json_shape_problem(value)
             if problem:
                 raise serializers.ValidationError(problem)
-            size = len(http.dumps(value))
+            size = properties_size(value)
             if size > PROPERTIES_MAX_BYTES:
                 raise serializers.ValidationError(
                     f"{size} bytes as JSON; at most {PROPERTIES_MAX_BYTES} are allowed."
