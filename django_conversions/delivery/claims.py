@@ -169,9 +169,9 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
         named = ConversionEvent.objects.using(using).filter(pk__in=ids)
         sites = sites.filter(pk__in=named.values("site_id"))
     candidates = list(sites)
-    expired = set(sites_with_expired_leases(using, now))
     if not candidates or limit <= 0:
         return lease
+    expired = set(sites_with_expired_leases(using, now))
     taken: dict[int, SiteClaim] = {}
     remaining = limit
     share = math.ceil(limit / len(candidates))
