@@ -79,6 +79,10 @@ def bench_checkout(rounds: int, per_round: int, *, profile: bool) -> dict[str, A
         figure = paired(seconds[name], seconds["no sites"])
         result[name] = {**figure, "target": f"<= {target}", "met": figure["ratio"] <= target}
         if profile and not result[name]["met"]:
+            set_active(sites, set())
+            with no_network():
+                untracked = profile_top(lambda: checkouts(200))["total_s"]
+            result[name]["profile_no_sites_total_s"] = untracked
             set_active(sites, sides[name])
             with no_network():
                 result[name]["profile"] = profile_top(lambda: checkouts(200))

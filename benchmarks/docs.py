@@ -85,11 +85,15 @@ def _summary(r: dict[str, Any]) -> list[str]:
 def _profile(row: dict[str, Any], key: str = "profile", title: str = "") -> list[str]:
     if key not in row:
         return []
+    profile = row[key]
     return [
-        title or "Where the time goes (cProfile, cumulative time, heaviest first):",
+        title or "Where the time goes (cProfile of the slow side, this thread only):",
         "",
         "```",
-        *row[key],
+        f"{profile['total_s']} s profiled; heaviest by cumulative time:",
+        *profile["by_cumulative"],
+        "heaviest by own time:",
+        *profile["by_own_time"],
         "```",
         "",
     ]
@@ -129,8 +133,10 @@ def _checkout(c: dict[str, Any]) -> list[str]:
     ]
     for name in ("2 sites", "5 sites"):
         row = c[name]
-        lines += _profile(row, title=f"Where the time goes with {name} (200 checkouts, "
-                          "cumulative time, heaviest first):")  # fmt: skip
+        if "profile" in row:
+            lines += [f"200 checkouts under cProfile took {row['profile']['total_s']} s with "
+                      f"{name}, {row['profile_no_sites_total_s']} s with no site.", ""]  # fmt: skip
+        lines += _profile(row, title=f"Where the time goes with {name} (200 checkouts):")
         lines += _profile(row, "profile_tracking_code",
                           f"The same run, the app's own functions only ({name}):")  # fmt: skip
     return lines

@@ -91,7 +91,7 @@ def run(*, quick: bool) -> dict[str, Any]:
     )
     gc.freeze()  # as a conversions_deliver process does once it is loaded
     results["scanova_worker"] = throughput.bench_worker(
-        "scanova", count=6000 if full else 400, rounds=5 if full else 1, latency=0.02,
+        "scanova", count=3000 if full else 400, rounds=5 if full else 1, latency=0.02,
         profile=full,
     )  # fmt: skip
     results["vtmarketing_worker"] = throughput.bench_worker(
