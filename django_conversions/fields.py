@@ -8,6 +8,10 @@ the derived key to configured keys (or rotating ``SECRET_KEY`` the Django way) l
 
 A value that no configured key can decrypt loads as ``UnreadableSecret`` instead of raising, so
 the admin still opens and delivery can report the problem; saving it back keeps the ciphertext.
+
+Serialization (``dumpdata``, fixtures) writes the ciphertext, never the plaintext, and
+deserialization (``loaddata``) takes a Fernet token back as the ciphertext it is: a dump holds no
+key in clear and a round trip gives the same keys, without encrypting them twice.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import re
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -129,6 +134,23 @@ def primary_fernet() -> Fernet:
     return _fernet(configured[0], 0) if configured else Fernet(derived_key())
 
 
+# A Fernet token: version byte 0x80, 8-byte timestamp, 16-byte IV, AES blocks, 32-byte HMAC.
+_TOKEN_OVERHEAD = 1 + 8 + 16 + 32
+_TOKEN_TEXT = re.compile(r"gA[A-Za-z0-9_-]+={0,2}")
+
+
+def looks_like_ciphertext(value: str) -> bool:
+    """Is ``value`` shaped like a Fernet token (what the field stores and serializes)?"""
+    if not _TOKEN_TEXT.fullmatch(value):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(value)
+    except ValueError:
+        return False
+    blocks = len(raw) - _TOKEN_OVERHEAD
+    return raw[:1] == b"\x80" and blocks >= 16 and blocks % 16 == 0
+
+
 def encrypt(plaintext: str) -> str:
     return get_fernet().encrypt(plaintext.encode("utf-8")).decode("ascii")
 
@@ -176,7 +198,18 @@ class EncryptedTextField(models.TextField):
         return encrypt(str(value))
 
     def to_python(self, value: Any) -> Any:
+        # Deserializers (loaddata) hand over what value_to_string() wrote: a Fernet token. It
+        # is read as the secret it holds, or kept as it is when no configured key can read it.
+        if isinstance(value, str) and looks_like_ciphertext(value):
+            return decrypt(value)
         return value
+
+    def value_to_string(self, obj: models.Model) -> str:
+        """What serializers (dumpdata) write: the ciphertext, never the plaintext."""
+        value = self.value_from_object(obj)
+        if value is None or value == "":
+            return ""
+        return str(self.get_prep_value(value))
 
     def get_internal_type(self) -> str:
         return "TextField"

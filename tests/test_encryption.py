@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 
@@ -13,6 +17,7 @@ from django_conversions.fields import (
     decrypt,
     encrypt,
     get_fernet,
+    looks_like_ciphertext,
     mask_secret,
     redact,
     rotate,
@@ -208,3 +213,73 @@ def test_redact_masks_a_key_echoed_in_text():
     # then
     assert text == "key ••••••••1c2d revoked"
     assert redact("nothing here", SCANOVA_KEY) == "nothing here"
+
+
+# --- dumpdata / loaddata ---------------------------------------------------------------------
+
+
+def test_dumpdata_writes_keys_as_ciphertext_only(site):
+    # given
+    ApiKey.objects.create(site=site, label="primary", key=SCANOVA_KEY)
+    # when
+    out = io.StringIO()
+    call_command("dumpdata", "django_conversions.apikey", format="json", stdout=out)
+    dumped = out.getvalue()
+    # then
+    assert SCANOVA_KEY not in dumped
+    [row] = json.loads(dumped)
+    assert row["fields"]["key"].startswith("gAAAA")
+    assert decrypt(row["fields"]["key"]) == SCANOVA_KEY
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml", "yaml"])
+def test_a_loaddata_round_trip_gives_the_same_keys(site, tmp_path, fmt):
+    # given: a dump of the site and its key, then the rows gone
+    api_key = ApiKey.objects.create(site=site, label="primary", key=SCANOVA_KEY)
+    fixture = tmp_path / f"keys.{fmt}"
+    call_command(
+        "dumpdata",
+        "django_conversions.trackingsite",
+        "django_conversions.apikey",
+        format=fmt,
+        output=str(fixture),
+    )
+    assert SCANOVA_KEY not in fixture.read_text()
+    ApiKey.objects.all().delete()
+    TrackingSite.objects.all().delete()
+    # when
+    call_command("loaddata", str(fixture), verbosity=0)
+    # then: the plaintext once encrypted, not the ciphertext encrypted a second time
+    loaded = ApiKey.objects.get(pk=api_key.pk)
+    assert loaded.key == SCANOVA_KEY
+    assert decrypt(raw_key(loaded)) == SCANOVA_KEY
+
+
+def test_loaddata_keeps_a_key_no_configured_key_can_read_as_unreadable(site, tmp_path):
+    # given: a dump made under another encryption key
+    with override_settings(CONVERSIONS=conversions(ENCRYPTION_KEYS=[KEY_A])):
+        api_key = ApiKey.objects.create(site=site, label="primary", key=SCANOVA_KEY)
+        fixture = tmp_path / "keys.json"
+        call_command("dumpdata", "django_conversions.apikey", output=str(fixture))
+    ApiKey.objects.all().delete()
+    # when: loaded where only KEY_B is configured
+    with override_settings(CONVERSIONS=conversions(ENCRYPTION_KEYS=[KEY_B])):
+        call_command("loaddata", str(fixture), verbosity=0)
+        loaded = ApiKey.objects.get(pk=api_key.pk)
+    # then: kept as the ciphertext it is (readable again once KEY_A is configured)
+    assert isinstance(loaded.key, UnreadableSecret)
+    with override_settings(CONVERSIONS=conversions(ENCRYPTION_KEYS=[KEY_B, KEY_A])):
+        assert ApiKey.objects.get(pk=api_key.pk).key == SCANOVA_KEY
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Fernet(KEY_A).encrypt(b"k").decode(), True),
+        (SCANOVA_KEY, False),
+        ("gAAAAAnot-a-token", False),
+        ("", False),
+    ],
+)
+def test_ciphertext_is_told_from_a_key(value, expected):
+    assert looks_like_ciphertext(value) is expected

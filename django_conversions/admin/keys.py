@@ -20,6 +20,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 
+from django_conversions.fields import looks_like_ciphertext
 from django_conversions.models import ApiKey
 
 KEY_PERMISSION = "django_conversions.change_apikey"
@@ -56,6 +57,13 @@ class ApiKeyForm(forms.ModelForm):
 
     def clean_key(self) -> Any:
         value = self.cleaned_data.get("key") or ""
+        if value and looks_like_ciphertext(value):
+            # A token from a dump would be stored as the key it encrypts: pasting one would
+            # send a key its paster never saw to wherever the site points.
+            raise ValidationError(
+                gettext("This is an encrypted value, not an API key: paste the provider's key."),
+                code="ciphertext",
+            )
         if value:
             return value
         if self.instance.pk:
