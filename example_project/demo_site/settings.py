@@ -7,6 +7,7 @@ installed app; the rest is ordinary Django.
 from __future__ import annotations
 
 import os
+import tempfile
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -61,8 +62,8 @@ TEMPLATES = [
 ]
 
 # SQLite next to this file (git-ignored). The demo serves the shop and the sandbox from one
-# process with several threads: WAL and IMMEDIATE transactions keep their writes from
-# tripping over each other.
+# process with several threads, and delivers from a background thread: WAL and IMMEDIATE
+# transactions make their writes wait for each other (up to `timeout`) instead of failing.
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
@@ -71,6 +72,16 @@ DATABASES = {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL;",
+        },
+        # The shop's tests use a file too, not Django's in-memory default: an in-memory test
+        # database is one connection that the live server's threads borrow from the test, and
+        # beside the delivery thread's own connection SQLite's shared cache answers "table is
+        # locked" at once instead of waiting.
+        "TEST": {
+            "NAME": os.environ.get(
+                "DEMO_TEST_DATABASE",
+                str(Path(tempfile.gettempdir()) / f"demo_shop_test_{os.getpid()}.sqlite3"),
+            )
         },
     }
 }
@@ -82,12 +93,13 @@ LANGUAGE_CODE = "en"
 STATIC_URL = "/static/"
 LOGIN_URL = "/admin/login/"
 
-# Delivery starts right after an order commits, in the same process (ImmediateBackend): one
-# process, nothing else to run, and the thank-you page already shows the provider's answer.
-# The price is that checkout waits for the provider. A production shop uses a worker backend
-# (django-tasks-db, RQ, ...) or TASK_BACKEND=None plus `manage.py conversions_deliver --loop`,
-# so checkout never waits. ImmediateBackend cannot defer, so retries are left to the sweep:
-# `manage.py demo` runs one in a background thread while it serves.
+# No task worker to run: Django's ImmediateBackend, what a project gets without a TASKS
+# setting. django-conversions does not run delivery inside the request that saved the order
+# (BACKGROUND_DELIVERY, on by default): after commit the events go to this process's background
+# delivery thread, which also keeps their retries, and checkout answers at once. Next to it runs
+# the sweep, which sends whatever that thread never did (a restart, a crash): `manage.py demo`
+# runs it every few seconds while it serves; a real shop runs `manage.py conversions_deliver
+# --loop` as a service, or uses a worker backend (django-tasks-db, RQ, ...) in TASKS.
 _TASKS_MODULE = "django.tasks" if find_spec("django.tasks") else "django_tasks"
 TASKS = {"default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
 

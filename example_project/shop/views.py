@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from django_conversions.models import ConversionEvent
+from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.scan_session import get_consent, get_scan_session
 from shop import cart
 from shop.checkout import place_order
@@ -19,6 +19,8 @@ from shop.forms import CheckoutForm
 from shop.models import Order, Product
 
 ORDERS_SESSION_KEY = "shop_orders"
+# Events not settled yet: waiting for the delivery thread, or on the wire.
+IN_PROGRESS = (EventStatus.PENDING, EventStatus.SENDING)
 
 
 def _cart_context(request: HttpRequest) -> dict[str, object]:
@@ -86,8 +88,14 @@ def thanks(request: HttpRequest, number: str) -> HttpResponse:
     if not (mine or request.user.is_staff):
         raise Http404("No such order in this session.")
     order = get_object_or_404(Order, number=number)
-    # Demo only: show what happened to the order's conversion events.
-    events = ConversionEvent.objects.filter(
-        order_reference=order.number, source_object_id=str(order.pk)
-    ).select_related("site")
-    return render(request, "shop/thanks.html", {"order": order, "events": events})
+    # Demo only: where the order's conversion events are now. They are delivered in the
+    # background after the order commits, so this page may come before the providers answer.
+    events = list(
+        ConversionEvent.objects.filter(
+            order_reference=order.number, source_object_id=str(order.pk)
+        ).select_related("site")
+    )
+    in_progress = any(e.status in IN_PROGRESS for e in events)
+    return render(
+        request, "shop/thanks.html", {"order": order, "events": events, "in_progress": in_progress}
+    )

@@ -2,11 +2,15 @@
 
 Run by tests/test_example_shop.py (``pytest example_project/shop/tests --ds=demo_site.settings``
 with ``example_project`` on the path). The tracking sites point at the provider sandbox served
-by ``live_server``, so delivery goes over real HTTP.
+by ``live_server``, so delivery goes over real HTTP. The shop keeps the default delivery: the
+process's background thread sends the events after the order commits, so a test waits for that
+thread (``background.wait_idle``) before it looks at what the providers got.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,15 +18,18 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.signals import request_started
 from django.test import Client
 
-from django_conversions import http
 from django_conversions.contrib.sandbox import control
 from django_conversions.contrib.sandbox.models import SandboxEvent
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+from django_conversions.tasks import background
 from shop.models import Order, Product
 
 SCAN = str(uuid.uuid4())
+# Bounds a wait that should end at once; reaching it fails the test instead of hanging it.
+WAIT = 30.0
 CUSTOMER = {
     "first_name": "Ana",
     "last_name": "Popescu",
@@ -45,8 +52,13 @@ def products(transactional_db: Any) -> dict[str, Product]:
 def sandbox(live_server: Any, transactional_db: Any) -> Iterator[dict[str, TrackingSite]]:
     sites = control.connect_tracking_sites(f"{live_server.url}/sandbox")
     yield {site.provider: site for site in sites}
-    # Close the pooled keep-alive connection so the server's request thread ends with the test.
-    http.close_session()
+    # Delivery a test started ends before its database is emptied.
+    assert background.wait_idle(timeout=WAIT)
+
+
+def delivered() -> None:
+    """Wait until the process's delivery thread has sent everything handed to it."""
+    assert background.wait_idle(timeout=WAIT), "the delivery thread is still busy"
 
 
 def buy(client: Client, *, consent: bool = True, **customer: str) -> Any:
@@ -70,7 +82,8 @@ def test_a_visitor_from_a_qr_scan_buys_and_both_providers_get_the_order(client, 
     landing = client.get("/", {"scnv": SCAN})
     assert "You arrived through a QR code scan" in landing.content.decode()
     # when
-    thanks = buy(client)
+    buy(client)
+    delivered()
     # then
     order = Order.objects.get()
     assert order.scan_session_id == SCAN
@@ -89,15 +102,54 @@ def test_a_visitor_from_a_qr_scan_buys_and_both_providers_get_the_order(client, 
         {"id": "MUG", "quantity": 2},
         {"id": "BEANS", "quantity": 1},
     ]
-    page = thanks.content.decode()
+    page = client.get(f"/thanks/{order.number}/").content.decode()
+    assert page.count('class="status status-delivered"') == 2
+    assert 'class="refresh"' not in page
+
+
+def test_checkout_answers_before_the_providers_and_a_refresh_shows_their_answers(
+    client, products, sandbox
+):
+    # given: the sandbox's requests are held until the test lets them through
+    answer = threading.Event()
+
+    def hold_provider_requests(sender: Any, environ: dict[str, Any], **kwargs: Any) -> None:
+        if environ["PATH_INFO"].startswith("/sandbox/"):
+            answer.wait(timeout=WAIT)
+
+    request_started.connect(hold_provider_requests)
+    try:
+        client.get("/", {"scnv": SCAN})
+        # when: checkout, while no provider can answer
+        thanks = buy(client)
+        page = thanks.content.decode()
+        answer.set()
+        delivered()
+        refreshed = client.get(thanks.request["PATH_INFO"]).content.decode()
+    finally:
+        answer.set()
+        request_started.disconnect(hold_provider_requests)
+    # then: the order was placed and the page came without waiting for a provider
+    order = Order.objects.get()
     assert thanks.status_code == 200
     assert order.number in page
-    assert page.count('class="status status-delivered"') == 2
+    # both events still waiting for their first answer: no attempt recorded, no reason
+    unanswered = re.findall(
+        r'class="status status-(?:pending|sending)">\w+</td>\s*<td>0</td><td class="muted"></td>',
+        page,
+    )
+    assert len(unanswered) == 2, page
+    assert 'class="refresh"' in page
+    # and a refresh after delivery shows both delivered, with nothing left to wait for
+    assert refreshed.count('class="status status-delivered"') == 2
+    assert 'class="refresh"' not in refreshed
+    assert {e.status for e in events_of(order).values()} == {EventStatus.DELIVERED}
 
 
 def test_without_a_scan_scanova_is_skipped_with_the_reason(client, products, sandbox):
     # when
     buy(client)
+    delivered()
     # then
     order = Order.objects.get()
     assert order.scan_session_id == ""
@@ -114,6 +166,7 @@ def test_without_consent_vtmarketing_is_skipped_and_scanova_gets_no_identifiers(
     client.get("/", {"scnv": SCAN})
     # when
     buy(client, consent=False)
+    delivered()
     # then
     order = Order.objects.get()
     assert order.tracking_consent == "denied"
@@ -177,6 +230,7 @@ def test_marking_an_order_paid_in_the_admin_reports_it(client, products, sandbox
         "/admin/shop/order/",
         {"action": "mark_paid", "_selected_action": [order.pk]},
     )
+    delivered()
     # then
     order.refresh_from_db()
     assert order.status == "paid"

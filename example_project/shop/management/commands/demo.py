@@ -4,9 +4,12 @@
 2. start the web server (shop, admin and the provider sandbox) in a background thread, so that
    delivery really goes over HTTP to the sandbox;
 3. set up the sandbox's accounts and one tracking site per provider pointing at it;
-4. place sample orders, some of which are skipped or fail, each for a visible reason;
-5. deliver what is due (waiting for the short retry of the sample that meets a 503);
-6. print a summary per tracking site, then keep serving until Ctrl-C (``--no-serve``: stop).
+4. place sample orders, some of which are skipped or fail, each for a visible reason; as in
+   the shop's checkout, each order's events go to this process's background delivery thread
+   when the order commits, and the demo waits for that thread before the next sample;
+5. wait for the short retry of the sample that meets a 503;
+6. print a summary per tracking site, then keep serving until Ctrl-C (``--no-serve``: stop),
+   with the sweep running every few seconds beside the delivery thread.
 
 Re-running it is safe: it creates what is missing and leaves the rest alone.
 """
@@ -39,6 +42,7 @@ from django.utils import timezone
 from django_conversions.contrib.sandbox import control
 from django_conversions.delivery import deliver_due
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+from django_conversions.tasks import background
 from shop.cart import Line
 from shop.checkout import place_order
 from shop.models import Order, Product
@@ -46,6 +50,8 @@ from shop.models import Order, Product
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin"  # a local demo; never on a reachable machine
 WORKER_INTERVAL = 2.0
+# Longest wait for the delivery thread, per sample and for the retries: a sandbox request
+# answers at once, so reaching it means something is wrong (the summary then shows what).
 SETTLE_SECONDS = 30.0
 
 PRODUCTS = [
@@ -258,14 +264,17 @@ class Command(BaseCommand):
                 number=sample.number,
                 pay=sample.paid,
             )
+            # Delivered by the background thread once the order committed. Waiting here keeps
+            # each sample's story its own: the next sample's fault meets only the next order.
+            background.wait_idle(timeout=SETTLE_SECONDS)
             self.line(f"{sample.number}  {sample.story}")
         control.clear_faults()
 
     def settle(self) -> None:
-        """Deliver what is due, and wait for retries due in the next few seconds."""
+        """Wait until the delivery thread is done and the retries due in the next few seconds
+        are sent."""
         deadline = time.monotonic() + SETTLE_SECONDS
-        while True:
-            deliver_due()
+        while background.wait_idle(timeout=max(0.0, deadline - time.monotonic())):
             soon = (
                 ConversionEvent.objects.filter(
                     status=EventStatus.PENDING,
@@ -280,6 +289,9 @@ class Command(BaseCommand):
             if soon is None or time.monotonic() > deadline:
                 return
             time.sleep(min(5.0, max(0.1, (soon - timezone.now()).total_seconds() + 0.05)))
+            # The delivery thread sends the retry at that time too; this sweep covers the
+            # moment before the thread wakes. Claims let only one of them send it.
+            deliver_due()
 
     def summary(self) -> None:
         self.heading("Delivery summary")
@@ -321,8 +333,9 @@ class Command(BaseCommand):
         self.line(f"What the sandbox got: {url}/admin/conversions_sandbox/sandboxrequest/")
         self.line(f"Sandbox faults:       {url}/admin/conversions_sandbox/sandboxfault/")
         self.line(
-            f"A delivery worker runs in this process every {WORKER_INTERVAL:g} s (in production: "
-            "manage.py conversions_deliver --loop). Quit with Ctrl-C.\n"
+            "Orders are delivered from a background thread right after checkout; the sweep "
+            f"runs every {WORKER_INTERVAL:g} s beside it for anything that thread never sent "
+            "(in production: manage.py conversions_deliver --loop). Quit with Ctrl-C.\n"
         )
         stop = threading.Event()
         worker = threading.Thread(target=_deliver_loop, args=(stop,), daemon=True)
@@ -345,7 +358,7 @@ class Command(BaseCommand):
 
 
 def _deliver_loop(stop: threading.Event) -> None:
-    """The sweep: retries and anything the immediate task did not finish."""
+    """The sweep: whatever is due that the background delivery thread did not send."""
     while not stop.wait(WORKER_INTERVAL):
         close_old_connections()
         try:
