@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "ORDER_EVENT_NAME": "purchase",
     # Allow http:// endpoints (local sandboxes); production endpoints must be https.
     "ALLOW_INSECURE_ENDPOINTS": False,
+    # Allow endpoints on loopback, link-local and private addresses (local sandboxes, tests);
+    # off, such a host is refused when a site is saved and again, resolved, before each request.
+    "ALLOW_PRIVATE_ENDPOINTS": False,
     # Alias in TASKS used to enqueue delivery after commit; None = no task, the sweep delivers.
     "TASK_BACKEND": "default",
     # With a backend that runs tasks where they are enqueued (ImmediateBackend, Django's

@@ -8,6 +8,10 @@ socket down at the deadline, which ends whatever read is blocked on it, in which
 The socket reaches the timer two ways: the connection classes behind ``GuardedAdapter`` hand it
 over when they start waiting for the answer (status line and headers), and the answer itself
 (urllib3's ``HTTPResponse.shutdown()``) covers the body for any session.
+
+The same connection classes refuse a host whose address is loopback, link-local or private
+(``django_conversions.endpoints``) before connecting, and check the address actually reached
+before anything is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from django_conversions.endpoints import DestinationRefused, address_problem, resolved_problem
 
 _current = threading.local()
 
@@ -116,13 +122,43 @@ def _watched(sock: socket.socket | None) -> None:
         deadline.watch_socket(sock)
 
 
+def _refuse_private_host(connection: HTTPConnection) -> None:
+    """Before connecting: the addresses the host resolves to must be public (unless allowed).
+    A proxy's own address is not checked: the proxy, not this process, reaches the host."""
+    if connection.proxy is None:
+        problem = resolved_problem(connection.host, connection.port)
+        if problem:
+            raise DestinationRefused(problem)
+
+
+def _refuse_private_peer(connection: HTTPConnection) -> None:
+    """After connecting, before anything is sent: the address reached must be public too (the
+    name may have resolved differently the second time)."""
+    if connection.proxy is None and connection.sock is not None:
+        peer = str(connection.sock.getpeername()[0])
+        problem = address_problem(connection.host, peer)
+        if problem:
+            connection.close()
+            raise DestinationRefused(problem)
+
+
 class _GuardedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        _refuse_private_host(self)
+        super().connect()
+        _refuse_private_peer(self)
+
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         _watched(self.sock)
         return super().getresponse(*args, **kwargs)
 
 
 class _GuardedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        _refuse_private_host(self)
+        super().connect()
+        _refuse_private_peer(self)
+
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         _watched(self.sock)
         return super().getresponse(*args, **kwargs)

@@ -31,6 +31,7 @@ import requests
 from django_conversions import __version__
 from django_conversions.conf import conversions_settings
 from django_conversions.deadline import GuardedAdapter, RequestDeadline
+from django_conversions.endpoints import DestinationRefused
 
 USER_AGENT = f"django-conversions/{__version__} (+https://pypi.org/project/django-conversions/)"
 #: At most this much of an answer is read; a provider's answer is short, anything longer is cut.
@@ -201,7 +202,8 @@ class HttpAnswer:
     """What came back for one request: a status and body, or the error that stopped it.
 
     ``status`` is None when no answer arrived (timeout, connection error); ``error`` may also be
-    set next to a status when the body could not be read to the end.
+    set next to a status when the body could not be read to the end. ``refused``: nothing was
+    sent because the host's address is not allowed (``django_conversions.endpoints``).
     """
 
     url: str
@@ -210,6 +212,7 @@ class HttpAnswer:
     text: str = ""
     error: str = ""
     duration_ms: int = 0
+    refused: bool = False
 
     def json(self) -> Any:
         """The parsed body, or None when it is not JSON."""
@@ -259,6 +262,11 @@ def post(
                 )
         except (requests.RequestException, ValueError) as err:
             clock.finish()
+            refused = _refusal(err)
+            if refused is not None:
+                return HttpAnswer(
+                    url, None, error=str(refused), duration_ms=clock.elapsed_ms(), refused=True
+                )
             error = clock.describe() if clock.cut_off or clock.passed() else None
             return HttpAnswer(
                 url,
@@ -320,6 +328,21 @@ def describe_error(err: BaseException, timeout: tuple[float, float]) -> str:
     if isinstance(err, requests.ConnectionError):
         return f"connection error: {_root_cause(err)}"
     return f"request error: {_root_cause(err)}"
+
+
+def _refusal(err: BaseException) -> DestinationRefused | None:
+    """The connection's refusal of a private address, wherever urllib3 and requests wrapped it."""
+    pending, seen = [err], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, DestinationRefused):
+            return current
+        pending += [a for a in current.args if isinstance(a, BaseException)]
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
 
 
 def _root_cause(err: BaseException) -> str:

@@ -17,8 +17,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
-from django_conversions.conf import conversions_settings
 from django_conversions.conversion import normalize_event_name
+from django_conversions.endpoints import literal_problem
 from django_conversions.fields import EncryptedTextField, mask_secret
 from django_conversions.outcomes import Outcome
 
@@ -100,14 +100,8 @@ class TrackingSite(models.Model):
         return provider
 
     def endpoint_problem(self) -> str | None:
-        """Why the endpoint URL may not be used, or None."""
-        url = self.endpoint_url.strip().lower()
-        if url.startswith("http://") and not conversions_settings.ALLOW_INSECURE_ENDPOINTS:
-            return (
-                "the endpoint URL uses http://; use https:// or set "
-                "CONVERSIONS['ALLOW_INSECURE_ENDPOINTS'] = True (local sandboxes only)"
-            )
-        return None
+        """Why the endpoint URL may not be used as written (scheme, literal host), or None."""
+        return literal_problem(self.endpoint_url)
 
     def clean(self) -> None:
         problem = self.endpoint_problem()

@@ -96,6 +96,8 @@ CONVERSIONS = {
     "ENCRYPTION_KEYS": ["FWy1bLl2Ou0H6dkejRys2oRrqzIuK56OTdRWaJHiJfE="],
     # Tests talk to local servers over http.
     "ALLOW_INSECURE_ENDPOINTS": True,
+    # ... on 127.0.0.1 (tests/test_security.py turns it off to test the refusal).
+    "ALLOW_PRIVATE_ENDPOINTS": True,
     "RETRY_JITTER": 0,
     # Most tests assert what delivery did right after a save; tests of the background thread
     # turn it on (tests/test_tasks.py, tests/test_no_io_in_requests.py).

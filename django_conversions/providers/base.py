@@ -23,6 +23,7 @@ from django_conversions import http
 from django_conversions.conf import conversions_settings
 from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion
+from django_conversions.endpoints import url_problem
 from django_conversions.fields import mask_secret, redact
 from django_conversions.outcomes import Outcome
 from django_conversions.providers.results import (
@@ -84,10 +85,14 @@ class Provider:
     # --- hooks a provider implements ---------------------------------------------------------
 
     def site_problem(self) -> str | None:
-        """Why no event can be sent to this site as configured (the site is paused), or None."""
+        """Why no event can be sent to this site as configured (the site is paused), or None.
+
+        The endpoint included: a scheme other than https (http when allowed), or a host that
+        is, or now resolves to, a private address (``django_conversions.endpoints``).
+        """
         if self.requires_site_id and not self.site.provider_site_id:
             return f"the site has no provider site id, which {self.name} requires"
-        return None
+        return url_problem(self.base_url)
 
     def minimize(self, conversion: Conversion) -> Conversion:
         """The conversion with only the personal data this provider needs, hashed where it can.
@@ -343,6 +348,8 @@ class Provider:
 
     def classify(self, answer: http.HttpAnswer) -> tuple[Outcome, str, float | None]:
         """Map an answer that is not accepted to an outcome, a reason and a Retry-After."""
+        if answer.refused:  # nothing was sent: the destination is not allowed, pause the site
+            return Outcome.AUTH_FAILED, answer.error, None
         if answer.status is None:
             return Outcome.RETRY, answer.error or "no answer", None
         status = answer.status
