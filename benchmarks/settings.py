@@ -88,9 +88,14 @@ CONVERSIONS = {
     "RETRY_JITTER": 0,
 }
 
-#: What README's Install puts in CONVERSIONS, plus plain-http endpoints (the local server).
+#: What README's Install puts in CONVERSIONS, plus what lets sites point at the local server
+#: (plain http on a loopback address), as the test settings allow it.
 README_CONVERSIONS = {
     "ORDER_MODEL": CONVERSIONS["ORDER_MODEL"],
     "ENCRYPTION_KEYS": CONVERSIONS["ENCRYPTION_KEYS"],
-    "ALLOW_INSECURE_ENDPOINTS": True,
+    **{
+        key: value
+        for key, value in CONVERSIONS.items()
+        if key in ("ALLOW_INSECURE_ENDPOINTS", "ALLOW_PRIVATE_ENDPOINTS")
+    },
 }
