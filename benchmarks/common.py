@@ -61,7 +61,10 @@ def profile_top(func: Callable[[], Any], count: int = 12, only: str = "") -> dic
     profiler.runcall(func)
     stats = pstats.Stats(profiler)
     rows = []
+    waiting = 0.0
     for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if name == "<method 'acquire' of '_thread.lock' objects>":
+            waiting += own
         where = _short_path(path)
         if where.startswith("benchmarks/") or not where.startswith(only):
             continue
@@ -69,6 +72,8 @@ def profile_top(func: Callable[[], Any], count: int = 12, only: str = "") -> dic
     by_own = sorted(rows, key=lambda row: row[1], reverse=True)
     return {
         "total_s": round(stats.total_tt, 3),  # type: ignore[attr-defined]
+        # Time this thread spent blocked on a lock: waiting for other threads (HTTP answers).
+        "waiting_for_threads_s": round(waiting, 3),
         "by_cumulative": [_line(*row) for row in sorted(rows, reverse=True)[:count]],
         "by_own_time": [_line(*row) for row in by_own[:count]],
     }
@@ -79,7 +84,7 @@ def _line(cumulative: float, own: float, calls: int, where: str) -> str:
 
 
 def _short_path(path: str) -> str:
-    for marker in ("site-packages/", str(ROOT) + "/"):
+    for marker in ("site-packages/", str(ROOT) + "/", "/lib/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path

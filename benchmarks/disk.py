@@ -106,14 +106,14 @@ def _live_footprint(site: TrackingSite) -> dict[str, int]:
 
 
 def _relations(cursor: Any, copy: str, table: str) -> dict[str, int]:
-    """Each relation of ``copy`` (rows, TOAST with its index, each index), named after
-    ``table``'s."""
+    """Each relation of ``copy`` (rows; TOAST with its index and the free space and
+    visibility maps; each index), named after ``table``'s."""
     cursor.execute(
         "SELECT pg_relation_size(%s), pg_indexes_size(%s), pg_total_relation_size(%s)",
         [copy, copy, copy],
     )
     heap, indexes, total = cursor.fetchone()
-    parts = {f"{table} rows": heap, f"{table} TOAST": total - heap - indexes}
+    parts = {f"{table} rows": heap, f"{table} TOAST and maps": total - heap - indexes}
     cursor.execute(
         "SELECT pg_get_indexdef(indexrelid), pg_relation_size(indexrelid) "
         "FROM pg_index WHERE indrelid = %s::regclass",

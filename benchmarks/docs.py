@@ -68,18 +68,32 @@ def _summary(r: dict[str, Any]) -> list[str]:
         ("4. Scanova beside a 1 s VTmarketing site / alone", f"{n['ratio']}x", n),
     ]
     claims = r["claims"]
-    for shape, label in (("same_instant", "all due at one instant"), ("paused_site_ahead",
-                         "a paused site's events ahead")):  # fmt: skip
+    for shape, label in (
+        ("same_instant", "all due at one instant"),
+        ("paused_site_ahead", "a paused site's events ahead"),
+    ):
         row = claims[shape]
-        rows.append((f"5. claim, {claims['large']:,} / {claims['small']:,} pending, {label}",
-                     f"{row['ratio']}x", row))  # fmt: skip
+        rows.append(
+            (
+                f"5. claim, {claims['large']:,} / {claims['small']:,} pending, {label}",
+                f"{row['ratio']}x",
+                row,
+            )
+        )
     for provider in ("scanova", "vtmarketing"):
         if "disk" in r:
             row = r["disk"][provider]
-            rows.append((f"6. bytes on disk per delivered {provider} event",
-                         f"{row['bytes_per_event']} B", row))  # fmt: skip
-    return [f"| {name} | **{figure}** | {row['target']} | {_met(row['met'])} |"
-            for name, figure, row in rows]  # fmt: skip
+            rows.append(
+                (
+                    f"6. bytes on disk per delivered {provider} event",
+                    f"{row['bytes_per_event']} B",
+                    row,
+                )
+            )
+    return [
+        f"| {name} | **{figure}** | {row['target']} | {_met(row['met'])} |"
+        for name, figure, row in rows
+    ]
 
 
 def _profile(row: dict[str, Any], key: str = "profile", title: str = "") -> list[str]:
@@ -90,7 +104,8 @@ def _profile(row: dict[str, Any], key: str = "profile", title: str = "") -> list
         title or "Where the time goes (cProfile of the slow side, this thread only):",
         "",
         "```",
-        f"{profile['total_s']} s profiled; heaviest by cumulative time:",
+        f"{profile['total_s']} s profiled, {profile['waiting_for_threads_s']} s of it blocked "
+        "waiting for other threads; heaviest by cumulative time:",
         *profile["by_cumulative"],
         "heaviest by own time:",
         *profile["by_own_time"],
@@ -109,7 +124,9 @@ def _checkout(c: dict[str, Any]) -> list[str]:
         "that records the conversion. Sides: no active site, 2 active sites (Scanova and",
         "VTmarketing), 5 active sites (3 Scanova, 2 VTmarketing); the same process, the app's",
         "receiver connected throughout, the sites switched on and off between blocks of 5",
-        f"checkouts ({c['checkouts_per_side']} checkouts per side). No task backend",
+        f"checkouts ({c['checkouts_per_side']} checkouts per side; after each switch one",
+        "untimed checkout reads the list of active sites again, which the process then keeps",
+        "for `SITE_CACHE_SECONDS`). No task backend",
         "(`TASK_BACKEND: None`): the outbox write alone is measured. Socket connections are",
         "forbidden during the checkouts (`network_calls_in_save_path: 0`).",
         "",
@@ -134,11 +151,15 @@ def _checkout(c: dict[str, Any]) -> list[str]:
     for name in ("2 sites", "5 sites"):
         row = c[name]
         if "profile" in row:
-            lines += [f"200 checkouts under cProfile took {row['profile']['total_s']} s with "
-                      f"{name}, {row['profile_no_sites_total_s']} s with no site.", ""]  # fmt: skip
+            lines += [
+                f"200 checkouts under cProfile took {row['profile']['total_s']} s with "
+                f"{name}, {row['profile_no_sites_total_s']} s with no site.",
+                "",
+            ]
         lines += _profile(row, title=f"Where the time goes with {name} (200 checkouts):")
-        lines += _profile(row, "profile_tracking_code",
-                          f"The same run, the app's own functions only ({name}):")  # fmt: skip
+        lines += _profile(
+            row, "profile_tracking_code", f"The same run, the app's own functions only ({name}):"
+        )
     return lines
 
 
@@ -164,7 +185,8 @@ def _readme(d: dict[str, Any]) -> list[str]:
         "delivery path's. Each round runs 3 checkouts per side: the first starts with delivery",
         "idle, the next ones run while this process delivers the earlier ones' events, as",
         "checkouts do in a busy shop. After the README side the run waits until its events are",
-        "delivered, so that delivery never overlaps another side's measurement.",
+        "delivered, so that delivery never overlaps another side's measurement. Every side's",
+        "first checkout reads the list of active sites again (the sites were just switched).",
         "",
         "| side | ms per checkout (median) | ratio to no site | rounds' range | target | met |",
         "|---|---|---|---|---|---|",
@@ -216,14 +238,22 @@ def _throughput(r: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
+        f"One claim took {s['events_per_claim']} Scanova events, or {v['events_per_claim']}",
+        "VTmarketing events (with as many due as a round sends); each claim's requests are all",
+        "answered before the next claim.",
+        "",
         "Scanova's target is the worker's own rate (above the provider's cap of 1,000 requests",
         "a minute per key, ~1,670 events/s in batches of 100); no round comes near that budget,",
         "and a round held back by it would fail the run.",
         "",
     ]
     for row in (s, v):
-        lines += _profile(row, title=f"Where the time goes, {row['provider']} (one worker "
-                          "round; the HTTP threads are not profiled):")  # fmt: skip
+        lines += _profile(
+            row,
+            title=f"Where the time goes, {row['provider']}: one worker "
+            "round under cProfile, the worker's own thread (claiming, preparing, "
+            "recording; the HTTP threads only wait on the wire):",
+        )
     lines += [
         "## 4. A slow site in the same backlog",
         "",
@@ -240,8 +270,12 @@ def _throughput(r: dict[str, Any]) -> list[str]:
         f"{n['scanova_beside_slow_site_events_per_s']} events/s | **{n['ratio']}x** | "
         f"{_range(n)} | {n['target']} | {_met(n['met'])} |",
         "",
-        *_profile(n),
     ]
+    lines += _profile(
+        n,
+        title="Where the time goes: one round beside the slow site under "
+        "cProfile, the worker's own thread:",
+    )
     return lines
 
 
@@ -260,8 +294,10 @@ def _claims(c: dict[str, Any]) -> list[str]:
         "target | met |",
         "|---|---|---|---|---|---|---|",
     ]
-    for shape, label in (("same_instant", "all due at one instant"),
-                         ("paused_site_ahead", "paused site's events ahead")):  # fmt: skip
+    for shape, label in (
+        ("same_instant", "all due at one instant"),
+        ("paused_site_ahead", "paused site's events ahead"),
+    ):
         row = c[shape]
         lines.append(
             f"| {label} | {row['ms_per_claim_small']} ms | {row['ms_per_claim_large']} ms | "
@@ -306,7 +342,8 @@ def _disk(d: dict[str, Any]) -> list[str]:
         parts = sorted(row["live_bytes_per_event_by_relation"].items(), key=lambda item: -item[1])
         lines += [
             f"Where the bytes go, {provider}: the live bytes per delivered event by relation",
-            "(rows, TOAST, each index; largest first), then the mean stored size of the wide",
+            "(rows; TOAST with the free space and visibility maps; each index; largest first),",
+            "then the mean stored size of the wide",
             "values:",
             "",
             "| relation | bytes per event |",

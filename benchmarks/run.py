@@ -91,20 +91,29 @@ def run(*, quick: bool) -> dict[str, Any]:
     )
     gc.freeze()  # as a conversions_deliver process does once it is loaded
     results["scanova_worker"] = throughput.bench_worker(
-        "scanova", count=3000 if full else 400, rounds=5 if full else 1, latency=0.02,
+        "scanova",
+        count=3000 if full else 400,
+        rounds=5 if full else 1,
+        latency=0.02,
         profile=full,
-    )  # fmt: skip
+    )
     results["vtmarketing_worker"] = throughput.bench_worker(
-        "vtmarketing", count=400 if full else 40, rounds=3 if full else 1, latency=0.02,
+        "vtmarketing",
+        count=400 if full else 40,
+        rounds=3 if full else 1,
+        latency=0.02,
         profile=full,
-    )  # fmt: skip
+    )
     results["slow_neighbour"] = throughput.bench_slow_neighbour(
         count=2000 if full else 300, rounds=3 if full else 1, fast=0.02, slow=1.0, profile=full
     )
     results["claims"] = backlog.bench_claims(
-        small=1000, large=100_000 if full else 5000, rounds=30 if full else 4, take=500,
+        small=1000,
+        large=100_000 if full else 5000,
+        rounds=30 if full else 4,
+        take=500,
         profile=full,
-    )  # fmt: skip
+    )
     if settings.BENCH_DB == "postgres":
         results["disk"] = disk.bench_disk(count=2000 if full else 200)
     return results

@@ -25,7 +25,8 @@ from benchmarks.common import (
     set_active,
     unfinished,
 )
-from django_conversions.delivery import DeliveryReport, deliver_due
+from django_conversions.conf import conversions_settings
+from django_conversions.delivery import DeliveryReport, claim, deliver_due
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 
 SCANOVA_TARGET = 1700.0  # events/s
@@ -121,7 +122,17 @@ def bench_worker(
         if profile and not met:
             record_events(count, [site])
             result["profile"] = profile_top(deliver_due)
+        result["events_per_claim"] = _claim_size(site, count)
     return result
+
+
+def _claim_size(site: TrackingSite, count: int) -> int:
+    """How many of the site's events one claim takes (``claim(CLAIM_BATCH_SIZE)``, as
+    ``deliver_due()`` asks) with ``count`` due; the events are removed afterwards."""
+    record_events(count, [site])
+    taken = len(claim(conversions_settings.CLAIM_BATCH_SIZE))
+    ConversionEvent.objects.filter(site=site).exclude(status=EventStatus.DELIVERED).delete()
+    return taken
 
 
 def bench_slow_neighbour(
