@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -70,6 +70,12 @@ CONSENT_VALUES = ("granted", "denied", "pending")
 #: properties with this same rule, and the sandbox enforces it.
 PROPERTIES_MAX_BYTES = 10_000
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+# The window an event time must fall in when a conversion is recorded (Conversion.check_time):
+# providers attribute conversions to scans of the last weeks at most; a clock may run a little
+# ahead. A year 1900 or 2999 is a bug in the caller, refused with the field named.
+OCCURRED_AT_MAX_AGE = timedelta(days=90)
+OCCURRED_AT_MAX_AHEAD = timedelta(minutes=15)
 
 
 def properties_size(properties: Mapping[str, Any]) -> int:
@@ -238,6 +244,30 @@ class Conversion:
             if price.as_tuple() != item.price.as_tuple():
                 item = dataclasses.replace(item, price=price)
         return item
+
+    def check_time(self, now: datetime | None = None) -> None:
+        """Raise ``InvalidConversion`` for an ``occurred_at`` outside the window a conversion
+        may be recorded with: at most ``OCCURRED_AT_MAX_AGE`` ago (no provider attributes an
+        older one) and at most ``OCCURRED_AT_MAX_AHEAD`` ahead (clocks drift; years do not).
+
+        Checked when a conversion is recorded (``track()``, the order hook, the API), not when
+        one is built: a snapshot read back, or a fixture with fixed times, is not recorded now.
+        """
+        if self.occurred_at is None:
+            return
+        now = now or timezone.now()
+        if self.occurred_at < now - OCCURRED_AT_MAX_AGE:
+            raise InvalidConversion(
+                "occurred_at",
+                f"{self.occurred_at.isoformat()} is more than "
+                f"{OCCURRED_AT_MAX_AGE.days} days ago; providers do not attribute it",
+            )
+        if self.occurred_at > now + OCCURRED_AT_MAX_AHEAD:
+            raise InvalidConversion(
+                "occurred_at",
+                f"{self.occurred_at.isoformat()} is in the future (more than "
+                f"{int(OCCURRED_AT_MAX_AHEAD.total_seconds() // 60)} minutes ahead)",
+            )
 
     def to_snapshot(self) -> dict[str, Any]:
         """JSON-serialisable dict; ``from_snapshot`` reverses it exactly."""

@@ -30,7 +30,7 @@ def test_post_records_one_event_per_active_site_and_answers_202(writer, scanova_
     assert response.status_code == 202, response.content
     answer = response.json()
     assert answer["created"] is True
-    assert answer["dedup_key"] == "purchase:order:1001"
+    assert answer["dedup_key"] == "api:purchase:order:1001"
     stored = {str(e.event_id): e for e in ConversionEvent.objects.all()}
     assert {e["event_id"] for e in answer["events"]} == set(stored)
     by_provider = {e["site"]["provider"]: e for e in answer["events"]}
@@ -118,11 +118,11 @@ def test_repeat_with_the_same_client_dedup_key_answers_with_the_existing_events(
     repeat = post_json(writer, EVENTS, body)
     # then
     assert (first.status_code, repeat.status_code) == (202, 200)
-    assert repeat.json()["dedup_key"] == "signup-user-42"
+    assert repeat.json()["dedup_key"] == "api:signup-user-42"
     assert [e["event_id"] for e in repeat.json()["events"]] == [
         e["event_id"] for e in first.json()["events"]
     ]
-    assert ConversionEvent.objects.get().dedup_key == "signup-user-42"
+    assert ConversionEvent.objects.get().dedup_key == "api:signup-user-42"
 
 
 def test_without_order_id_or_dedup_key_every_post_is_a_new_conversion(writer, scanova_site):
@@ -198,6 +198,8 @@ def test_an_event_no_site_takes_answers_202_with_no_events(writer, make_site):
         ),
         ({"event_name": ""}, {"event_name": ["This field may not be blank."]}),
         ({"occurred_at": "yesterday"}, None),
+        ({"occurred_at": "1900-01-01T00:00:00Z"}, None),
+        ({"occurred_at": "2999-01-01T00:00:00Z"}, None),
     ],
 )
 def test_invalid_conversion_answers_400_naming_the_field(
@@ -278,7 +280,8 @@ def _properties_of_size(size: int) -> dict[str, str]:
         ({"items": [{"id": "a", "quantity": 1_000_001}]}, "items", False),
         ({"value": "1234567890123.5"}, "value", False),
         ({"sites": list(range(1, 102))}, "sites", False),
-        ({"dedup_key": "k" * 256}, "dedup_key", False),
+        ({"dedup_key": "k" * 251}, "dedup_key", True),
+        ({"dedup_key": "k" * 252}, "dedup_key", False),  # 255 with the API's prefix
         ({"scan_session_id": "s" * 129}, "scan_session_id", False),
     ],
 )

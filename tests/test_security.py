@@ -8,6 +8,8 @@ import select
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,13 +18,19 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 
 from django_conversions import http, track
-from django_conversions.conversion import Conversion
+from django_conversions.conversion import OCCURRED_AT_MAX_AGE, OCCURRED_AT_MAX_AHEAD, Conversion
 from django_conversions.delivery import deliver_due
+from django_conversions.exceptions import InvalidConversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.base import OutboundEvent, Outcome, SiteConfig
 from django_conversions.providers.scanova import ScanovaProvider
 from tests.conftest import SCANOVA_KEY
 from tests.test_admin import NEW_KEY, site_form_data, site_url
+from tests.test_api_support import EVENTS, logged_in, make_user, post_json
+from tests.test_api_support import purchase as api_purchase
+from tests.testapp.models import Order
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
 def conversions(**values: Any) -> dict[str, Any]:
@@ -214,3 +222,104 @@ def test_delivery_pauses_a_site_whose_host_resolves_to_a_local_address(make_site
     assert event.status == EventStatus.PENDING
     assert not connections_waiting(listener)
     assert not ConversionEvent.objects.filter(attempts__gt=0).exists()
+
+
+# --- API-recorded conversions and the order hook ----------------------------------------------
+
+
+@pytest.fixture
+def writer(db: Any) -> Any:
+    return logged_in(make_user("writer", perms=("add_conversionevent", "view_conversionevent")))
+
+
+def test_an_api_call_recording_an_order_first_does_not_shadow_the_real_order(writer, vt_site):
+    # given: a caller records order 1001 at 1.00 before the shop's order exists
+    recorded = post_json(writer, EVENTS, api_purchase(order_id="1001", value="1.00"))
+    assert recorded.status_code == 202, recorded.content
+    # when: the real order 1001 is paid
+    Order.objects.create(
+        number="1001", status="paid", total=Decimal("999.00"), currency="EUR", email="a@b.co"
+    )
+    # then: the order hook's event is recorded with its real value, beside the API's
+    hook_event = ConversionEvent.objects.get(site=vt_site, dedup_key="purchase:order:1001")
+    assert hook_event.snapshot["value"] == "999.00"
+    assert hook_event.status != EventStatus.FAILED
+    assert ConversionEvent.objects.get(dedup_key="api:purchase:order:1001").snapshot["value"] == (
+        "1.00"
+    )
+
+
+def test_replaces_order_hook_records_under_the_hooks_key(writer, vt_site):
+    # given: the integration says its call is the order's conversion
+    body = api_purchase(order_id="1001", value="999.00", replaces_order_hook=True)
+    # when
+    recorded = post_json(writer, EVENTS, body)
+    Order.objects.create(number="1001", status="paid", total=Decimal("999.00"), currency="EUR")
+    # then: one event for the order: the hook's save found it as a repeat
+    assert recorded.status_code == 202, recorded.content
+    assert recorded.json()["dedup_key"] == "purchase:order:1001"
+    assert ConversionEvent.objects.filter(site=vt_site).count() == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"replaces_order_hook": True, "order_id": None},
+        {"replaces_order_hook": True, "dedup_key": "mine"},
+    ],
+)
+def test_replaces_order_hook_needs_an_order_id_and_no_key_of_its_own(writer, vt_site, fields):
+    # when
+    response = post_json(writer, EVENTS, api_purchase(**fields))
+    # then
+    assert response.status_code == 400
+    assert list(response.json()) == ["replaces_order_hook"]
+    assert not ConversionEvent.objects.exists()
+
+
+def test_a_given_dedup_key_can_not_take_the_order_hooks_key_either(writer, vt_site):
+    # given
+    post_json(writer, EVENTS, api_purchase(order_id="9", dedup_key="purchase:order:1001"))
+    # when
+    Order.objects.create(number="1001", status="paid", total=Decimal("999.00"), currency="EUR")
+    # then
+    assert ConversionEvent.objects.get(dedup_key="purchase:order:1001").snapshot["value"] == (
+        "999.00"
+    )
+
+
+# --- event times ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(2999, 1, 1, tzinfo=UTC),
+        NOW - OCCURRED_AT_MAX_AGE - timedelta(seconds=1),
+        NOW + OCCURRED_AT_MAX_AHEAD + timedelta(seconds=1),
+    ],
+)
+def test_an_event_time_outside_the_window_is_refused_naming_the_field(when):
+    # when
+    with pytest.raises(InvalidConversion) as refused:
+        Conversion("purchase", occurred_at=when).check_time(NOW)
+    # then
+    assert refused.value.field == "occurred_at"
+
+
+@pytest.mark.parametrize(
+    "when", [NOW - OCCURRED_AT_MAX_AGE, NOW, NOW + OCCURRED_AT_MAX_AHEAD, None]
+)
+def test_an_event_time_inside_the_window_is_taken(when):
+    Conversion("purchase", occurred_at=when).check_time(NOW)
+
+
+@pytest.mark.parametrize("when", ["1900-01-01T00:00:00Z", "2999-01-01T00:00:00Z"])
+def test_the_api_answers_400_for_an_event_time_outside_the_window(writer, vt_site, when):
+    # when
+    response = post_json(writer, EVENTS, api_purchase(occurred_at=when))
+    # then
+    assert response.status_code == 400
+    assert list(response.json()) == ["occurred_at"]
+    assert not ConversionEvent.objects.exists()

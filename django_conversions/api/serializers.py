@@ -16,6 +16,8 @@ from rest_framework import serializers
 
 from django_conversions.conversion import (
     CONSENT_VALUES,
+    OCCURRED_AT_MAX_AGE,
+    OCCURRED_AT_MAX_AHEAD,
     PROPERTIES_MAX_BYTES,
     Conversion,
     Customer,
@@ -24,7 +26,12 @@ from django_conversions.conversion import (
 )
 from django_conversions.exceptions import InvalidConversion
 from django_conversions.models import EventStatus, TrackingSite
+from django_conversions.recording import dedup_key_for, order_key
 from django_conversions.scan_session import InvalidScanSessionId, parse_scan_session_id
+
+# The API's conversions are kept under keys of their own (see recording_key()).
+API_KEY_PREFIX = "api:"
+DEDUP_KEY_MAX = 255 - len(API_KEY_PREFIX)  # the model's dedup_key holds the prefix too
 
 # Size limits, checked before anything is stored.
 PROPERTIES_MAX_DEPTH = 32
@@ -112,7 +119,8 @@ class LineItemInputSerializer(StrictSerializer):
 
 
 class ConversionInputSerializer(StrictSerializer):
-    """A conversion to record (the fields of `Conversion`), plus `sites` and `dedup_key`."""
+    """A conversion to record (the fields of `Conversion`), plus `sites`, `dedup_key` and
+    `replaces_order_hook`."""
 
     event_name = serializers.CharField(max_length=128, help_text="e.g. purchase, signup, lead.")
     order_id = _text(128)
@@ -134,7 +142,15 @@ class ConversionInputSerializer(StrictSerializer):
         allow_null=True,
         help_text=f"Free custom data, at most {PROPERTIES_MAX_BYTES} bytes as JSON.",
     )
-    occurred_at = serializers.DateTimeField(required=False, allow_null=True)
+    occurred_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            f"When the conversion happened; default: when it is recorded. At most "
+            f"{OCCURRED_AT_MAX_AGE.days} days ago and "
+            f"{int(OCCURRED_AT_MAX_AHEAD.total_seconds() // 60)} minutes ahead."
+        ),
+    )
     sites = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=ID_MAX),
         required=False,
@@ -143,10 +159,21 @@ class ConversionInputSerializer(StrictSerializer):
         help_text="Tracking site ids; default: every active site that takes the event.",
     )
     dedup_key = serializers.CharField(
-        max_length=255,
+        max_length=DEDUP_KEY_MAX,
         required=False,
         allow_null=True,
-        help_text="Your idempotency key; default: the event name and order id.",
+        help_text=(
+            "Your idempotency key; default: the event name and order id. Kept under the "
+            f"API's own prefix ({API_KEY_PREFIX!r}), apart from the order hook's keys."
+        ),
+    )
+    replaces_order_hook = serializers.BooleanField(
+        default=False,
+        help_text=(
+            "Record this as the order's own conversion, under the key the order hook uses "
+            "(needs order_id, excludes dedup_key): whichever records the order first is the "
+            "one kept. Without it the API's conversions never stand in for the hook's."
+        ),
     )
 
     def validate_properties(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -173,8 +200,36 @@ class ConversionInputSerializer(StrictSerializer):
         return [found[pk] for pk in dict.fromkeys(value)]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        attrs["conversion"] = build_conversion(attrs)
+        conversion = build_conversion(attrs)
+        attrs["conversion"] = conversion
+        attrs["key"] = recording_key(
+            conversion, attrs.get("dedup_key"), replaces_order_hook=attrs["replaces_order_hook"]
+        )
+        # The key the order hook records this order under, if it has an order id.
+        attrs["order_hook_key"] = (
+            order_key(conversion.event_name, conversion.order_id) if conversion.order_id else None
+        )
         return attrs
+
+
+def recording_key(conversion: Conversion, given: str | None, *, replaces_order_hook: bool) -> str:
+    """The dedup key an API-recorded conversion is kept under.
+
+    Apart from the order hook's keys, so that a caller recording order 1001 first can't make
+    the real order's conversion a repeat that is never recorded; the order hook's own key only
+    when the caller says this is that conversion.
+    """
+    if not replaces_order_hook:
+        return API_KEY_PREFIX + (given or dedup_key_for(conversion, None))
+    if given:
+        raise serializers.ValidationError(
+            {"replaces_order_hook": ["Not with dedup_key: the order hook's key is used."]}
+        )
+    if not conversion.order_id:
+        raise serializers.ValidationError(
+            {"replaces_order_hook": ["Needs order_id: the order hook keys by order id."]}
+        )
+    return order_key(conversion.event_name, conversion.order_id)
 
 
 def _json_shape_problem(value: Any) -> str | None:
@@ -234,12 +289,14 @@ def build_conversion(attrs: Mapping[str, Any]) -> Conversion:
         }
     )
     try:
-        return Conversion(
+        conversion = Conversion(
             **fields,
             coupons=tuple(attrs.get("coupons") or ()),
             customer=customer,
             items=tuple(items),
         )
+        conversion.check_time()
+        return conversion
     except InvalidConversion as err:
         raise serializers.ValidationError(nested_error(err.field, err.message)) from None
 

@@ -28,7 +28,7 @@ from django_conversions.conversion import normalize_event_name
 from django_conversions.exceptions import InvalidConversion
 from django_conversions.masking import may_see_personal_data
 from django_conversions.models import ConversionEvent, EventResult
-from django_conversions.outbox import dedup_key_for, sites_for, track
+from django_conversions.outbox import sites_for, track
 
 from .answers import EventDetailSerializer, EventSerializer, RecordedSerializer
 from .parsers import BoundedJSONParser
@@ -182,7 +182,10 @@ class EventListView(ConversionsAPIView):
             "Records the conversion for every active tracking site that takes it (or the given "
             "`sites`), with the same validation and guarantees as `track()`. Answers 202 with "
             "the events created. A repeat with the same `dedup_key` (default: event name and "
-            "order id) creates nothing and answers 200 with the existing events."
+            "order id) creates nothing and answers 200 with the existing events. The API's "
+            "keys are apart from the order hook's (prefixed `api:`) unless "
+            "`replaces_order_hook` is set: recording an order first never keeps the shop's "
+            "own order from being recorded; an order the shop recorded already is a repeat."
         ),
         request=ConversionInputSerializer,
         responses={
@@ -199,10 +202,16 @@ class EventListView(ConversionsAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         conversion = data["conversion"]
-        key = data.get("dedup_key") or dedup_key_for(conversion, None)
+        key = data["key"]
         using = router.db_for_write(ConversionEvent)
         with transaction.atomic(using=using):
             targets = sites_for(conversion.event_name, data.get("sites"))
+            hooked = ConversionEvent.objects.using(using).filter(
+                dedup_key=data["order_hook_key"], site__in=targets
+            )
+            if data["order_hook_key"] and hooked.exists():
+                # The shop's order already recorded it: a repeat, whatever the API's key.
+                key = data["order_hook_key"]
             events = ConversionEvent.objects.using(using).filter(dedup_key=key, site__in=targets)
             before = set(events.values_list("pk", flat=True))
             track(conversion, sites=targets, dedup_key=key, using=using)
