@@ -939,3 +939,46 @@ def test_an_event_deleted_while_its_request_is_on_the_wire_leaves_the_others_rec
     attempt = DeliveryAttempt.objects.get()
     assert attempt.event_count == 2
     assert list(attempt.results.values_list("event_id", flat=True)) == [kept.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_holding_nul_characters_is_recorded(scanova_site, mocked_http):
+    # given: an answer PostgreSQL text can't hold as it is
+    mocked_http.post(SCANOVA_URL, status=500, body="up\x00stream", headers={"X-Trace": "a\x00b"})
+    with conversions():
+        [event] = record()
+        report = deliver_due()
+    # then: the attempt is stored and the event retried, never left "sending"
+    event.refresh_from_db()
+    assert report.retrying == 1 and event.status == EventStatus.PENDING
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.response_body == "upstream" and "\x00" not in str(attempt.response_headers)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_the_database_refuses_is_stored_without_the_providers_texts(
+    scanova_site, mocked_http
+):
+    from django.db import DataError, connection
+
+    refused: list[str] = []
+
+    def refuse_attempts(execute, sql, params, many, context):
+        if sql.startswith("INSERT") and "deliveryattempt" in sql and len(refused) < 2:
+            refused.append(sql)
+            raise DataError("invalid byte sequence")
+        return execute(sql, params, many, context)
+
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with conversions():
+        [event] = record()
+        with connection.execute_wrapper(refuse_attempts):
+            report = deliver_due()
+    # then: the event's state is written all the same, with the exchange's outline
+    event.refresh_from_db()
+    assert len(refused) == 2 and report.delivered == 1
+    assert event.status == EventStatus.DELIVERED
+    attempt = DeliveryAttempt.objects.get()
+    assert (attempt.http_status, attempt.response_body) == (200, "")
+    assert attempt.error == "the request and the answer could not be stored"
+    assert attempt.results.get().event_id == event.pk

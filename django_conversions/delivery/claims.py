@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from django_conversions.conf import conversions_settings
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+from django_conversions.normalize import storable_text
 
 #: Share of the lease a site's claimed events may take to send, with every request taking its
 #: whole deadline: the rest is margin for recording and for the renewals themselves.
@@ -119,7 +120,7 @@ class Lease:
             status=EventStatus.PENDING,
             claim_token=None,
             lease_expires_at=None,
-            last_error=reason,
+            last_error=storable_text(reason),
             next_attempt_at=not_before or timezone.now(),
             updated_at=timezone.now(),
         )

@@ -25,6 +25,7 @@ from typing import Any
 
 from django.db import (
     DatabaseError,
+    DataError,
     IntegrityError,
     close_old_connections,
     connections,
@@ -33,6 +34,7 @@ from django.db import (
 from django.db.models import Q
 from django.utils import timezone
 
+from django_conversions.delivery.attempts import Recorded, write_attempts
 from django_conversions.delivery.claims import STATEMENT_ROWS, Lease
 from django_conversions.delivery.policy import Decision, Verdict
 from django_conversions.delivery.report import DeliveryReport
@@ -40,14 +42,11 @@ from django_conversions.dispatch import event_delivered, event_failed
 from django_conversions.models import (
     ApiKey,
     ConversionEvent,
-    DeliveryAttempt,
-    EventResult,
     EventStatus,
     TrackingSite,
 )
-from django_conversions.outcomes import Outcome
+from django_conversions.normalize import storable_text
 from django_conversions.privacy import redact_personal
-from django_conversions.providers.base import Exchange, Result
 
 logger = logging.getLogger("django_conversions.delivery")
 
@@ -65,15 +64,6 @@ _STATUS = {
     Verdict.SKIPPED: EventStatus.SKIPPED,
     Verdict.WAIT: EventStatus.PENDING,
 }
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One event's result and what the policy made of it."""
-
-    event: ConversionEvent
-    result: Result
-    decision: Decision
 
 
 @dataclass
@@ -98,15 +88,17 @@ def write(groups: Sequence[SiteResults]) -> DeliveryReport:
     if not groups:
         return DeliveryReport()
     using = groups[0].lease.using
-    recheck = False
+    refused = 0  # writes the database refused for what they held, not for being down
     for delay in (*WRITE_RETRY_DELAYS, None):
         try:
-            return _write_once(using, groups, recheck)
-        except IntegrityError:
-            if recheck:
+            return _write_once(using, groups, _Mode(recheck=refused > 0, plain=refused > 1))
+        except (IntegrityError, DataError):
+            # First an event deleted meanwhile (purged, forgotten): read what is still held;
+            # then a value the database won't take: the attempt without the provider's texts.
+            refused += 1
+            if refused > 2:
                 break
-            # An event deleted meanwhile (purged, forgotten): read what is still held.
-            recheck = True
+            logger.warning("The database refused delivery results; writing them again")
             continue
         except DatabaseError as err:
             connection = connections[using]
@@ -157,21 +149,29 @@ def unwritten_count() -> int:
     return sum(len(group.items) for group in _unwritten)
 
 
-def _write_once(using: str, groups: Sequence[SiteResults], recheck: bool) -> DeliveryReport:
+@dataclass(frozen=True)
+class _Mode:
+    """How a write is tried again after the database refused what it held."""
+
+    recheck: bool = False  # read which events are still held (some may have been deleted)
+    plain: bool = False  # store attempts without the provider's texts
+
+
+def _write_once(using: str, groups: Sequence[SiteResults], mode: _Mode) -> DeliveryReport:
     report = DeliveryReport()
     now = timezone.now()
     with transaction.atomic(using=using):
         for group in groups:
-            _write_site(group, now, report, recheck)
+            _write_site(group, now, report, mode)
     return report
 
 
-def _write_site(group: SiteResults, now: datetime, report: DeliveryReport, recheck: bool) -> None:
+def _write_site(group: SiteResults, now: datetime, report: DeliveryReport, mode: _Mode) -> None:
     lease, site, using = group.lease, group.site, group.lease.using
-    # Which events are still this claim's (a renewal, when the lease runs short or on
-    # ``recheck``, also takes the rows' write locks before anything is read).
+    # Which events are still this claim's (a renewal, when the lease runs short or on a
+    # recheck, also takes the rows' write locks before anything is read).
     ids = [item.event.pk for item in group.items]
-    held = lease.renew(ids) if recheck else lease.still_held(ids)
+    held = lease.renew(ids) if mode.recheck else lease.still_held(ids)
     lost = [item for item in group.items if item.event.pk not in held]
     if lost:
         logger.warning(
@@ -180,7 +180,7 @@ def _write_site(group: SiteResults, now: datetime, report: DeliveryReport, reche
             site.pk,
             len(lost),
         )
-    exchanges = _write_attempts(group, held, now)
+    exchanges = write_attempts(using, site, group.items, held, now, mode.plain)
     updates: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
     for item in group.items:
         if item.event.pk in held:
@@ -210,91 +210,12 @@ def _write_site(group: SiteResults, now: datetime, report: DeliveryReport, reche
     _write_site_state(group, now)
 
 
-def _write_attempts(group: SiteResults, held: set[int], now: datetime) -> int:
-    """One DeliveryAttempt per exchange, and an EventResult per event it carried that this
-    claim still holds."""
-    using = group.lease.using
-    by_exchange: dict[int, tuple[Exchange, list[Recorded]]] = {}
-    for item in group.items:
-        exchange = item.result.exchange
-        if exchange is not None:
-            by_exchange.setdefault(id(exchange), (exchange, []))[1].append(item)
-    if not by_exchange:
-        return 0
-    attempts = [
-        _attempt(group.site, exchange, items, now) for exchange, items in by_exchange.values()
-    ]
-    connection = connections[using]
-    if connection.features.can_return_rows_from_bulk_insert:
-        DeliveryAttempt.objects.using(using).bulk_create(attempts)
-    else:  # the rows' ids are needed for their EventResults
-        for attempt in attempts:
-            attempt.save(using=using)
-    results = [
-        EventResult(
-            attempt=attempt,
-            event_id=item.event.pk,
-            outcome=item.result.outcome,
-            message=_message(item.result, attempt),
-        )
-        for attempt, (_, items) in zip(attempts, by_exchange.values(), strict=True)
-        for item in items
-        if item.event.pk in held
-    ]
-    fields = [
-        EventResult._meta.get_field(name) for name in ("attempt", "event", "outcome", "message")
-    ]
-    EventResult.objects.using(using).bulk_create(
-        results, batch_size=max(1, connection.ops.bulk_batch_size(fields, results))
-    )
-    return len(attempts)
-
-
-def _attempt(
-    site: TrackingSite, exchange: Exchange, items: Sequence[Recorded], now: datetime
-) -> DeliveryAttempt:
-    outcome, reason = _request_outcome(items)
-    error = exchange.error or ("" if outcome == Outcome.DELIVERED else reason)
-    return DeliveryAttempt(
-        site=site,
-        created_at=now,
-        duration_ms=exchange.duration_ms,
-        url=exchange.url,
-        http_status=exchange.status,
-        request_headers=dict(exchange.request_headers),
-        request_body=exchange.request_body,
-        response_headers=dict(exchange.response_headers),
-        response_body=exchange.response_body,
-        error=error[:2000],
-        outcome=outcome,
-        event_count=len(items),
-    )
-
-
-def _request_outcome(items: Sequence[Recorded]) -> tuple[str, str]:
-    """What the answer meant for the request: delivered when the provider took any of its
-    events, else the first event's outcome."""
-    for item in items:
-        if item.result.outcome == Outcome.DELIVERED:
-            return Outcome.DELIVERED, item.result.reason
-    return items[0].result.outcome, items[0].result.reason
-
-
-def _message(result: Result, attempt: DeliveryAttempt) -> str:
-    """The provider's word on one event, blank when the attempt already says it."""
-    if result.outcome == attempt.outcome and result.reason in ("", attempt.error):
-        return ""
-    if result.outcome == Outcome.DELIVERED == attempt.outcome:
-        return ""
-    return result.reason
-
-
 def _event_values(decision: Decision, now: datetime) -> dict[str, Any]:
     status = _STATUS[decision.verdict]
     values: dict[str, Any] = {
         "status": status,
         "attempts": decision.attempts,
-        "last_error": decision.reason,
+        "last_error": storable_text(decision.reason),
         "claim_token": None,  # the lease ends
         "lease_expires_at": None,
         "updated_at": now,
@@ -374,7 +295,7 @@ def hold_site(site: TrackingSite, until: datetime, using: str) -> None:
 
 def pause_site(site: TrackingSite, reason: str, now: datetime, using: str) -> None:
     """Pause the site unless it is paused already (the first reason stays)."""
-    reason = reason[:500]
+    reason = storable_text(reason[:500])
     paused = (
         TrackingSite.objects.using(using)
         .filter(pk=site.pk, paused_at__isnull=True)

@@ -32,9 +32,10 @@ from django_conversions import http
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.delivery import policy, recorder
+from django_conversions.delivery.attempts import Recorded
 from django_conversions.delivery.claims import Lease, SiteClaim, request_seconds
 from django_conversions.delivery.ratelimit import reserve_requests
-from django_conversions.delivery.recorder import Recorded, SiteResults
+from django_conversions.delivery.recorder import SiteResults
 from django_conversions.delivery.report import DeliveryReport
 from django_conversions.models import ApiKey, ConversionEvent, TrackingSite
 from django_conversions.providers.base import OutboundEvent, Outcome, Prepared, Provider, Result
