@@ -5,7 +5,7 @@ One job per module (see docs/architecture.md):
 - ``policy``: a provider's answer -> the event's next state (pure, no database);
 - ``claims``: due events taken site by site under a lease fenced by a claim token;
 - ``sender``: requests per site, per-site concurrency on a shared pool, the rate budget;
-- ``recorder``: attempts, per-event results and new states, written under the token;
+- ``recorder``: the events' new states, written under the token, with their ``attempts`` rows;
 - ``ratelimit``: the per-minute budget every worker shares.
 
 ``deliver_due()`` is the sweep (``conversions_deliver``) and ``deliver_events()`` the fast path
