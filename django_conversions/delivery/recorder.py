@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -80,6 +81,7 @@ class SiteResults:
 
 # Results whose write failed for good, written before this process claims again.
 _unwritten: list[SiteResults] = []
+_unwritten_lock = threading.Lock()
 
 
 def write(groups: Sequence[SiteResults]) -> DeliveryReport:
@@ -123,7 +125,8 @@ def write(groups: Sequence[SiteResults]) -> DeliveryReport:
     for group in groups:
         group.kept_runs += 1
         if group.kept_runs <= KEPT_RUNS:
-            _unwritten.append(group)
+            with _unwritten_lock:
+                _unwritten.append(group)
         else:
             logger.error(
                 "Site %s: giving up writing %d delivery result(s); their events are sent "
@@ -138,11 +141,10 @@ def write(groups: Sequence[SiteResults]) -> DeliveryReport:
 
 def write_unwritten() -> DeliveryReport:
     """Write results kept from a failed write (see ``write``)."""
-    if not _unwritten:
-        return DeliveryReport()
-    kept = list(_unwritten)
-    _unwritten.clear()
-    return write(kept)
+    with _unwritten_lock:  # the sweep and a background drain may share the process
+        kept = list(_unwritten)
+        _unwritten.clear()
+    return write(kept) if kept else DeliveryReport()
 
 
 def unwritten_count() -> int:
