@@ -54,6 +54,25 @@ class UnreadableSecret(Ciphertext):
     __repr__ = __str__
 
 
+class Secret(str):
+    """A decrypted key: the plaintext for every use, masked in its ``repr()``.
+
+    Debug pages (Django's technical 500 page with DEBUG=True, which ``sensitive_variables``
+    does not cleanse), ``%r`` in log lines and tracebacks show a frame's variables by their
+    repr: there a key reads ``'••••••••1c2d'``. ``str(secret)`` and formatting give the plaintext.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(mask_secret(str(self)))
+
+
+def as_secret(value: object) -> Secret:
+    """``value`` (a key, maybe with surrounding spaces) as a trimmed ``Secret``."""
+    return Secret(str(value or "").strip())
+
+
 def mask_secret(secret: object) -> str:
     """``••••••••abcd``: never more than the last four characters of a secret."""
     if isinstance(secret, UnreadableSecret):
@@ -155,9 +174,9 @@ def encrypt(plaintext: str) -> str:
     return get_fernet().encrypt(plaintext.encode("utf-8")).decode("ascii")
 
 
-def decrypt(ciphertext: str) -> str | UnreadableSecret:
+def decrypt(ciphertext: str) -> Secret | UnreadableSecret:
     try:
-        return get_fernet().decrypt(ciphertext.encode("ascii")).decode("utf-8")
+        return Secret(get_fernet().decrypt(ciphertext.encode("ascii")).decode("utf-8"))
     except (InvalidToken, UnicodeError):
         return UnreadableSecret(ciphertext)
 

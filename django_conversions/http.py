@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 
 from django_conversions import __version__
 from django_conversions.conf import conversions_settings
@@ -59,6 +60,7 @@ class _Session(requests.Session):
         )
         self._proxies_by_host: dict[str, dict[str, str]] = {}
 
+    @sensitive_variables()  # the headers carry the API key
     def post_prepared(
         self,
         url: str,
@@ -218,7 +220,7 @@ class HttpAnswer:
         """The parsed body, or None when it is not JSON."""
         try:
             return json.loads(self.text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
             return None
 
     def header(self, name: str) -> str | None:
@@ -230,6 +232,7 @@ class HttpAnswer:
         return None
 
 
+@sensitive_variables()  # the headers carry the API key; so do requests' and urllib3's frames
 def post(
     session: requests.Session,
     url: str,

@@ -14,6 +14,7 @@ from decimal import Decimal
 from http import HTTPStatus
 
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from django_conversions import http
 from django_conversions.conf import conversions_settings
@@ -94,6 +95,7 @@ def synthetic_conversion(provider: Provider) -> Conversion:
     )
 
 
+@sensitive_variables("key")
 def send_test_event(site: TrackingSite) -> ProviderAnswer:
     """Send one test conversion through ``site``'s provider with its current key."""
     provider = site.provider_instance()

@@ -15,16 +15,20 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.test import override_settings
+from django.test import Client, override_settings
+from django.views.debug import ExceptionReporter
 
 from django_conversions import http, track
 from django_conversions.conversion import OCCURRED_AT_MAX_AGE, OCCURRED_AT_MAX_AHEAD, Conversion
 from django_conversions.delivery import deliver_due
 from django_conversions.exceptions import InvalidConversion
+from django_conversions.fields import mask_secret
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.base import OutboundEvent, Outcome, SiteConfig
 from django_conversions.providers.scanova import ScanovaProvider
+from django_conversions.testevent import send_test_event
 from tests.conftest import SCANOVA_KEY
+from tests.servers import Answer, recording_server
 from tests.test_admin import NEW_KEY, site_form_data, site_url
 from tests.test_api_support import EVENTS, logged_in, make_user, post_json
 from tests.test_api_support import purchase as api_purchase
@@ -323,3 +327,71 @@ def test_the_api_answers_400_for_an_event_time_outside_the_window(writer, vt_sit
     assert response.status_code == 400
     assert list(response.json()) == ["occurred_at"]
     assert not ConversionEvent.objects.exists()
+
+
+# --- the key in error reports ------------------------------------------------------------------
+
+
+class BrokenAnswerProvider(ScanovaProvider):
+    """A provider module with a bug in reading refusals: sending through it raises."""
+
+    id = "broken_answers"
+    name = "Broken answers"
+
+    def error_reason(self, answer: http.HttpAnswer) -> str:
+        raise RuntimeError("the provider module failed to read the answer")
+
+
+@override_settings(
+    DEBUG=True,
+    CONVERSIONS=conversions(PROVIDERS=["tests.test_security.BrokenAnswerProvider"]),
+)
+def test_the_debug_error_page_of_a_failed_test_event_never_shows_the_key(make_site, admin_user):
+    # given: a site whose provider module raises while reading the refusal of a real server
+    with recording_server(Answer(status=400, body={"detail": "refused"})) as server:
+        site = make_site(
+            "broken_answers", key=SCANOVA_KEY, provider_site_id="s1", endpoint_url=server.url
+        )
+        client = Client(raise_request_exception=False)
+        client.force_login(admin_user)
+        # when: "send test event"
+        response = client.post(site_url("send_test_event", site.pk))
+        reached = len(server.received)
+    # then: Django's technical 500 page, every frame's variables listed, but not the key
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "the provider module failed to read the answer" in page
+    assert "<td>api_key</td>" in page  # the frames that held the key are on the page...
+    assert mask_secret(SCANOVA_KEY) in page  # ...showing it masked
+    assert reached == 1
+    assert SCANOVA_KEY not in page
+    assert SCANOVA_KEY[-20:] not in page
+
+
+def test_an_answer_nested_too_deep_to_parse_reads_as_no_json():
+    # given: a provider answering with JSON nested 100,000 deep
+    answer = http.HttpAnswer("https://x.test", 400, text="[" * 100_000 + "]" * 100_000)
+    # when / then: a reason from the text, never an exception
+    assert answer.json() is None
+    outcome, reason, _ = ScanovaProvider().classify(answer)
+    assert outcome == Outcome.FAILED
+    assert reason.startswith("HTTP 400")
+
+
+@override_settings(CONVERSIONS=conversions(PROVIDERS=["tests.test_security.BrokenAnswerProvider"]))
+def test_an_error_report_hides_the_frames_that_hold_the_key(make_site):
+    # given: the same failure, reported the production way (DEBUG off: the ADMINS mail)
+    with recording_server(Answer(status=400, body={"detail": "refused"})) as server:
+        site = make_site(
+            "broken_answers", key=SCANOVA_KEY, provider_site_id="s1", endpoint_url=server.url
+        )
+        with pytest.raises(RuntimeError) as raised:
+            send_test_event(site)
+    # when
+    frames = ExceptionReporter(None, raised.type, raised.value, raised.tb).get_traceback_data()
+    shown = {frame["function"]: dict(frame["vars"]) for frame in frames["frames"]}
+    # then: the key's variables are cleansed, not even masked
+    assert shown["deliver"]["api_key"] == "'********************'"
+    assert shown["send"]["api_key"] == "'********************'"
+    assert "********************" in shown["send_test_event"]["key"]
+    assert SCANOVA_KEY not in repr(shown)

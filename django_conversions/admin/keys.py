@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from django_conversions.fields import looks_like_ciphertext
 from django_conversions.models import ApiKey
@@ -55,6 +55,7 @@ class ApiKeyForm(forms.ModelForm):
                 "Paste the key once; afterwards only its last 4 characters are shown."
             )
 
+    @sensitive_variables("value")
     def clean_key(self) -> Any:
         value = self.cleaned_data.get("key") or ""
         if value and looks_like_ciphertext(value):

@@ -7,6 +7,9 @@ event, and ``django_conversions.delivery`` turns results into statuses, schedule
 To add a provider, subclass ``Provider``, fill the class attributes, and implement
 ``build_body()`` (plus ``ineligible_reason()``/``error_reason()`` when the defaults don't fit);
 see docs/providers/adding.md.
+
+Every method that holds the API key hides it (``api_key``, ``headers``) from Django's error
+reports, and so does every frame below it: a DEBUG page or an ADMINS mail never shows the key.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 
 from django_conversions import http
 from django_conversions.conf import conversions_settings
 from django_conversions.consent import policy_for
 from django_conversions.conversion import Conversion
 from django_conversions.endpoints import url_problem
-from django_conversions.fields import mask_secret, redact
+from django_conversions.fields import as_secret, mask_secret, redact
 from django_conversions.outcomes import Outcome
 from django_conversions.providers.results import (
     Exchange,
@@ -147,6 +151,7 @@ class Provider:
         """Halve a refused batch and send both halves again? (413 by default.)"""
         return len(request.events) > 1 and answer.status in self.split_statuses
 
+    @sensitive_variables("api_key", "headers")
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {self.auth_header: api_key}
 
@@ -203,6 +208,7 @@ class Provider:
             data = http.json_object(self.batch_key, [body(event) for event in events])
         return Request(self.url(self.batch_path), data, events, positions)
 
+    @sensitive_variables("api_key", "headers")
     def send(
         self,
         session: requests.Session,
@@ -219,12 +225,13 @@ class Provider:
         """
         return self.deliver(session, api_key, self.prepare(api_key, events), timeout=timeout)
 
+    @sensitive_variables("api_key", "headers")
     def prepare(self, api_key: str, events: Sequence[OutboundEvent]) -> Prepared:
         """The first half of ``send()``: check and encode the events into requests.
 
         No I/O: a worker may run it on one thread and ``deliver()`` on others.
         """
-        api_key = (api_key or "").strip()
+        api_key = as_secret(api_key)  # masked wherever a frame is shown
         prepared = Prepared(count=len(events))
         sendable: list[OutboundEvent] = []
         positions: list[int] = []
@@ -245,6 +252,7 @@ class Provider:
         prepared.requests = self.requests_for(sendable, positions, bodies)
         return prepared
 
+    @sensitive_variables("api_key", "headers")
     def deliver(
         self,
         session: requests.Session,
@@ -255,7 +263,7 @@ class Provider:
     ) -> list[Result]:
         """The second half of ``send()``: post the prepared requests, read the answers."""
         timeout = timeout or http.default_timeout()
-        api_key = (api_key or "").strip()
+        api_key = as_secret(api_key)  # masked wherever a frame is shown
         results = dict(prepared.results)
         pending = list(prepared.requests)
         while pending:
@@ -293,6 +301,7 @@ class Provider:
             )
             return Result(Outcome.FAILED, f"could not build the request: {short_text(str(err))}")
 
+    @sensitive_variables("api_key", "headers")
     def _post(
         self,
         session: requests.Session,
@@ -320,6 +329,7 @@ class Provider:
             )
         return answer
 
+    @sensitive_variables("api_key", "headers")
     def read_answer(self, answer: http.HttpAnswer, request: Request, api_key: str) -> list[Result]:
         """One Result per event of ``request``, from the answer to it; no reason holds the key."""
         exchange = self._exchange(answer, request, api_key)
@@ -370,6 +380,7 @@ class Provider:
             return Outcome.FAILED, f"{reason} (not an answer {self.name} documents)", None
         return Outcome.FAILED, reason, None
 
+    @sensitive_variables("api_key", "headers")
     def _exchange(self, answer: http.HttpAnswer, request: Request, api_key: str) -> Exchange:
         headers = {"Content-Type": "application/json", self.auth_header: mask_secret(api_key)}
         return Exchange(

@@ -14,6 +14,7 @@ from cryptography.fernet import InvalidToken
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import TextField
 from django.db.models.functions import Cast
+from django.views.decorators.debug import sensitive_variables
 
 from django_conversions.conf import SETTING_NAME
 from django_conversions.fields import Ciphertext, configured_keys, rotate, uses_primary_key
@@ -28,6 +29,7 @@ class RotationReport:
     unreadable: list[ApiKey] = field(default_factory=list)
 
 
+@sensitive_variables("api_key")
 def rotate_all(*, dry_run: bool = False) -> RotationReport:
     """Re-encrypt each key on its own, with a compare-and-set so a concurrent edit wins."""
     report = RotationReport()
