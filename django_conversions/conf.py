@@ -82,6 +82,9 @@ DEFAULTS: dict[str, Any] = {
     "SCAN_SESSION_KEY": "conversions_scan_session",
     "SCAN_SESSION_MAX_AGE": 30 * 24 * 3600,
     "SCAN_SESSION_PARAM": "scnv",
+    # Sessions one client address may start through the ?scnv= parameter (DRF rate syntax;
+    # None: no limit). Changing the id of an existing session is not counted.
+    "SCAN_SESSION_NEW_RATE": "30/minute",
     # Retention: delete finished events after this many days; scrub personal data after that many.
     "RETENTION_DAYS": 180,
     "SCRUB_AFTER_DAYS": 30,

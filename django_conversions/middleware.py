@@ -13,6 +13,12 @@ On every request whose query string carries ``CONVERSIONS["SCAN_SESSION_PARAM"]`
 a well-formed UUID is kept in the session (see ``django_conversions.scan_session``); anything
 else is ignored and logged at debug level, so a mangled link never breaks the page.
 
+The link is public, so what it can make the shop write is bounded: the session is written only
+when the id differs from the one it holds, and a client without a session may start at most
+``CONVERSIONS["SCAN_SESSION_NEW_RATE"]`` sessions this way (a bot requesting ``?scnv=<new id>``
+without cookies would otherwise add a session row per request); past it the parameter is
+ignored.
+
 Consent is deliberately not taken from the URL: a link can be forwarded or crafted by someone
 else, so it cannot carry the visitor's own decision. The shop records consent where the visitor
 gives it (a checkbox at checkout, a cookie banner) and stores it on the order.
@@ -26,7 +32,13 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from django_conversions.conf import conversions_settings
-from django_conversions.scan_session import InvalidScanSessionId, remember_scan_session
+from django_conversions.scan_session import (
+    InvalidScanSessionId,
+    allow_new_session,
+    parse_scan_session_id,
+    remember_scan_session,
+    stored_scan_session,
+)
 
 logger = logging.getLogger("django_conversions.middleware")
 
@@ -45,7 +57,7 @@ class ScanSessionMiddleware:
         if value is None:
             return None
         try:
-            return remember_scan_session(request, value)
+            canonical = parse_scan_session_id(value)
         except InvalidScanSessionId:
             logger.debug(
                 "Ignored a malformed %s parameter on %s: %r",
@@ -54,3 +66,14 @@ class ScanSessionMiddleware:
                 value[:40],
             )
             return None
+        if stored_scan_session(request) == canonical:
+            return canonical  # the same scan again: nothing to write
+        if request.session.session_key is None and not allow_new_session(request):
+            logger.info(
+                "Ignored the %s parameter on %s: this client started too many sessions "
+                "(SCAN_SESSION_NEW_RATE)",
+                conversions_settings.SCAN_SESSION_PARAM,
+                request.path,
+            )
+            return None
+        return remember_scan_session(request, canonical)

@@ -8,6 +8,11 @@ session itself, and whatever else it holds, keeps its own lifetime.
 
 ``ScanSessionMiddleware`` calls ``remember_scan_session()`` on landing; a checkout view (or an
 API endpoint that hands the id over) calls ``get_scan_session()`` and copies the id onto the order.
+
+A link is public: anyone may request ``?scnv=<new uuid>`` as often as they like. So the session
+is written only when the id changes, and a client may start at most
+``CONVERSIONS["SCAN_SESSION_NEW_RATE"]`` new sessions that way (``allow_new_session()``); past
+it the parameter is ignored. Clients are told apart by ``client_address()``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import time
 import uuid
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
@@ -25,6 +32,8 @@ from django_conversions.exceptions import ConversionsError
 
 __all__ = [
     "InvalidScanSessionId",
+    "allow_new_session",
+    "client_address",
     "forget_scan_session",
     "get_consent",
     "get_scan_session",
@@ -96,6 +105,64 @@ def remember_scan_session(
         "expires_at": int(_clock() + float(max_age)),
     }
     return canonical
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address, as far as it can be trusted.
+
+    ``REMOTE_ADDR``, or with ``REST_FRAMEWORK["NUM_PROXIES"]`` set the address that many
+    proxies back in ``X-Forwarded-For`` (DRF's rule). Unset, ``X-Forwarded-For`` is never read:
+    the client writes it, so any limit keyed by it is no limit (system check W004 says so).
+    """
+    remote = str(request.META.get("REMOTE_ADDR") or "")
+    proxies = num_proxies()
+    forwarded = request.headers.get("x-forwarded-for")
+    if not proxies or not forwarded:
+        return remote
+    addresses = forwarded.split(",")
+    return addresses[-min(proxies, len(addresses))].strip()
+
+
+def num_proxies() -> int | None:
+    """``REST_FRAMEWORK["NUM_PROXIES"]``: how many proxies stand in front of Django."""
+    value = (getattr(settings, "REST_FRAMEWORK", None) or {}).get("NUM_PROXIES")
+    return None if value is None else int(value)
+
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"20/minute"`` -> (20, 60): DRF's rate syntax."""
+    count, _, period = str(rate).partition("/")
+    return int(count), _PERIODS[period.strip()[:1].lower()]
+
+
+def allow_new_session(request: HttpRequest) -> bool:
+    """May this client start one more session with a scan id now?
+
+    At most ``CONVERSIONS["SCAN_SESSION_NEW_RATE"]`` per client address in a fixed window,
+    counted in the default cache (``None``: no limit).
+    """
+    rate = conversions_settings.SCAN_SESSION_NEW_RATE
+    if rate is None:
+        return True
+    limit, seconds = parse_rate(rate)
+    window = int(_clock() // seconds)
+    key = f"django_conversions:scan-session-new:{window}:{client_address(request)}"
+    cache.add(key, 0, timeout=seconds)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # the window's entry expired between the two calls
+        cache.add(key, 1, timeout=seconds)
+        count = 1
+    return count <= limit
+
+
+def stored_scan_session(request: HttpRequest) -> str | None:
+    """The id the session holds now, expired or not, without writing anything."""
+    stored = _session(request).get(conversions_settings.SCAN_SESSION_KEY)
+    return stored.get("id") if isinstance(stored, dict) else None
 
 
 def get_scan_session(request: HttpRequest) -> str | None:

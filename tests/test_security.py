@@ -14,15 +14,21 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.contrib.sessions.models import Session
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.test import Client, override_settings
+from django.http import HttpResponse
+from django.test import Client, RequestFactory, override_settings
 from django.views.debug import ExceptionReporter
 
 from django_conversions import http, track
+from django_conversions.api.throttling import check_proxy_setting
 from django_conversions.conversion import OCCURRED_AT_MAX_AGE, OCCURRED_AT_MAX_AHEAD, Conversion
 from django_conversions.delivery import deliver_due
 from django_conversions.exceptions import InvalidConversion
 from django_conversions.fields import mask_secret
+from django_conversions.middleware import ScanSessionMiddleware
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.base import OutboundEvent, Outcome, SiteConfig
 from django_conversions.providers.scanova import ScanovaProvider
@@ -30,7 +36,7 @@ from django_conversions.testevent import send_test_event
 from tests.conftest import SCANOVA_KEY
 from tests.servers import Answer, recording_server
 from tests.test_admin import NEW_KEY, site_form_data, site_url
-from tests.test_api_support import EVENTS, logged_in, make_user, post_json
+from tests.test_api_support import EVENTS, SCAN_SESSION, logged_in, make_user, post_json
 from tests.test_api_support import purchase as api_purchase
 from tests.testapp.models import Order
 
@@ -395,3 +401,127 @@ def test_an_error_report_hides_the_frames_that_hold_the_key(make_site):
     assert shown["send"]["api_key"] == "'********************'"
     assert "********************" in shown["send_test_event"]["key"]
     assert SCANOVA_KEY not in repr(shown)
+
+
+# --- the public endpoints ----------------------------------------------------------------------
+
+SCAN_MIDDLEWARE = [
+    *settings.MIDDLEWARE[:2],  # security, sessions
+    "django_conversions.middleware.ScanSessionMiddleware",
+    *settings.MIDDLEWARE[2:],
+]
+
+
+@pytest.fixture
+def fresh_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def landing(scan_id: str) -> str:
+    return f"/?scnv={scan_id}"
+
+
+@override_settings(
+    MIDDLEWARE=SCAN_MIDDLEWARE, CONVERSIONS=conversions(SCAN_SESSION_NEW_RATE="5/minute")
+)
+def test_a_bot_landing_with_new_ids_starts_a_bounded_number_of_sessions(db, fresh_cache):
+    # when: twenty landings without cookies, each with a new id
+    for _ in range(20):
+        Client().get(landing(str(uuid.uuid4())))
+    # then
+    assert Session.objects.count() == 5
+
+
+@override_settings(
+    MIDDLEWARE=SCAN_MIDDLEWARE, CONVERSIONS=conversions(SCAN_SESSION_NEW_RATE="5/minute")
+)
+def test_the_limit_is_per_client_address(db, fresh_cache):
+    # given: one address used its allowance
+    for _ in range(5):
+        Client().get(landing(str(uuid.uuid4())))
+    # when
+    Client().get(landing(str(uuid.uuid4())))  # over the limit
+    Client(REMOTE_ADDR="203.0.113.9").get(landing(str(uuid.uuid4())))
+    # then
+    assert Session.objects.count() == 6
+
+
+@override_settings(
+    MIDDLEWARE=SCAN_MIDDLEWARE, CONVERSIONS=conversions(SCAN_SESSION_NEW_RATE="1/minute")
+)
+def test_a_visitor_with_a_session_can_scan_again_whatever_the_limit(db, fresh_cache):
+    # given
+    visitor = Client()
+    visitor.get(landing(str(uuid.uuid4())))
+    # when: later scans, past the limit of new sessions
+    last = str(uuid.uuid4())
+    for scan_id in [str(uuid.uuid4()), str(uuid.uuid4()), last]:
+        visitor.get(landing(scan_id))
+    # then
+    assert visitor.session["conversions_scan_session"]["id"] == last
+    assert Session.objects.count() == 1
+
+
+@override_settings(MIDDLEWARE=SCAN_MIDDLEWARE)
+def test_the_same_scan_again_writes_nothing(db, fresh_cache):
+    # given
+    scan_id = str(uuid.uuid4())
+    request = RequestFactory().get(landing(scan_id))
+    SessionMiddleware(lambda r: HttpResponse()).process_request(request)
+    middleware = ScanSessionMiddleware(lambda r: HttpResponse())
+    middleware.capture(request)
+    request.session.save()
+    again = RequestFactory().get(landing(scan_id.upper()))
+    again.COOKIES[settings.SESSION_COOKIE_NAME] = request.session.session_key
+    SessionMiddleware(lambda r: HttpResponse()).process_request(again)
+    # when
+    kept = middleware.capture(again)
+    # then: the id is the session's, and the session is not saved again
+    assert kept == scan_id
+    assert not again.session.modified
+
+
+def test_a_forged_x_forwarded_for_does_not_dodge_the_throttle(db, fresh_cache):
+    # given: no NUM_PROXIES, a client naming a new address on every request
+    client = Client()
+    with override_settings(CONVERSIONS=conversions(API_SCAN_SESSION_THROTTLE_RATE="3/minute")):
+        # when
+        answers = [
+            client.get(SCAN_SESSION, HTTP_X_FORWARDED_FOR=f"198.51.100.{n}") for n in range(4)
+        ]
+    # then
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+
+
+@override_settings(REST_FRAMEWORK={"NUM_PROXIES": 1})
+def test_behind_a_declared_proxy_the_forwarded_address_is_the_client(db, fresh_cache):
+    # given: one proxy in front: it appends the address it saw
+    client = Client()
+    with override_settings(CONVERSIONS=conversions(API_SCAN_SESSION_THROTTLE_RATE="2/minute")):
+        # when
+        first = [
+            client.get(SCAN_SESSION, HTTP_X_FORWARDED_FOR="forged, 198.51.100.1") for _ in "abc"
+        ]
+        second = client.get(SCAN_SESSION, HTTP_X_FORWARDED_FOR="198.51.100.2")
+    # then
+    assert [a.status_code for a in first] == [200, 200, 429]
+    assert second.status_code == 200
+
+
+def test_the_proxy_check_warns_while_num_proxies_is_unset():
+    # when
+    with override_settings(REST_FRAMEWORK={}):
+        unset = check_proxy_setting()
+    with override_settings(REST_FRAMEWORK={"NUM_PROXIES": 0}):
+        declared = check_proxy_setting()
+    with override_settings(
+        REST_FRAMEWORK={},
+        CONVERSIONS=conversions(API_SCAN_SESSION_THROTTLE_RATE=None, SCAN_SESSION_NEW_RATE=None),
+    ):
+        unlimited = check_proxy_setting()
+    # then
+    assert [m.id for m in unset] == ["conversions.W004"]
+    assert "NUM_PROXIES" in unset[0].hint
+    assert declared == unlimited == []
