@@ -24,7 +24,12 @@ from django.views.debug import ExceptionReporter
 
 from django_conversions import http, track
 from django_conversions.api.throttling import check_proxy_setting
-from django_conversions.conversion import OCCURRED_AT_MAX_AGE, OCCURRED_AT_MAX_AHEAD, Conversion
+from django_conversions.conversion import (
+    OCCURRED_AT_MAX_AGE,
+    OCCURRED_AT_MAX_AHEAD,
+    Conversion,
+    Customer,
+)
 from django_conversions.delivery import deliver_due
 from django_conversions.exceptions import InvalidConversion
 from django_conversions.fields import mask_secret
@@ -525,3 +530,20 @@ def test_the_proxy_check_warns_while_num_proxies_is_unset():
     assert [m.id for m in unset] == ["conversions.W004"]
     assert "NUM_PROXIES" in unset[0].hint
     assert declared == unlimited == []
+
+
+# --- personal data -----------------------------------------------------------------------------
+
+
+def test_a_skipped_event_keeps_no_personal_data(scanova_site):
+    # given: a purchase Scanova will never receive (no scan session), with the buyer's details
+    conversion = Conversion(
+        event_name="purchase",
+        order_id="1001",
+        customer=Customer(email="buyer@example.com", phone="+40775123123", first_name="Ana"),
+    )
+    # when
+    (event,) = track(conversion)
+    # then
+    assert event.status == EventStatus.SKIPPED
+    assert "customer" not in ConversionEvent.objects.get(pk=event.pk).snapshot

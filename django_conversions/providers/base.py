@@ -109,6 +109,8 @@ class Provider:
             return conversion
         if not policy_for(self.id).allows_identifiers(conversion.consent):
             return conversion.narrowed(customer=None)
+        if self.ineligible_reason(conversion):  # skipped: the provider never receives it
+            return conversion.narrowed(customer=None)
         return conversion.narrowed(customer=customer.kept(self.personal_fields, self.hashed_fields))
 
     def accepts_event(self, event_name: str) -> bool:
