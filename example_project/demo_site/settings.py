@@ -107,8 +107,10 @@ CONVERSIONS = {
     # The shop's Order has the attribute names the default adapter reads (number, status,
     # total, currency, email, scan_session_id, tracking_consent, items, ...).
     "ORDER_MODEL": "shop.Order",
-    # Only because the sandbox is local (http://127.0.0.1); real providers are https.
+    # Only because the sandbox is local (http://127.0.0.1); real providers are https, on
+    # public addresses.
     "ALLOW_INSECURE_ENDPOINTS": True,
+    "ALLOW_PRIVATE_ENDPOINTS": True,
     # Demo only: generate your own with `Fernet.generate_key()` and keep it out of git.
     "ENCRYPTION_KEYS": [
         os.environ.get("DEMO_ENCRYPTION_KEY", "q0Jk3Wf1c2pG8m5X7v9sT4yR6uN0bE2hL8aD5zC1xQo=")
