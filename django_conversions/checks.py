@@ -9,12 +9,20 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router
+from django.utils.module_loading import import_string
 
-from django_conversions.conf import POSITIVE_NUMBERS, SETTING_NAME
+from django_conversions.adapters import OrderAdapter
+from django_conversions.conf import POSITIVE_NUMBERS, SETTING_NAME, conversions_settings
+from django_conversions.fields import get_fernet
+from django_conversions.models import ApiKey, TrackingSite
+from django_conversions.providers import registry
+from django_conversions.tasks import check_task_backend
+
+# Defined beside the delivery thread it is about; registered here with the others.
+register(check_task_backend, Tags.compatibility)
 
 
 def _setting_errors() -> tuple[Any, list[Error]]:
-    from django_conversions.conf import conversions_settings
 
     try:
         conversions_settings.user_settings  # noqa: B018  (validates the keys)
@@ -108,7 +116,6 @@ def _check_order_model(conf: Any) -> list[Any]:
 
 
 def _check_adapter(conf: Any) -> list[Any]:
-    from django_conversions.adapters import OrderAdapter
 
     path = conf.raw("ORDER_ADAPTER")
     try:
@@ -134,7 +141,6 @@ def _check_adapter(conf: Any) -> list[Any]:
 
 
 def _check_encryption_keys(conf: Any) -> list[Any]:
-    from django_conversions.fields import get_fernet
 
     if not conf.raw("ENCRYPTION_KEYS"):
         return [
@@ -158,7 +164,6 @@ def _check_encryption_keys(conf: Any) -> list[Any]:
 
 def _check_stored_keys() -> list[Any]:
     """API keys no configured encryption key can read (skipped before migrate)."""
-    from django_conversions.models import ApiKey
 
     try:
         keys = list(ApiKey.objects.filter(is_active=True).select_related("site"))
@@ -184,7 +189,6 @@ def _check_stored_keys() -> list[Any]:
 
 
 def _check_providers(conf: Any) -> list[Any]:
-    from django_conversions.providers import registry
 
     registry.reset()
     try:
@@ -202,7 +206,6 @@ def _check_providers(conf: Any) -> list[Any]:
 
 def _check_sites(conf: Any, known: set[str]) -> list[Any]:
     """Stored sites: unknown providers and insecure endpoints (skipped before migrate)."""
-    from django_conversions.models import TrackingSite
 
     messages: list[Any] = []
     try:
@@ -298,7 +301,6 @@ def _check_lease(conf: Any) -> list[Any]:
 
 def _check_api(conf: Any) -> list[Any]:
     """The REST API's class paths and throttle rate, checked before the first request."""
-    from django.utils.module_loading import import_string
 
     messages: list[Any] = []
     for name in ("API_AUTHENTICATION_CLASSES", "API_PERMISSION_CLASSES"):
