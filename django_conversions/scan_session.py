@@ -132,10 +132,16 @@ def num_proxies() -> int | None:
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_rate(rate: str) -> tuple[int, int]:
+def parse_rate(rate: str, setting: str = "SCAN_SESSION_NEW_RATE") -> tuple[int, int]:
     """``"20/minute"`` -> (20, 60): DRF's rate syntax."""
     count, _, period = str(rate).partition("/")
-    return int(count), _PERIODS[period.strip()[:1].lower()]
+    try:
+        return int(count), _PERIODS[period.strip()[:1].lower()]
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(
+            f"CONVERSIONS[{setting!r}] = {rate!r} is not a rate such as '30/minute' "
+            "(a count, a slash, then second, minute, hour or day)."
+        ) from None
 
 
 def allow_new_session(request: HttpRequest) -> bool:

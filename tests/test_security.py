@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.http import HttpResponse
 from django.test import Client, RequestFactory, override_settings
 from django.views.debug import ExceptionReporter
@@ -37,6 +37,7 @@ from django_conversions.middleware import ScanSessionMiddleware
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.providers.base import OutboundEvent, Outcome, SiteConfig
 from django_conversions.providers.scanova import ScanovaProvider
+from django_conversions.scan_session import parse_rate
 from django_conversions.testevent import send_test_event
 from tests.conftest import SCANOVA_KEY
 from tests.servers import Answer, recording_server
@@ -547,3 +548,14 @@ def test_a_skipped_event_keeps_no_personal_data(scanova_site):
     # then
     assert event.status == EventStatus.SKIPPED
     assert "customer" not in ConversionEvent.objects.get(pk=event.pk).snapshot
+
+
+@pytest.mark.parametrize("rate", ["many/minute", "10/fortnight", "10"])
+def test_a_malformed_session_rate_is_named(rate):
+    with pytest.raises(ImproperlyConfigured, match="SCAN_SESSION_NEW_RATE"):
+        parse_rate(rate)
+
+
+def test_a_session_rate_reads_like_drfs():
+    assert parse_rate("30/minute") == (30, 60)
+    assert parse_rate("5/h") == (5, 3600)
