@@ -559,3 +559,16 @@ def test_a_malformed_session_rate_is_named(rate):
 def test_a_session_rate_reads_like_drfs():
     assert parse_rate("30/minute") == (30, 60)
     assert parse_rate("5/h") == (5, 3600)
+
+
+@override_settings(CONVERSIONS=PRIVATE_OFF)
+def test_a_test_event_to_a_host_resolving_to_a_local_address_is_not_sent(make_site, listener):
+    # given: the attack of the issue: a site pointed at a port of the worker's own machine
+    port = listener.getsockname()[1]
+    site = make_site("scanova", endpoint_url=f"http://{local_name()}:{port}")
+    # when
+    answer = send_test_event(site)
+    # then
+    assert not answer.sent
+    assert "resolves to" in answer.reason
+    assert not connections_waiting(listener)
