@@ -103,6 +103,7 @@ def record(
     dedup_key: str | None,
     using: str,
 ) -> Recorded:
+    conversion.check_time()  # a time no provider attributes is the caller's error, not an event
     key = dedup_key or dedup_key_for(conversion, source)
     targets = sites_for(conversion.event_name, sites, using=using)
     if not targets:
@@ -183,6 +184,7 @@ def _insert(events: list[ConversionEvent], using: str) -> None:
 def record_order(adapter: OrderAdapter, order: models.Model, using: str) -> Recorded:
     try:
         conversion = adapter.to_conversion(order)
+        conversion.check_time()
     except DatabaseError:
         raise  # the database failed, not the order: the savepoint is undone, nothing is kept
     except Exception as err:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -14,6 +16,7 @@ from django.test import override_settings
 
 from django_conversions import Conversion, Customer, track
 from django_conversions.adapters import OrderAdapter
+from django_conversions.exceptions import InvalidConversion
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.signals import event_queued
 from django_conversions.tasks import background
@@ -182,6 +185,36 @@ class ExplodingAdapter(OrderAdapter):
         return super().to_conversion(order)
 
 
+class CenturyOldAdapter(OrderAdapter):
+    """Reads the order's time from a field a migration filled wrongly (year 1900)."""
+
+    def to_conversion(self, order):
+        return dataclasses.replace(
+            super().to_conversion(order), occurred_at=datetime(1900, 1, 1, tzinfo=UTC)
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_time_no_provider_attributes_is_stored_failed_with_the_reason(scanova_site):
+    with conversions(ORDER_ADAPTER="tests.test_outbox.CenturyOldAdapter", **NO_TASKS):
+        # when
+        paid_order()
+    # then: the save succeeded, nothing is sent, and the admin says why
+    event = ConversionEvent.objects.get()
+    assert event.status == EventStatus.FAILED
+    assert "1900-01-01" in event.last_error and "days ago" in event.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_track_refuses_an_event_time_years_ahead(scanova_site):
+    conversion = dataclasses.replace(
+        scanned_purchase("7", "10.00"), occurred_at=datetime(2999, 1, 1, tzinfo=UTC)
+    )
+    with pytest.raises(InvalidConversion, match="occurred_at"):
+        track(conversion)
+    assert not ConversionEvent.objects.exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_adapter_error_is_stored_and_a_fixed_order_replaces_it(scanova_site):
     with conversions(ORDER_ADAPTER="tests.test_outbox.ExplodingAdapter", **NO_TASKS):
@@ -347,7 +380,14 @@ def test_a_changed_provider_minimises_at_once_despite_the_cache(make_site):
         site.provider = "vtmarketing"
         site.save()
         [second] = track(
-            Conversion(event_name="purchase", order_id="2", consent="granted", customer=customer)
+            Conversion(
+                event_name="purchase",
+                order_id="2",
+                consent="granted",
+                customer=customer,
+                value=Decimal("10.00"),  # VTmarketing takes no order without a total
+                currency="EUR",
+            )
         )
     # then: the new provider's minimisation applies to the next event
     assert second.snapshot["customer"] == {"email": "buyer@example.com"}
