@@ -12,14 +12,17 @@ from django.db import DatabaseError, connections, router
 from django.utils.module_loading import import_string
 
 from django_conversions.adapters import OrderAdapter
+from django_conversions.api.throttling import check_proxy_setting
 from django_conversions.conf import POSITIVE_NUMBERS, SETTING_NAME, conversions_settings
 from django_conversions.fields import get_fernet
 from django_conversions.models import ApiKey, TrackingSite
 from django_conversions.providers import registry
+from django_conversions.scan_session import parse_rate
 from django_conversions.tasks import check_task_backend
 
-# Defined beside the delivery thread it is about; registered here with the others.
+# Defined beside what they are about; registered here with the others.
 register(check_task_backend, Tags.compatibility)
+register(check_proxy_setting, Tags.security)
 
 
 def _setting_errors() -> tuple[Any, list[Error]]:
@@ -323,6 +326,18 @@ def _check_api(conf: Any) -> list[Any]:
                 Error(
                     f"{SETTING_NAME}['API_SCAN_SESSION_THROTTLE_RATE'] = {rate!r} is not a rate.",
                     hint="Use DRF's rate syntax, e.g. '30/minute' or '100/hour', or None.",
+                    id="conversions.E013",
+                )
+            )
+    new_rate = conf.raw("SCAN_SESSION_NEW_RATE")
+    if new_rate is not None:
+        try:
+            parse_rate(new_rate)
+        except ImproperlyConfigured as err:
+            messages.append(
+                Error(
+                    str(err),
+                    hint="Use DRF's rate syntax, e.g. '30/minute', or None for no limit.",
                     id="conversions.E013",
                 )
             )

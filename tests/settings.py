@@ -108,3 +108,6 @@ CONVERSIONS = {
 CONVERSIONS.update(json.loads(os.environ.get("CONVERSIONS_TEST_OVERRIDES", "{}")))
 
 LOGGING_CONFIG = None
+
+# No proxy in front of the test server: clients are known by REMOTE_ADDR (check W004).
+REST_FRAMEWORK = {"NUM_PROXIES": 0}

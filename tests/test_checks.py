@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from django.core.checks import Error, Warning
+from django.core.checks import Error, Warning, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
@@ -243,6 +243,23 @@ def test_api_class_paths_and_throttle_rate_are_checked(db, settings):
     ids = {message.id for message in run_checks()}
     # then
     assert {"conversions.E012", "conversions.E013"} <= ids
+
+
+def test_the_scan_session_rate_is_checked(db, settings):
+    # given: the ?scnv= session limit in a form nobody can read
+    settings.CONVERSIONS = {**settings.CONVERSIONS, "SCAN_SESSION_NEW_RATE": "lots"}
+    # when
+    errors = [m for m in run_checks() if m.id == "conversions.E013"]
+    [error] = errors
+    # then
+    assert "SCAN_SESSION_NEW_RATE" in error.msg
+
+
+def test_the_proxy_warning_is_among_the_checks(db, settings):
+    # given: a deployment that never said how many proxies are in front of it
+    settings.REST_FRAMEWORK = {}
+    # then
+    assert "conversions.W004" in {m.id for m in run_checks()}
 
 
 def test_default_api_settings_pass_the_checks(db, settings):
