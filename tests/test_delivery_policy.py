@@ -167,3 +167,9 @@ def test_an_error_while_deciding_is_itself_a_counted_attempt():
     assert decision.verdict == Verdict.RETRY and decision.attempts == 2
     assert decision.next_attempt_at is not None and decision.next_attempt_at > NOW
     assert "unexpected error: TypeError" in decision.reason
+
+
+def test_a_request_refused_before_it_left_pauses_the_site_with_its_own_reason():
+    reason = "not sent: api.example resolves to 127.0.0.1, a private address"
+    decision = decided(answer(Outcome.AUTH_FAILED, None, reason))
+    assert decision.pause_site == reason

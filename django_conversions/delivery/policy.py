@@ -158,7 +158,7 @@ def _decide(
             attempts,
             waiting_reason(f"site paused ({result.reason})"),
             next_attempt_at=now,
-            pause_site=f"{provider_name} refused the site's credentials: {result.reason}",
+            pause_site=_pause_reason(result, provider_name),
         )
     if result.outcome == Outcome.RETRY:
         decision = _retry(result, attempts, created_at, now, rules, rand)
@@ -222,3 +222,11 @@ def waiting_reason(why: str) -> str:
 
 def _short(text: str) -> str:
     return text[:REASON_MAX]
+
+
+def _pause_reason(result: Result, provider_name: str) -> str:
+    """Why the site pauses: the provider refused its credentials, or (no answer at all) the
+    request was refused before it left, e.g. an endpoint resolving to a private address."""
+    if result.http_status is None:
+        return result.reason
+    return f"{provider_name} refused the site's credentials: {result.reason}"
