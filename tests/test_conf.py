@@ -11,6 +11,7 @@ from django_conversions.adapters import OrderAdapter
 from django_conversions.conf import DEFAULTS, conversions_settings
 from django_conversions.consent import policy_for
 from django_conversions.providers import registry
+from django_conversions.providers.base import Provider
 
 
 def test_a_setting_read_before_a_change_is_read_anew_after_it():
@@ -61,14 +62,24 @@ def test_a_cached_consent_policy_follows_a_settings_change():
     assert not policy_for("scanova").requires_consent
 
 
+class SettingsProvider(Provider):
+    """A provider that exists only while a test's settings name it."""
+
+    id = "from-settings"
+    name = "From settings"
+    default_base_url = "https://provider.example.test"
+    event_path = "/events"
+    auth_header = "X-Key"
+
+
 def test_the_provider_registry_follows_a_settings_change():
     # given: the registry already loaded
-    assert "echo" not in registry.ids()
-    extra = ["tests.test_provider_registry.EchoProvider"]
+    assert "from-settings" not in registry.ids()
+    extra = ["tests.test_conf.SettingsProvider"]
     # when / then
     with override_settings(CONVERSIONS={**settings.CONVERSIONS, "PROVIDERS": extra}):
-        assert "echo" in registry.ids()
-    assert "echo" not in registry.ids()
+        assert "from-settings" in registry.ids()
+    assert "from-settings" not in registry.ids()
 
 
 def test_a_sites_provider_follows_a_settings_change(make_site):
