@@ -134,3 +134,6 @@ LOGGING = {
         "django.request": {"handlers": ["requests"], "level": "ERROR", "propagate": False},
     },
 }
+
+# The demo server has no proxy in front of it: clients are known by REMOTE_ADDR (check W004).
+REST_FRAMEWORK = {"NUM_PROXIES": 0}
