@@ -143,6 +143,9 @@ def _refuse_private_peer(connection: HTTPConnection) -> None:
 
 
 class _GuardedHTTPConnection(HTTPConnection):
+    """The address checks around connecting, and the socket handed to the deadline's timer
+    before the answer is read."""
+
     def connect(self) -> None:
         _refuse_private_host(self)
         super().connect()
@@ -153,15 +156,8 @@ class _GuardedHTTPConnection(HTTPConnection):
         return super().getresponse(*args, **kwargs)
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        _refuse_private_host(self)
-        super().connect()
-        _refuse_private_peer(self)
-
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        _watched(self.sock)
-        return super().getresponse(*args, **kwargs)
+class _GuardedHTTPSConnection(_GuardedHTTPConnection, HTTPSConnection):
+    """The same over TLS: the methods above run around ``HTTPSConnection``'s own."""
 
 
 class _GuardedHTTPPool(HTTPConnectionPool):
