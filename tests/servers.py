@@ -134,3 +134,32 @@ def recording_server(default: Answer | None = None) -> Iterator[RecordingServer]
         yield server
     finally:
         server.stop()
+
+
+class HeldProvider:
+    """A provider holding each request until the test releases it, or until it gives up
+    waiting (then it answers anyway, and says so)."""
+
+    def __init__(self, hold_seconds: float) -> None:
+        self.hold_seconds = hold_seconds
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.gave_up = threading.Event()
+
+    def __call__(self, received: Received) -> Answer:
+        self.arrived.set()
+        if not self.release.wait(self.hold_seconds):
+            self.gave_up.set()
+        return Answer()
+
+
+@contextmanager
+def held_provider(hold_seconds: float = 10.0) -> Iterator[tuple[str, HeldProvider]]:
+    """A recording server whose answers wait for ``provider.release`` (set on leaving)."""
+    provider = HeldProvider(hold_seconds)
+    with recording_server() as server:
+        server.responder = provider
+        try:
+            yield server.url, provider
+        finally:
+            provider.release.set()

@@ -4,10 +4,8 @@ holding each request, a real commit, the process's background delivery thread.""
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,38 +17,11 @@ from django.urls import reverse
 from django_conversions import Conversion
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from django_conversions.tasks import background
-from tests.servers import Answer, Received, recording_server
+from tests.servers import held_provider
 
 # Django's own default when a project sets no TASKS (README's install doesn't).
 _TASKS_MODULE = settings.TASKS["default"]["BACKEND"].rsplit(".backends.", 1)[0]
 README_TASKS = {"default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
-HOLD_SECONDS = 10.0
-
-
-class HeldProvider:
-    """Holds each request until the test releases it, or gives up waiting (and says so)."""
-
-    def __init__(self) -> None:
-        self.arrived = threading.Event()
-        self.release = threading.Event()
-        self.gave_up = threading.Event()
-
-    def __call__(self, received: Received) -> Answer:
-        self.arrived.set()
-        if not self.release.wait(HOLD_SECONDS):
-            self.gave_up.set()
-        return Answer()
-
-
-@contextmanager
-def held_provider() -> Iterator[tuple[str, HeldProvider]]:
-    provider = HeldProvider()
-    with recording_server() as server:
-        server.responder = provider
-        try:
-            yield server.url, provider
-        finally:
-            provider.release.set()
 
 
 def operator(*codenames: str) -> Client:

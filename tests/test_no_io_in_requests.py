@@ -7,11 +7,9 @@ still holding the delivery, and the event must be delivered afterwards by the ba
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -24,7 +22,7 @@ from django.urls import path
 from django_conversions.conf import DEFAULTS
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from django_conversions.tasks import background
-from tests.servers import Answer, Received, recording_server
+from tests.servers import held_provider
 from tests.testapp.models import Order
 
 # Django's own default when a project sets no TASKS (README's install doesn't).
@@ -55,34 +53,6 @@ def checkout(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [path("checkout/", checkout)]
-
-
-class HeldProvider:
-    """A provider holding each request until the test releases it, or until it gives up
-    waiting (then it answers anyway, and says so)."""
-
-    def __init__(self, hold_seconds: float) -> None:
-        self.hold_seconds = hold_seconds
-        self.arrived = threading.Event()
-        self.release = threading.Event()
-        self.gave_up = threading.Event()
-
-    def __call__(self, received: Received) -> Answer:
-        self.arrived.set()
-        if not self.release.wait(self.hold_seconds):
-            self.gave_up.set()
-        return Answer()
-
-
-@contextmanager
-def held_provider(hold_seconds: float = 10.0) -> Iterator[tuple[str, HeldProvider]]:
-    provider = HeldProvider(hold_seconds)
-    with recording_server() as server:
-        server.responder = provider
-        try:
-            yield server.url, provider
-        finally:
-            provider.release.set()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
