@@ -26,6 +26,7 @@ from django_conversions.models import (
 )
 from django_conversions.outcomes import Outcome
 from django_conversions.signals import event_delivered, event_failed
+from tests.conditions import wait_until
 from tests.conftest import SCANOVA_KEY
 
 SCANOVA_URL = "https://track.example.test/server-events"
@@ -723,12 +724,7 @@ def test_should_stop_sends_no_new_request_and_hands_the_rest_back(scanova_site, 
 
 def wait_until_expired(lease) -> None:
     """Wait for a (short) lease to run out: only then may another worker take its events."""
-    import time
-
-    deadline = time.monotonic() + 30
-    while timezone.now() <= lease.expires_at:
-        assert time.monotonic() < deadline, "the lease never ran out"
-        time.sleep(0.05)
+    wait_until(lambda: timezone.now() > lease.expires_at)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -7,9 +7,7 @@ still holding the delivery, and the event must be delivered afterwards by the ba
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -22,6 +20,7 @@ from django.urls import path
 from django_conversions.conf import DEFAULTS
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from django_conversions.tasks import background
+from tests.conditions import wait_until
 from tests.servers import held_provider
 from tests.testapp.models import Order
 
@@ -53,14 +52,6 @@ def checkout(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [path("checkout/", checkout)]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @needs_background_setting

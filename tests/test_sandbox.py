@@ -4,9 +4,8 @@ modules talking to it over HTTP (``live_server``)."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -31,6 +30,7 @@ from django_conversions.conversion import PROPERTIES_MAX_BYTES, properties_size
 from django_conversions.delivery import deliver_due
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
 from tests import urls as test_urls
+from tests.conditions import wait_until
 from tests.testapp.models import Order, OrderItem
 
 SCANOVA_URL = "/sandbox/scanova/server-events"
@@ -511,15 +511,6 @@ def wired(live_server: Any, transactional_db: Any) -> Iterator[dict[str, Trackin
     yield {site.provider: site for site in sites}
     # Close the pooled keep-alive connection so the server's request thread ends with the test.
     http.close_session()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for the live server's thread to make ``condition`` true (checked every 10 ms)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s: {condition}")
-        time.sleep(0.01)  # the poll interval of this condition wait
 
 
 def place_order(number: str = "1001", **fields: Any) -> Order:

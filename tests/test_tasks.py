@@ -4,7 +4,6 @@ inline; database worker) and retries deferred."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -20,6 +19,7 @@ from django_conversions import Conversion, track
 from django_conversions.conf import DEFAULTS
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.tasks import background, check_task_backend, schedule_retries
+from tests.conditions import wait_until
 
 SCANOVA_URL = "https://track.example.test/server-events"
 DB_BACKEND = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
@@ -145,14 +145,6 @@ def test_immediate_backend_never_raises_to_the_caller(scanova_site, mocked_http)
     # then: the caller got its event back; the event waits for a retry
     event.refresh_from_db()
     assert event.status == EventStatus.PENDING and event.attempts == 1
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.mark.django_db(transaction=True)

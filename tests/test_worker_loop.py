@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from io import StringIO
@@ -23,6 +22,7 @@ from django.test import override_settings
 from django_conversions import Conversion, track
 from django_conversions.delivery import deliver_due
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
+from tests.conditions import wait_until
 from tests.servers import Answer, Received, RecordingServer, recording_server
 from tests.testapp.models import Order
 from tests.workers import start_command
@@ -57,14 +57,6 @@ def record(order_id: str) -> ConversionEvent:
 
 def status_of(event: ConversionEvent) -> str:
     return ConversionEvent.objects.get(pk=event.pk).status
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 class Worker:

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django_conversions import Conversion, Customer, track
 from django_conversions.delivery import deliver_due
 from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
+from tests.conditions import wait_until
 from tests.servers import Answer, RecordingServer, recording_server
 from tests.workers import start_command, start_python
 
@@ -63,15 +64,6 @@ def slow_site_one_event_per_request(answer: Answer | None = None) -> Iterator[Re
     ):
         local_site(server.url)
         yield server
-
-
-def wait_until(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.django_db(transaction=True)
