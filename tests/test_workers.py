@@ -240,6 +240,53 @@ def test_a_hanging_site_does_not_hold_the_others():
     assert len(quick.event_id_counts()) == 3
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_site_with_a_long_backlog_keeps_claiming_while_another_site_hangs():
+    # given: claims of 20 events shared between two sites (10 each), 60 events per site, and
+    # one site whose provider hangs until released
+    release = threading.Event()
+
+    def hang(received) -> Answer:
+        release.wait(timeout=60)
+        return Answer()
+
+    with (
+        recording_server() as hanging,
+        recording_server() as quick,
+        conversions(CLAIM_BATCH_SIZE=20, BATCH_SIZE=5, DELIVERY_CONCURRENCY=2),
+    ):
+        hanging.responder = hang
+        stuck_site = local_site(hanging.url)
+        other_site = local_site(quick.url)
+        record_many(60)
+        report: list = []
+
+        def drain() -> None:
+            try:
+                report.append(deliver_due())
+            finally:
+                connections.close_all()
+
+        worker = threading.Thread(target=drain)
+        worker.start()
+        try:
+            # then: the quick site's whole backlog goes out, claim after claim, while the
+            # hanging site still waits for the answer to its first request
+            delivered = ConversionEvent.objects.filter(
+                site=other_site, status=EventStatus.DELIVERED
+            )
+            wait_until(lambda: delivered.count() == 60)
+            assert len(hanging.received) == 1
+            assert not ConversionEvent.objects.filter(
+                site=stuck_site, status=EventStatus.DELIVERED
+            ).exists()
+        finally:
+            release.set()
+            worker.join(timeout=60)
+    assert report[0].delivered == 120
+    assert set(quick.event_id_counts().values()) == {1}
+
+
 CONCURRENT_TRACK = """
 import time, uuid
 from decimal import Decimal

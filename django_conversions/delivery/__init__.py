@@ -52,7 +52,8 @@ def deliver_due(
         limit = batch if max_events is None else min(batch, max_events - report.handled)
         lease = claim(limit)
         if len(lease):
-            report.add(sender.send(lease, should_stop))
+            # With a cap on events, each site stays within this claim's share of it.
+            report.add(sender.send(lease, should_stop, take_more=max_events is None))
         if not lease.more_due:  # that was everything due (or not held by other workers)
             break
     return report
@@ -70,9 +71,10 @@ def deliver_events(
         while more_due:
             if should_stop is not None and should_stop():
                 return report
-            lease = claim(batch, ids[start : start + batch])
+            chunk = ids[start : start + batch]
+            lease = claim(batch, chunk)
             if len(lease):
-                report.add(sender.send(lease, should_stop))
+                report.add(sender.send(lease, should_stop, ids=chunk))
             more_due = lease.more_due
     return report
 

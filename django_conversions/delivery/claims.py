@@ -47,6 +47,8 @@ class SiteClaim:
 
     site: TrackingSite
     events: list[ConversionEvent] = field(default_factory=list)
+    #: Did the site have as many due events as were asked of it (more may be waiting)?
+    more_due: bool = False
 
 
 @dataclass
@@ -108,6 +110,17 @@ class Lease:
         still = ids if renewed == len(ids) else set(self.held(ids).values_list("pk", flat=True))
         self._renewed.update(dict.fromkeys(still, expires_at))
         return still
+
+    def take_more(self, site: TrackingSite, ids: Sequence[int] | None = None) -> SiteClaim:
+        """Claim the site's next due events under this claim's token, while the events taken
+        before are still being sent: a site that keeps up never waits for another site's
+        slow answers, and its requests stay in flight without a gap between claims."""
+        now = timezone.now()
+        expires_at = now + lease_duration()
+        wanted = _site_room(site)
+        got = _claim_site(self, site, wanted, now, ids, has_expired=False, expires_at=expires_at)
+        self._renewed.update(dict.fromkeys((event.pk for event in got), expires_at))
+        return SiteClaim(site, got, more_due=len(got) == wanted)
 
     def release(
         self, events: Sequence[ConversionEvent], reason: str, not_before: datetime | None = None
@@ -187,8 +200,9 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
                 continue  # the second pass only tops up sites that filled their share
             got = _claim_site(lease, site, wanted, now, ids, site.pk in expired)
             current.events += got
+            current.more_due = len(got) == wanted
             remaining -= len(got)
-            lease.more_due = lease.more_due or len(got) == wanted
+            lease.more_due = lease.more_due or current.more_due
     lease.sites = [claim for claim in taken.values() if claim.events]
     return lease
 
@@ -217,8 +231,9 @@ def _claim_site(
     site: TrackingSite,
     wanted: int,
     now: datetime,
-    ids: list[int] | None,
+    ids: Sequence[int] | None,
     has_expired: bool,
+    expires_at: datetime | None = None,
 ) -> list[ConversionEvent]:
     queues = [due_events(lease.using, site, now)]
     if has_expired:
@@ -229,7 +244,7 @@ def _claim_site(
             queue = queue.filter(pk__in=ids)
         while len(claimed) < wanted:
             n = min(wanted - len(claimed), STATEMENT_ROWS)
-            got = _mark(lease, queue, n)
+            got = _mark(lease, queue, n, expires_at or lease.expires_at)
             claimed += got
             if len(got) < n:
                 break
@@ -262,12 +277,12 @@ def due_events(using: str, site: TrackingSite, now: datetime) -> QuerySet[Conver
     )
 
 
-def _mark(lease: Lease, due: QuerySet[ConversionEvent], n: int) -> list[int]:
+def _mark(lease: Lease, due: QuerySet[ConversionEvent], n: int, expires_at: datetime) -> list[int]:
     """Mark up to ``n`` rows of ``due`` as this claim's; return the ids marked."""
     values = {
         "status": EventStatus.SENDING,
         "claim_token": lease.token,
-        "lease_expires_at": lease.expires_at,
+        "lease_expires_at": expires_at,
     }
     if connections[lease.using].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=lease.using):

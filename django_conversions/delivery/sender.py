@@ -75,6 +75,7 @@ class SiteRun:
         self.settled: list[Recorded] = []  # results that needed no request, to write next
         self.in_flight = 0
         self.stopped: tuple[str, datetime | None] | None = None  # (why, not before)
+        self.more_due = False
         self.key: ApiKey | None = None
         self.provider: Provider | None = None
         self._api_key = ""
@@ -86,13 +87,27 @@ class SiteRun:
             self.stop(f"site paused ({blocked})", pause=blocked)
             self.waiting.append(list(claimed.events))
             return
+        self.more_due = claimed.more_due
+        self._queue(claimed.events)
+        if self._recently_accepted():
+            self._width = self._concurrency
+
+    def _queue(self, events: Sequence[ConversionEvent]) -> None:
+        """Cut events into requests of the provider's batch size, to be sent in turn."""
         assert self.provider is not None
         size = self.provider.site.batch_size if self.provider.supports_batch else 1
         size = max(1, size)
-        events = claimed.events
-        self.waiting.extend(events[i : i + size] for i in range(0, len(events), size))
-        if self._recently_accepted():
-            self._width = self._concurrency
+        self.waiting.extend(list(events[i : i + size]) for i in range(0, len(events), size))
+
+    def wants_more(self) -> bool:
+        """Everything claimed has gone out and the site had more due than was claimed."""
+        return self.stopped is None and self.more_due and not self.waiting
+
+    def take_more(self, ids: Sequence[int] | None) -> None:
+        """Claim the site's next due events (see ``Lease.take_more``)."""
+        claimed = self.lease.take_more(self.site, ids)
+        self.more_due = claimed.more_due
+        self._queue(claimed.events)
 
     def _open(self) -> str | None:
         """Why nothing can be sent to the site as it is configured, or None."""
@@ -267,8 +282,19 @@ class SiteRun:
         return accepted_at is not None and time.monotonic() - accepted_at < ACCEPTED_FOR
 
 
-def send(lease: Lease, should_stop: StopCheck | None = None) -> DeliveryReport:
-    """Send a claim's events, site by site at once, and record every answer."""
+def send(
+    lease: Lease,
+    should_stop: StopCheck | None = None,
+    *,
+    take_more: bool = True,
+    ids: Sequence[int] | None = None,
+) -> DeliveryReport:
+    """Send a claim's events, site by site at once, and record every answer.
+
+    With ``take_more`` a site that has sent all it claimed claims its next due events (of
+    ``ids`` only, when given) while the other sites' requests are still on the wire: each site
+    goes at its own pace, so a slow site never holds back a fast one.
+    """
     report = DeliveryReport()
     rules = policy.Rules.from_settings()
     runs = [SiteRun(lease, claimed, rules) for claimed in lease.sites]
@@ -279,6 +305,12 @@ def send(lease: Lease, should_stop: StopCheck | None = None) -> DeliveryReport:
     def fill() -> None:
         nonlocal stopping
         for run in runs:
+            if take_more and not stopping and run.wants_more():
+                try:
+                    run.take_more(ids)
+                except Exception:  # the claim failed: what is due stays for the next claim
+                    logger.exception("Site %s: could not claim its next events", run.site.pk)
+                    run.more_due = False
             while not stopping and run.can_send():
                 if should_stop is not None and should_stop():
                     stopping = True
