@@ -60,11 +60,18 @@ BATCH = 1000
 ATTEMPT_TEXTS = ("request_body", "response_body", "error")
 
 _PHONE = re.compile(r"\+?\d[\d ()./-]{6,}\d")
+# A dotted IPv4 address looks like a phone number written with dots; it names a server, not a
+# person, and a reason without it ("resolves to 127.0.0.1") says nothing.
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 
 
 def redact_personal(text: str) -> str:
     """``text`` with email addresses and phone numbers masked, for log lines and reasons."""
-    return _PHONE.sub("[phone]", EMAIL_PATTERN.sub("[email]", text))
+    return _PHONE.sub(_phone_mask, EMAIL_PATTERN.sub("[email]", text))
+
+
+def _phone_mask(match: re.Match[str]) -> str:
+    return match.group() if _IPV4.fullmatch(match.group()) else "[phone]"
 
 
 @dataclass

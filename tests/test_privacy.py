@@ -296,3 +296,9 @@ def test_redact_personal():
     assert redact_personal("mail a.b+c@x-y.example.org now") == "mail [email] now"
     assert redact_personal("call +40 (775) 123-123.") == "call [phone]."
     assert redact_personal("HTTP 500 after 3 attempts") == "HTTP 500 after 3 attempts"
+
+
+def test_redact_personal_keeps_an_ip_address_and_masks_a_dotted_phone_number():
+    reason = "not sent: api.example resolves to 127.0.0.1"
+    assert redact_personal(reason) == reason
+    assert redact_personal("call 555.123.4567") == "call [phone]"
