@@ -28,6 +28,7 @@ from django.utils.dateparse import parse_datetime
 from django_conversions.exceptions import InvalidConversion
 from django_conversions.normalize import (
     EVENT_NAME_MAX,
+    as_recorded,
     clean_text,
     is_uuid,
     json_value,
@@ -312,9 +313,9 @@ class Conversion:
                 _as_stored(LineItem, item, "price") for item in values.get("items", ())
             )
             values["coupons"] = tuple(values.get("coupons", ()))
+            if values.get("occurred_at") is not None:
+                values["occurred_at"] = parse_datetime(values["occurred_at"])
             conversion = _as_stored(cls, values, "value", "shipping")
-            if conversion.occurred_at is not None:
-                object.__setattr__(conversion, "occurred_at", parse_datetime(values["occurred_at"]))
         except (TypeError, ValueError, ArithmeticError) as err:
             raise InvalidConversion("snapshot", str(err)) from None
         return conversion
@@ -368,9 +369,13 @@ def _shape(klass: type) -> _Shape:
 
 
 def _as_stored(klass: type[_Stored], values: Any, *money: str) -> _Stored:
-    """An instance of one of the frozen dataclasses here from a snapshot's values, taken as
-    they are (they were checked when the snapshot was written); the ``money`` fields, stored
-    as exact text, become Decimals."""
+    """An instance of one of the dataclasses here from values normalised before (a snapshot,
+    or a customer's own fields); the ``money`` fields, stored as exact text, become Decimals.
+
+    Built through the class as any other instance; normalising normalised values gives them
+    back unchanged, and ``as_recorded`` keeps a national phone number recorded without a
+    country code as it was, whatever the settings say now.
+    """
     if not isinstance(values, Mapping):
         raise InvalidConversion("snapshot", f"{klass.__name__} is not a mapping")
     shape = _shape(klass)
@@ -379,16 +384,15 @@ def _as_stored(klass: type[_Stored], values: Any, *money: str) -> _Stored:
     if not values.keys() >= shape.required:
         missing = sorted(shape.required - set(values))
         raise InvalidConversion("snapshot", f"{klass.__name__} without {', '.join(missing)}")
-    # Not through __init__, which would normalise again (see from_snapshot); frozen, so the
-    # instance's fields are filled in its __dict__, where dataclasses' own __init__ puts them.
-    instance = object.__new__(klass)
-    fields = instance.__dict__
-    fields.update(shape.defaults)
-    fields.update(values)
+    fields = dict(values)
     for name in money:
-        if fields[name] is not None:
+        if fields.get(name) is not None:
             fields[name] = Decimal(fields[name])
-    return instance
+    token = as_recorded.set(True)
+    try:
+        return klass(**fields)
+    finally:
+        as_recorded.reset(token)
 
 
 def _item_snapshot(item: LineItem) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -166,7 +167,14 @@ def clean_text(value: Any, field_name: str, max_length: int = 255) -> str | None
     return text or None
 
 
+#: Set while values recorded earlier are read back: they were normalised when recorded, and
+#: a country code configured since must not turn a national number into another one.
+as_recorded: ContextVar[bool] = ContextVar("as_recorded", default=False)
+
+
 def phone_country_code() -> str | None:
+    if as_recorded.get():
+        return None
     code = conversions_settings.DEFAULT_PHONE_COUNTRY_CODE
     if code in (None, ""):
         return None
