@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
@@ -191,100 +192,91 @@ def test_two_workers_against_a_dripping_provider_send_each_attempt_once():
     assert all(reason.startswith("attempt 1 failed: ") for reason in reasons), reasons
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_hanging_site_does_not_hold_the_others():
-    # given: one site whose provider hangs until released, and one that answers at once
+@dataclass
+class HangingAndQuick:
+    """Two sites: one whose provider hangs until ``release`` is set, one that answers at once."""
+
+    hanging: RecordingServer
+    quick: RecordingServer
+    stuck_site: TrackingSite
+    other_site: TrackingSite
+    release: threading.Event
+
+
+@contextmanager
+def hanging_and_quick_sites(**overrides) -> Iterator[HangingAndQuick]:
     release = threading.Event()
 
     def hang(received) -> Answer:
         release.wait(timeout=60)
         return Answer()
 
-    with (
-        recording_server() as hanging,
-        recording_server() as quick,
-        conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=2),
-    ):
+    with recording_server() as hanging, recording_server() as quick, conversions(**overrides):
         hanging.responder = hang
-        stuck_site = local_site(hanging.url)
-        other_site = local_site(quick.url)
+        yield HangingAndQuick(
+            hanging, quick, local_site(hanging.url), local_site(quick.url), release
+        )
+
+
+@contextmanager
+def draining_in_a_thread(release: threading.Event) -> Iterator[list]:
+    """One worker running ``deliver_due()`` meanwhile; on leaving, the provider is released
+    and the worker's report is in the list."""
+    report: list = []
+
+    def drain() -> None:
+        try:
+            report.append(deliver_due())
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=drain)
+    worker.start()
+    try:
+        yield report
+    finally:
+        release.set()
+        worker.join(timeout=60)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hanging_site_does_not_hold_the_others():
+    # given: one site whose provider hangs until released, and one that answers at once
+    with hanging_and_quick_sites(BATCH_SIZE=1, DELIVERY_CONCURRENCY=2) as sites:
         record_many(3)
         # when: one worker delivers both sites' events
-        report: list = []
-
-        def drain() -> None:
-            try:
-                report.append(deliver_due())
-            finally:
-                connections.close_all()
-
-        worker = threading.Thread(target=drain)
-        worker.start()
-        try:
+        with draining_in_a_thread(sites.release) as report:
             # then: the other site's events are delivered while the first site's request hangs
-            wait_until(
-                lambda: (
-                    ConversionEvent.objects.filter(
-                        site=other_site, status=EventStatus.DELIVERED
-                    ).count()
-                    == 3
-                )
+            delivered = ConversionEvent.objects.filter(
+                site=sites.other_site, status=EventStatus.DELIVERED
             )
-            assert len(hanging.received) == 1  # its probe, still unanswered
-            stuck = ConversionEvent.objects.filter(site=stuck_site)
+            wait_until(lambda: delivered.count() == 3)
+            assert len(sites.hanging.received) == 1  # its probe, still unanswered
+            stuck = ConversionEvent.objects.filter(site=sites.stuck_site)
             assert not stuck.filter(status=EventStatus.DELIVERED).exists()
-        finally:
-            release.set()
-            worker.join(timeout=60)
     assert report[0].delivered == 6
-    assert len(quick.event_id_counts()) == 3
+    assert len(sites.quick.event_id_counts()) == 3
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_site_with_a_long_backlog_keeps_claiming_while_another_site_hangs():
     # given: claims of 20 events shared between two sites (10 each), 60 events per site, and
     # one site whose provider hangs until released
-    release = threading.Event()
-
-    def hang(received) -> Answer:
-        release.wait(timeout=60)
-        return Answer()
-
-    with (
-        recording_server() as hanging,
-        recording_server() as quick,
-        conversions(CLAIM_BATCH_SIZE=20, BATCH_SIZE=5, DELIVERY_CONCURRENCY=2),
-    ):
-        hanging.responder = hang
-        stuck_site = local_site(hanging.url)
-        other_site = local_site(quick.url)
+    overrides = {"CLAIM_BATCH_SIZE": 20, "BATCH_SIZE": 5, "DELIVERY_CONCURRENCY": 2}
+    with hanging_and_quick_sites(**overrides) as sites:
         record_many(60)
-        report: list = []
-
-        def drain() -> None:
-            try:
-                report.append(deliver_due())
-            finally:
-                connections.close_all()
-
-        worker = threading.Thread(target=drain)
-        worker.start()
-        try:
+        with draining_in_a_thread(sites.release) as report:
             # then: the quick site's whole backlog goes out, claim after claim, while the
             # hanging site still waits for the answer to its first request
             delivered = ConversionEvent.objects.filter(
-                site=other_site, status=EventStatus.DELIVERED
+                site=sites.other_site, status=EventStatus.DELIVERED
             )
             wait_until(lambda: delivered.count() == 60)
-            assert len(hanging.received) == 1
-            assert not ConversionEvent.objects.filter(
-                site=stuck_site, status=EventStatus.DELIVERED
-            ).exists()
-        finally:
-            release.set()
-            worker.join(timeout=60)
+            assert len(sites.hanging.received) == 1
+            stuck = ConversionEvent.objects.filter(site=sites.stuck_site)
+            assert not stuck.filter(status=EventStatus.DELIVERED).exists()
     assert report[0].delivered == 120
-    assert set(quick.event_id_counts().values()) == {1}
+    assert set(sites.quick.event_id_counts().values()) == {1}
 
 
 CONCURRENT_TRACK = """
