@@ -16,16 +16,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]' '$(DJANGO)'
 	touch $@
 
+# The django-oscar tests need Oscar's apps: a pytest process of their own, with their settings.
+OSCAR_TESTS := tests/oscar --ds=tests.oscar.settings
+
 ## Run the whole suite on SQLite, then again on the local PostgreSQL server.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(OSCAR_TESTS) $(PYTEST_ARGS)
 	CONVERSIONS_TEST_DB=postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
+	CONVERSIONS_TEST_DB=postgres $(BIN)/python -m pytest $(OSCAR_TESTS) $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(OSCAR_TESTS) $(PYTEST_ARGS)
 
 test-postgres: $(STAMP)
 	CONVERSIONS_TEST_DB=postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
+	CONVERSIONS_TEST_DB=postgres $(BIN)/python -m pytest $(OSCAR_TESTS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

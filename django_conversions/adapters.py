@@ -155,7 +155,7 @@ class OrderAdapter:
         (every order, without a status field), by the first of ``OCCURRED_AT_ATTRS`` that is a
         date-time field of the model, from ``since`` on.
         """
-        model = order_model()
+        model = self.get_order_model()
         if model is None:
             return []
         time_field = self.conversion_time_field(model)
@@ -176,6 +176,13 @@ class OrderAdapter:
             return (order for order in orders.iterator() if self.should_track(order, created=False))
         paid = [str(s) for s in conversions_settings.ORDER_PAID_STATUSES]
         return orders.filter(**{f"{status}__in": paid})
+
+    def get_order_model(self) -> type[models.Model] | None:
+        """The model of the orders this adapter tracks, where reconciliation and "retry now"
+        look them up: ``ORDER_MODEL``'s by default; None when no order is tracked on its own.
+        An integration that tracks a model through its own signals (not ``ORDER_MODEL``'s
+        ``post_save``) returns that model."""
+        return order_model()
 
     def conversion_time_field(self, model: type[models.Model]) -> str | None:
         """The order model's field telling when an order became a conversion (see

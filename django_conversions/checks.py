@@ -98,10 +98,14 @@ def _check_database() -> list[Any]:
 def _check_order_model(conf: Any) -> list[Any]:
     label = conf.raw("ORDER_MODEL")
     if not label:
+        if _adapter_tracks_a_model(conf):
+            return []  # an integration tracks its model on its own signals (contrib.oscar)
         return [
             Warning(
                 f"{SETTING_NAME}['ORDER_MODEL'] is not set, so no order is tracked automatically.",
-                hint="Set it to your order model, e.g. 'shop.Order', or call track() yourself.",
+                hint="Set it to your order model, e.g. 'shop.Order', or call track() yourself. "
+                "A django-oscar shop adds 'django_conversions.contrib.oscar' to INSTALLED_APPS "
+                "instead (with its adapter as ORDER_ADAPTER).",
                 id="conversions.W002",
             )
         ]
@@ -116,6 +120,15 @@ def _check_order_model(conf: Any) -> list[Any]:
             )
         ]
     return []
+
+
+def _adapter_tracks_a_model(conf: Any) -> bool:
+    """Does ORDER_ADAPTER name an order model of its own (``get_order_model()``)?"""
+    try:
+        adapter = conf.ORDER_ADAPTER
+        return isinstance(adapter, type) and adapter().get_order_model() is not None
+    except Exception:
+        return False  # a broken adapter setting is reported by _check_adapter
 
 
 def _check_adapter(conf: Any) -> list[Any]:

@@ -98,6 +98,9 @@ DEFAULTS: dict[str, Any] = {
     "API_PERMISSION_CLASSES": ("django_conversions.api.permissions.IsStaffWithModelPermissions",),
     "API_SCAN_SESSION_THROTTLE_RATE": "30/minute",
     "API_PAGE_SIZE": 50,
+    # django_conversions.contrib.oscar: Oscar order statuses (matched case-insensitively) that
+    # make an order a conversion when Order.set_status() reaches one; None: when it is placed.
+    "OSCAR_PAID_STATUSES": None,
 }
 
 # Settings holding dotted paths, imported on access.

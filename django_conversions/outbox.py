@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from django.db import models, router
 
 from django_conversions.adapters import OrderAdapter, get_adapter
-from django_conversions.apps import order_model
 from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, TrackingSite
 from django_conversions.reconciliation import reconcile
@@ -92,12 +91,13 @@ def rebuild_snapshot(event: ConversionEvent) -> str | None:
     Used by "retry now": once the cause of a failure is fixed on the order (an email, an
     amount), the retry sends the fixed data. Returns an error text when the adapter fails.
     """
-    model = order_model()
+    adapter = get_adapter()
+    model = adapter.get_order_model()
     source = event.source if event.source_content_type_id else None
     if model is None or not isinstance(source, model):
         return None
     try:
-        conversion = get_adapter().to_conversion(source)
+        conversion = adapter.to_conversion(source)
     except Exception as err:
         return BUILD_FAILED_PREFIX + error_text(err)
     event.snapshot = event.site.provider_instance().minimize(conversion).to_snapshot()

@@ -26,7 +26,6 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from django_conversions.adapters import get_adapter
-from django_conversions.apps import order_model
 from django_conversions.conf import conversions_settings
 from django_conversions.models import ConversionEvent
 from django_conversions.recording import in_savepoint, record_order, sites_for
@@ -57,7 +56,8 @@ def reconcile(*, window: timedelta | None = None, limit: int = 500) -> int:
     active site existed (adding a site does not send past orders). At most ``limit`` are
     recorded, each in a transaction of its own. Returns how many orders were recorded.
     """
-    model = order_model()
+    adapter = get_adapter()
+    model = adapter.get_order_model()
     using = router.db_for_write(ConversionEvent)
     taking = sites_for(conversions_settings.ORDER_EVENT_NAME, using=using)
     if model is None or not taking or limit <= 0:
@@ -66,7 +66,6 @@ def reconcile(*, window: timedelta | None = None, limit: int = 500) -> int:
         timezone.now() - (window or reconcile_window()),
         min(site.created_at for site in taking),
     )
-    adapter = get_adapter()
     try:
         lost = unrecorded(adapter.conversions_since(since), model, using, limit)
     except Exception:

@@ -130,3 +130,8 @@ def staff_client(django_user_model: Any) -> Callable[..., Client]:
         return client
 
     return make
+
+
+# tests/oscar runs in a pytest process of its own, under its own settings (Oscar's apps):
+# python -m pytest tests/oscar --ds=tests.oscar.settings (the Makefile's test targets do).
+collect_ignore = [] if settings.SETTINGS_MODULE == "tests.oscar.settings" else ["oscar"]

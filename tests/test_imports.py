@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "django_conversions"
 DEFERRED = {
     # Django's documented place for what needs the models: the app registry is ready there.
     ("django_conversions.apps", "ready"),
+    ("django_conversions.contrib.oscar.apps", "ready"),
     # The package is imported before the app registry is ready; track() needs the models.
     ("django_conversions", "track"),
 }
