@@ -19,6 +19,7 @@ from django.db import models
 from django_conversions.apps import order_model
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion, Customer, LineItem
+from django_conversions.models import OrderAttribution
 
 logger = logging.getLogger("django_conversions")
 
@@ -135,8 +136,8 @@ class OrderAdapter:
             status=self.get_status(order),
             customer=self.get_customer(order),
             items=self.get_items(order),
-            scan_session_id=first_attr(order, self.SCAN_SESSION_ATTRS),
-            consent=first_attr(order, self.CONSENT_ATTRS),
+            scan_session_id=self.get_scan_session_id(order),
+            consent=self.get_consent(order),
             occurred_at=first_attr(order, self.OCCURRED_AT_ATTRS),
         )
 
@@ -230,6 +231,32 @@ class OrderAdapter:
             external_id=_text_or_none(first_attr(order, self.EXTERNAL_ID_ATTRS)),
         )
         return None if customer.is_empty() else customer
+
+    def get_scan_session_id(self, order: Any) -> str | None:
+        """The order's own scan session id, else the one of the visit it was created in."""
+        value = first_attr(order, self.SCAN_SESSION_ATTRS)
+        if value is None:
+            attribution = self.get_attribution(order)
+            value = attribution.scan_session_id if attribution is not None else None
+        return _text_or_none(value or None)
+
+    def get_consent(self, order: Any) -> str | None:
+        """The order's own consent, else the one its visit held when it was created.
+
+        What the shop stored on the order (a checkbox at checkout) is its decision for this
+        order, so it wins over what the session held.
+        """
+        value = first_attr(order, self.CONSENT_ATTRS)
+        if value is None:
+            attribution = self.get_attribution(order)
+            value = attribution.consent if attribution is not None else None
+        return _text_or_none(value or None)
+
+    def get_attribution(self, order: Any) -> OrderAttribution | None:
+        """The visit the order was attributed to (``django_conversions.attribution``)."""
+        if not isinstance(order, models.Model) or order.pk is None:
+            return None
+        return OrderAttribution.objects.for_order(order).first()
 
     def get_items(self, order: Any) -> tuple[LineItem, ...]:
         relation = conversions_settings.ORDER_ITEMS_RELATION

@@ -21,6 +21,7 @@ DEFERRED = {
     ("django_conversions.apps", "ready"),
     # The package is imported before the app registry is ready; track() needs the models.
     ("django_conversions", "track"),
+    ("django_conversions", "attribute_order"),
 }
 
 
