@@ -112,16 +112,15 @@ class OrderAdapter:
     def should_track(self, order: Any, *, created: bool) -> bool:
         """Is this save the moment the order became a conversion?
 
-        With ``ORDER_STATUS_FIELD`` set: whenever the status is one of ``ORDER_PAID_STATUSES``
-        (repeat saves are harmless: the outbox keeps one event per order and site). Without a
-        status field: when the order is created.
+        With ``ORDER_STATUS_FIELD`` set: whenever the status is one of ``ORDER_PAID_STATUSES``,
+        compared without regard to case (repeat saves are harmless: the outbox keeps one event
+        per order and site). With ``ORDER_STATUS_FIELD = None``: when the order is created. A
+        status field the order lacks tracks nothing (system check conversions.E030).
         """
         field = conversions_settings.ORDER_STATUS_FIELD
-        if not field or not hasattr(order, field):
+        if not field:
             return created
-        return str(getattr(order, field)) in {
-            str(s) for s in conversions_settings.ORDER_PAID_STATUSES
-        }
+        return is_paid_status(getattr(order, field, None))
 
     def to_conversion(self, order: Any) -> Conversion:
         """The order's conversion. May raise: the order then gets a ``failed`` event per site
@@ -171,12 +170,16 @@ class OrderAdapter:
         orders = model._default_manager.filter(**{f"{time_field}__gte": since})
         orders = orders.order_by(time_field, "pk")
         status = conversions_settings.ORDER_STATUS_FIELD
-        if not status or not hasattr(model, status):
+        if not status:
             return orders  # should_track(): tracked when created
+        if not hasattr(model, status):
+            return []  # nothing is tracked (system check conversions.E030)
         if _concrete_field(model, status) is None:  # a property: only Python can read it
             return (order for order in orders.iterator() if self.should_track(order, created=False))
-        paid = [str(s) for s in conversions_settings.ORDER_PAID_STATUSES]
-        return orders.filter(**{f"{status}__in": paid})
+        paid = models.Q()
+        for value in paid_statuses():
+            paid |= models.Q(**{f"{status}__iexact": value})
+        return orders.filter(paid)
 
     def conversion_time_field(self, model: type[models.Model]) -> str | None:
         """The order model's field telling when an order became a conversion (see
@@ -274,6 +277,18 @@ class OrderAdapter:
             price=first_attr(row, self.ITEM_PRICE_ATTRS),
             name=first_attr(row, self.ITEM_NAME_ATTRS),
         )
+
+
+def paid_statuses() -> list[str]:
+    """``ORDER_PAID_STATUSES`` as text."""
+    return [str(status) for status in conversions_settings.ORDER_PAID_STATUSES]
+
+
+def is_paid_status(value: Any) -> bool:
+    """Is ``value`` one of ``ORDER_PAID_STATUSES``, whatever its case ('Paid', 'COMPLETE')?"""
+    if value is None:
+        return False
+    return str(value).strip().casefold() in {status.casefold() for status in paid_statuses()}
 
 
 def _concrete_field(model: type[models.Model], name: str) -> models.Field[Any, Any] | None:
