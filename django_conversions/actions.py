@@ -24,6 +24,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 
+from django_conversions.conversion import Conversion
+from django_conversions.exceptions import InvalidConversion
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.outbox import rebuild_snapshot
 from django_conversions.tasks import enqueue_delivery
@@ -46,6 +48,8 @@ class RetryOutcome:
     in_flight: int = 0
     #: The conversion could not be rebuilt from its order: the event failed with that reason.
     rebuild_failed: int = 0
+    #: Rebuilt, and its provider still can't take it: skipped with the reason.
+    still_ineligible: int = 0
 
     def summary(self) -> str:
         """One sentence for a person, e.g. "3 events queued for delivery; 1 already
@@ -72,6 +76,15 @@ class RetryOutcome:
                     self.rebuild_failed,
                 )
                 % {"count": self.rebuild_failed}
+            )
+        if self.still_ineligible:
+            parts.append(
+                ngettext(
+                    "%(count)d still not eligible (skipped with the reason)",
+                    "%(count)d still not eligible (skipped with their reasons)",
+                    self.still_ineligible,
+                )
+                % {"count": self.still_ineligible}
             )
         return "; ".join(parts)
 
@@ -162,27 +175,51 @@ def _retry_chunk(ids: list[int], using: str, outcome: RetryOutcome) -> list[int]
         if not event.is_resendable(now):
             _count_refusal(event, now, outcome)
             continue
-        error = rebuild_snapshot(event)
-        changes: dict[str, object] = (
-            {"status": EventStatus.FAILED, "last_error": error}
-            if error
-            else {
-                "status": EventStatus.PENDING,
-                "next_attempt_at": now,
-                "snapshot": event.snapshot,
-                "order_reference": event.order_reference,
-            }
-        )
+        changes = retry_changes(event, now)
         written = _write_if_resendable(event.pk, now, using, changes)
         if not written:
             # A worker claimed or delivered it between the read and the write.
             event.refresh_from_db(using=using, fields=["status", "lease_expires_at"])
             _count_refusal(event, now, outcome)
-        elif error:
+        elif changes["status"] == EventStatus.FAILED:
             outcome.rebuild_failed += 1
+        elif changes["status"] == EventStatus.SKIPPED:
+            outcome.still_ineligible += 1
         else:
             queued.append(event.pk)
     return queued
+
+
+def retry_changes(event: ConversionEvent, now: datetime) -> dict[str, object]:
+    """What a retry makes of a resendable event, with the configuration and adapter as they are
+    now: its conversion rebuilt from its order (``rebuild_snapshot``); a skipped one judged
+    again by its provider. Pending and due now; failed when the rebuild fails; still skipped,
+    with the reason, when the provider still can't take it (others are judged when they are
+    sent). Changes ``event`` in memory only (``conversions_retry --dry-run`` reads it).
+    """
+    error = rebuild_snapshot(event)
+    if error:
+        return {"status": EventStatus.FAILED, "last_error": error}
+    rebuilt = {
+        "snapshot": event.snapshot,
+        "order_reference": event.order_reference,
+        "rebuild_before_send": False,
+    }
+    reason = _ineligible_reason(event) if event.status == EventStatus.SKIPPED else None
+    if reason:
+        return {"status": EventStatus.SKIPPED, "last_error": reason, **rebuilt}
+    pending = {"status": EventStatus.PENDING, "next_attempt_at": now, **rebuilt}
+    if event.status == EventStatus.SKIPPED:
+        pending["last_error"] = ""  # the reason it was skipped no longer holds
+    return pending
+
+
+def _ineligible_reason(event: ConversionEvent) -> str | None:
+    try:
+        conversion = Conversion.from_snapshot(event.snapshot)
+    except InvalidConversion:
+        return None  # the worker fails it with the reason when it reads it
+    return event.site.provider_instance().ineligible_reason(conversion)
 
 
 def _write_if_resendable(pk: int, now: datetime, using: str, changes: dict[str, object]) -> bool:

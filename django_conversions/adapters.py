@@ -19,6 +19,7 @@ from django.db import models
 from django_conversions.apps import order_model
 from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion, Customer, LineItem
+from django_conversions.models import OrderAttribution
 
 logger = logging.getLogger("django_conversions")
 
@@ -111,16 +112,15 @@ class OrderAdapter:
     def should_track(self, order: Any, *, created: bool) -> bool:
         """Is this save the moment the order became a conversion?
 
-        With ``ORDER_STATUS_FIELD`` set: whenever the status is one of ``ORDER_PAID_STATUSES``
-        (repeat saves are harmless: the outbox keeps one event per order and site). Without a
-        status field: when the order is created.
+        With ``ORDER_STATUS_FIELD`` set: whenever the status is one of ``ORDER_PAID_STATUSES``,
+        compared without regard to case (repeat saves are harmless: the outbox keeps one event
+        per order and site). With ``ORDER_STATUS_FIELD = None``: when the order is created. A
+        status field the order lacks tracks nothing (system check conversions.E030).
         """
         field = conversions_settings.ORDER_STATUS_FIELD
-        if not field or not hasattr(order, field):
+        if not field:
             return created
-        return str(getattr(order, field)) in {
-            str(s) for s in conversions_settings.ORDER_PAID_STATUSES
-        }
+        return is_paid_status(getattr(order, field, None))
 
     def to_conversion(self, order: Any) -> Conversion:
         """The order's conversion. May raise: the order then gets a ``failed`` event per site
@@ -135,8 +135,8 @@ class OrderAdapter:
             status=self.get_status(order),
             customer=self.get_customer(order),
             items=self.get_items(order),
-            scan_session_id=first_attr(order, self.SCAN_SESSION_ATTRS),
-            consent=first_attr(order, self.CONSENT_ATTRS),
+            scan_session_id=self.get_scan_session_id(order),
+            consent=self.get_consent(order),
             occurred_at=first_attr(order, self.OCCURRED_AT_ATTRS),
         )
 
@@ -170,12 +170,16 @@ class OrderAdapter:
         orders = model._default_manager.filter(**{f"{time_field}__gte": since})
         orders = orders.order_by(time_field, "pk")
         status = conversions_settings.ORDER_STATUS_FIELD
-        if not status or not hasattr(model, status):
+        if not status:
             return orders  # should_track(): tracked when created
+        if not hasattr(model, status):
+            return []  # nothing is tracked (system check conversions.E030)
         if _concrete_field(model, status) is None:  # a property: only Python can read it
             return (order for order in orders.iterator() if self.should_track(order, created=False))
-        paid = [str(s) for s in conversions_settings.ORDER_PAID_STATUSES]
-        return orders.filter(**{f"{status}__in": paid})
+        paid = models.Q()
+        for value in paid_statuses():
+            paid |= models.Q(**{f"{status}__iexact": value})
+        return orders.filter(paid)
 
     def get_order_model(self) -> type[models.Model] | None:
         """The model of the orders this adapter tracks, where reconciliation and "retry now"
@@ -238,6 +242,32 @@ class OrderAdapter:
         )
         return None if customer.is_empty() else customer
 
+    def get_scan_session_id(self, order: Any) -> str | None:
+        """The order's own scan session id, else the one of the visit it was created in."""
+        value = first_attr(order, self.SCAN_SESSION_ATTRS)
+        if value is None:
+            attribution = self.get_attribution(order)
+            value = attribution.scan_session_id if attribution is not None else None
+        return _text_or_none(value or None)
+
+    def get_consent(self, order: Any) -> str | None:
+        """The order's own consent, else the one its visit held when it was created.
+
+        What the shop stored on the order (a checkbox at checkout) is its decision for this
+        order, so it wins over what the session held.
+        """
+        value = first_attr(order, self.CONSENT_ATTRS)
+        if value is None:
+            attribution = self.get_attribution(order)
+            value = attribution.consent if attribution is not None else None
+        return _text_or_none(value or None)
+
+    def get_attribution(self, order: Any) -> OrderAttribution | None:
+        """The visit the order was attributed to (``django_conversions.attribution``)."""
+        if not isinstance(order, models.Model) or order.pk is None:
+            return None
+        return OrderAttribution.objects.for_order(order).first()
+
     def get_items(self, order: Any) -> tuple[LineItem, ...]:
         relation = conversions_settings.ORDER_ITEMS_RELATION
         manager = getattr(order, relation, None) if relation and order.pk else None
@@ -254,6 +284,18 @@ class OrderAdapter:
             price=first_attr(row, self.ITEM_PRICE_ATTRS),
             name=first_attr(row, self.ITEM_NAME_ATTRS),
         )
+
+
+def paid_statuses() -> list[str]:
+    """``ORDER_PAID_STATUSES`` as text."""
+    return [str(status) for status in conversions_settings.ORDER_PAID_STATUSES]
+
+
+def is_paid_status(value: Any) -> bool:
+    """Is ``value`` one of ``ORDER_PAID_STATUSES``, whatever its case ('Paid', 'COMPLETE')?"""
+    if value is None:
+        return False
+    return str(value).strip().casefold() in {status.casefold() for status in paid_statuses()}
 
 
 def _concrete_field(model: type[models.Model], name: str) -> models.Field[Any, Any] | None:

@@ -16,6 +16,7 @@ from django_conversions.api.throttling import check_proxy_setting
 from django_conversions.conf import POSITIVE_NUMBERS, SETTING_NAME, conversions_settings
 from django_conversions.fields import get_fernet
 from django_conversions.models import ApiKey, TrackingSite
+from django_conversions.order_checks import check_order_setup
 from django_conversions.providers import registry
 from django_conversions.scan_session import parse_rate
 from django_conversions.tasks import check_task_backend
@@ -23,6 +24,7 @@ from django_conversions.tasks import check_task_backend
 # Defined beside what they are about; registered here with the others.
 register(check_task_backend, Tags.compatibility)
 register(check_proxy_setting, Tags.security)
+register(check_order_setup, Tags.compatibility)
 
 
 def _setting_errors() -> tuple[Any, list[Error]]:

@@ -21,7 +21,11 @@ ignored.
 
 Consent is deliberately not taken from the URL: a link can be forwarded or crafted by someone
 else, so it cannot carry the visitor's own decision. The shop records consent where the visitor
-gives it (a checkbox at checkout, a cookie banner) and stores it on the order.
+gives it (a checkbox at checkout, a cookie banner) with ``scan_session.remember_consent()``.
+
+While the rest of the request runs, it is the current visit (``attribution.visiting``): an order
+created in it is attributed to the scan id and consent the session holds, with no code in the
+checkout (see ``django_conversions.attribution``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from django_conversions.attribution import visiting
 from django_conversions.conf import conversions_settings
 from django_conversions.scan_session import (
     InvalidScanSessionId,
@@ -49,7 +54,9 @@ class ScanSessionMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         self.capture(request)
-        return self.get_response(request)
+        # An order created while the request runs is attributed to this visit.
+        with visiting(request):
+            return self.get_response(request)
 
     def capture(self, request: HttpRequest) -> str | None:
         """Keep the scan session id of this request, if it carries a valid one."""

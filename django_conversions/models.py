@@ -245,6 +245,10 @@ class ConversionEvent(models.Model):
     # Claim bookkeeping: which worker took the event and until when it may keep it.
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The order may still change in the transaction that wrote the event (lines saved after
+    # the order): the snapshot is rebuilt from the order once that commits, or by the worker
+    # before sending if the process died first (django_conversions.refresh).
+    rebuild_before_send = models.BooleanField(default=False, editable=False)
 
     objects = ConversionEventQuerySet.as_manager()
 
@@ -353,3 +357,49 @@ class EventResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id} in attempt {self.attempt_id}: {self.get_outcome_display()}"
+
+
+class OrderAttributionQuerySet(models.QuerySet["OrderAttribution"]):
+    def for_order(self, order: models.Model) -> OrderAttributionQuerySet:
+        """The attribution of this order (at most one row)."""
+        if order.pk is None:
+            return self.none()
+        types = ContentType.objects.db_manager(self.db)
+        return self.filter(
+            order_content_type=types.get_for_model(order, for_concrete_model=False),
+            order_object_id=str(order.pk),
+        )
+
+
+class OrderAttribution(models.Model):
+    """The visit an order came from: the scan session id and the tracking consent the
+    visitor's session held when the order was created (``django_conversions.attribution``).
+
+    Linked to the order generically, like ``ConversionEvent.source``, so any order model works
+    without a field of ours on it. The default adapter reads it when the order itself carries
+    neither value.
+    """
+
+    order_content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("order type")
+    )
+    order_object_id = models.CharField(_("order id"), max_length=64)
+    order = GenericForeignKey("order_content_type", "order_object_id")
+    scan_session_id = models.CharField(_("scan session id"), max_length=36, blank=True)
+    consent = models.CharField(_("consent"), max_length=16, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+
+    objects = OrderAttributionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("order attribution")
+        verbose_name_plural = _("order attributions")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("order_content_type", "order_object_id"),
+                name="conversions_attribution_order",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.order_object_id}: scan {self.scan_session_id or '-'}"

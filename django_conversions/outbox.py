@@ -11,22 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import models, router
+from django.db import models, router, transaction
 
 from django_conversions.adapters import OrderAdapter, get_adapter
 from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, TrackingSite
 from django_conversions.reconciliation import reconcile
 from django_conversions.recording import (
-    BUILD_FAILED_PREFIX,
+    Recorded,
     dedup_key_for,
-    error_text,
     in_savepoint,
     record,
     record_order,
     sites_for,
 )
+from django_conversions.refresh import RefreshOnCommit
 from django_conversions.sites import active_sites
+from django_conversions.snapshots import BUILD_FAILED_PREFIX, rebuild_snapshot
 
 __all__ = [
     "BUILD_FAILED_PREFIX",
@@ -61,45 +62,44 @@ def track(
 
 
 def track_order(
-    order: models.Model, *, created: bool, using: str | None = None
+    order: models.Model,
+    *,
+    created: bool,
+    using: str | None = None,
+    order_db: str | None = None,
 ) -> list[ConversionEvent]:
-    """Record the order's conversion if the adapter says this save is the moment."""
+    """Record the order's conversion if the adapter says this save is the moment.
+
+    ``order_db`` is the order's database (``post_save``'s ``using``). Inside a transaction the
+    order may still change before it commits (its lines written after it): the events are
+    marked to be rebuilt from the committed order (see ``django_conversions.refresh``).
+    """
     using = using or router.db_for_write(ConversionEvent)
     if not active_sites(using):
         return []  # nothing to record: the order is not even read
     adapter = get_adapter()
     if _stock_should_track(adapter) and not adapter.should_track(order, created=created):
         return []  # the stock check reads one attribute: no savepoint for a save that isn't it
+    order_db = order_db or router.db_for_write(type(order), instance=order)
+    # Registered before the events are written: it runs before the delivery they queue.
+    refresh = (
+        RefreshOnCommit(order, order_db)
+        if transaction.get_connection(order_db).in_atomic_block
+        else None
+    )
 
-    def record_if_due() -> list[ConversionEvent]:
+    def record_if_due() -> Recorded:
         # A host's should_track() may query: it runs in the savepoint too, so whatever it
         # reads or writes can't break the host's transaction.
         if not adapter.should_track(order, created=created):
-            return []
-        return record_order(adapter, order, using).events
+            return Recorded([])
+        return record_order(adapter, order, using, rebuild_later=refresh is not None)
 
-    return in_savepoint(using, record_if_due)
+    recorded = in_savepoint(using, record_if_due)
+    if refresh is not None and recorded.written:
+        refresh.arm()
+    return recorded.events
 
 
 def _stock_should_track(adapter: OrderAdapter) -> bool:
     return type(adapter).should_track is OrderAdapter.should_track
-
-
-def rebuild_snapshot(event: ConversionEvent) -> str | None:
-    """Refresh an event's conversion from its order, if the order still exists.
-
-    Used by "retry now": once the cause of a failure is fixed on the order (an email, an
-    amount), the retry sends the fixed data. Returns an error text when the adapter fails.
-    """
-    adapter = get_adapter()
-    model = adapter.get_order_model()
-    source = event.source if event.source_content_type_id else None
-    if model is None or not isinstance(source, model):
-        return None
-    try:
-        conversion = adapter.to_conversion(source)
-    except Exception as err:
-        return BUILD_FAILED_PREFIX + error_text(err)
-    event.snapshot = event.site.provider_instance().minimize(conversion).to_snapshot()
-    event.order_reference = conversion.order_id or event.order_reference
-    return None

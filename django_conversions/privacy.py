@@ -45,7 +45,13 @@ from django_conversions.conversion import (
     sha256_hex,
 )
 from django_conversions.masking import EMAIL_PATTERN
-from django_conversions.models import ConversionEvent, DeliveryAttempt, EventResult, EventStatus
+from django_conversions.models import (
+    ConversionEvent,
+    DeliveryAttempt,
+    EventResult,
+    EventStatus,
+    OrderAttribution,
+)
 
 ModelT = TypeVar("ModelT", bound=Model)
 
@@ -78,12 +84,17 @@ def _phone_mask(match: re.Match[str]) -> str:
 class PrivacyReport:
     events: Counter[str] = field(default_factory=Counter)
     attempts: int = 0
+    #: Orders' visit attributions (scan session id, consent) deleted.
+    attributions: int = 0
 
     def __str__(self) -> str:
         by_status = ", ".join(f"{n} {status}" for status, n in sorted(self.events.items()))
-        return (
+        text = (
             f"{sum(self.events.values())} events ({by_status or 'none'}), {self.attempts} attempts"
         )
+        if self.attributions:
+            text += f", {self.attributions} order attributions"
+        return text
 
 
 def _in_batches(queryset: QuerySet[ModelT]) -> Iterator[tuple[list[ModelT], QuerySet[ModelT]]]:
@@ -132,7 +143,21 @@ def scrub_old_events(*, now: datetime | None = None, dry_run: bool = False) -> P
             for event in batch:
                 event.snapshot = scrub_snapshot(event.snapshot)
                 event.save(update_fields=["snapshot", "updated_at"])
+    report.attributions = _delete_old_attributions(cutoff, dry_run)
     return report
+
+
+def _delete_old_attributions(cutoff: datetime, dry_run: bool) -> int:
+    """Orders' visit attributions older than the cutoff: a scan counts for as long as
+    personal data is kept (an order paid later is sent without them)."""
+    old = OrderAttribution.objects.filter(created_at__lt=cutoff)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    for _batch, rows in _in_batches(old.only("pk")):
+        with transaction.atomic(using=_using()):
+            deleted += rows.delete()[0]
+    return deleted
 
 
 def _attempts_to_scrub(events: QuerySet[ConversionEvent]) -> QuerySet[DeliveryAttempt]:
@@ -204,15 +229,30 @@ def forget_customer(
     report = PrivacyReport()
     for batch, rows in _in_batches(ConversionEvent.objects.filter(matches).select_related("site")):
         report.events.update(event.status for event in batch)
+        attributions = _attributions_of(batch)
         if dry_run:
             report.attempts += _attempts_to_scrub(rows).count()
+            report.attributions += attributions.count()
             continue
         with transaction.atomic(using=_using()):
             # First: once forgotten, the events no longer match ``rows``.
             report.attempts += _scrub_attempts(rows)
+            report.attributions += attributions.delete()[0]
             for event in batch:
                 _forget_in(event)
     return report
+
+
+def _attributions_of(events: list[ConversionEvent]) -> QuerySet[OrderAttribution]:
+    """The visit attributions of the orders these events came from."""
+    orders: dict[int, set[str]] = {}
+    for event in events:
+        if event.source_content_type_id is not None:
+            orders.setdefault(event.source_content_type_id, set()).add(event.source_object_id)
+    query = Q(pk__in=[])
+    for type_id, object_ids in orders.items():
+        query |= Q(order_content_type_id=type_id, order_object_id__in=sorted(object_ids))
+    return OrderAttribution.objects.filter(query)
 
 
 def _customer_events(email: str | None, phone: str | None) -> Q:

@@ -22,13 +22,11 @@ from django_conversions.conf import conversions_settings
 from django_conversions.conversion import Conversion
 from django_conversions.dispatch import event_queued
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
-from django_conversions.providers.base import Provider
 from django_conversions.sites import checking_provider, sites_taking
+from django_conversions.snapshots import BUILD_FAILED_PREFIX, error_text, verdict
 from django_conversions.tasks import enqueue_delivery
 
 logger = logging.getLogger("django_conversions")
-
-BUILD_FAILED_PREFIX = "Could not build the conversion: "
 
 T = TypeVar("T")
 
@@ -102,7 +100,11 @@ def record(
     sites: Iterable[TrackingSite | int] | None,
     dedup_key: str | None,
     using: str,
+    *,
+    rebuild_later: bool = False,
 ) -> Recorded:
+    """``rebuild_later``: mark the new events to be rebuilt from ``source`` before sending
+    (``django_conversions.refresh``)."""
     conversion.check_time()  # a time no provider attributes is the caller's error, not an event
     key = dedup_key or dedup_key_for(conversion, source)
     targets = sites_for(conversion.event_name, sites, using=using)
@@ -117,6 +119,8 @@ def record(
         for site in targets
         if site.pk not in existing
     ]
+    for event in new:
+        event.rebuild_before_send = rebuild_later
     rebuilt = [
         _rebuild(event, conversion, key, using)
         for event in existing.values()
@@ -181,7 +185,9 @@ def _insert(events: list[ConversionEvent], using: str) -> None:
             event.pk = pks[event.event_id]
 
 
-def record_order(adapter: OrderAdapter, order: models.Model, using: str) -> Recorded:
+def record_order(
+    adapter: OrderAdapter, order: models.Model, using: str, *, rebuild_later: bool = False
+) -> Recorded:
     try:
         conversion = adapter.to_conversion(order)
         conversion.check_time()
@@ -195,7 +201,7 @@ def record_order(adapter: OrderAdapter, order: models.Model, using: str) -> Reco
             type(err).__name__,
         )
         return _record_build_failure(adapter, order, err, using)
-    return record(conversion, order, None, None, using)
+    return record(conversion, order, None, None, using, rebuild_later=rebuild_later)
 
 
 def _record_build_failure(
@@ -207,7 +213,7 @@ def _record_build_failure(
     carry the dedup key the order's events will have, so that save finds them.
     """
     event_name = conversions_settings.ORDER_EVENT_NAME
-    key = _failure_key(adapter, source, event_name)
+    key, order_id = _failure_key(adapter, source, event_name)
     targets = sites_for(event_name, using=using)
     existing = _existing_events(key, targets, using)
     source_fields = source_fields_of(source, using)
@@ -216,7 +222,7 @@ def _record_build_failure(
             site=site,
             event_name=event_name,
             dedup_key=key,
-            order_reference=str(source.pk),
+            order_reference=order_id or str(source.pk),
             status=EventStatus.FAILED,
             last_error=BUILD_FAILED_PREFIX + error_text(error),
             snapshot={},
@@ -230,26 +236,22 @@ def _record_build_failure(
     return Recorded([by_site[site.pk] for site in targets], rows)
 
 
-def _failure_key(adapter: OrderAdapter, order: models.Model, event_name: str) -> str:
+def _failure_key(
+    adapter: OrderAdapter, order: models.Model, event_name: str
+) -> tuple[str, str | None]:
     """The dedup key of the order's events, as far as the adapter can still read it: its
-    event name and order id (the build failed elsewhere, nearly always), else the order row."""
+    event name and order id (the build failed elsewhere, nearly always), else the order row;
+    and the order id (the order's number, shown in the admin), when it could be read."""
     try:
         order_id = adapter.get_order_id(order)
         event_name = adapter.get_event_name(order) or event_name
     except Exception:
         order_id = None
     if order_id:
-        return order_key(event_name, order_id)
+        return order_key(event_name, order_id), order_id[:128]
     key = source_key(event_name, order)
     assert key is not None
-    return key
-
-
-def error_text(error: BaseException) -> str:
-    """The message of a malformed-order error (it names the field), short and storable: it may
-    quote the order's data, and a text column takes no NUL nor lone surrogate."""
-    text = (str(error) or type(error).__name__)[:400].replace("\x00", "")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return key, None
 
 
 def source_fields_of(source: models.Model | None, using: str) -> dict[str, Any]:
@@ -278,26 +280,15 @@ def _new_event(
         created_at=now,
         next_attempt_at=now,
         **source_fields,
-        **_verdict(conversion, checking_provider(using, site)),
+        **verdict(conversion, checking_provider(using, site)),
     )
-
-
-def _verdict(conversion: Conversion, provider: Provider) -> dict[str, Any]:
-    """Status, reason and stored snapshot of an event from the provider's view of the
-    conversion."""
-    reason = provider.ineligible_reason(conversion)
-    return {
-        "status": EventStatus.SKIPPED if reason else EventStatus.PENDING,
-        "last_error": reason or "",
-        "snapshot": provider.minimize(conversion).to_snapshot(),
-    }
 
 
 def _rebuild(
     event: ConversionEvent, conversion: Conversion, key: str, using: str
 ) -> ConversionEvent:
     """Turn an earlier "could not build" row of this order into a real event."""
-    for name, value in _verdict(conversion, event.site.provider_instance()).items():
+    for name, value in verdict(conversion, event.site.provider_instance()).items():
         setattr(event, name, value)
     event.dedup_key = key
     event.order_reference = conversion.order_id or event.order_reference

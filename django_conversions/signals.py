@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import models
 
+from django_conversions.attribution import attach_current_visit, forget_attribution
 from django_conversions.dispatch import event_delivered, event_failed, event_queued
 from django_conversions.outbox import track_order
 
@@ -29,6 +30,7 @@ __all__ = [
     "event_delivered",
     "event_failed",
     "event_queued",
+    "order_deleted",
     "order_saved",
 ]
 
@@ -51,8 +53,17 @@ def order_saved(
     """
     if raw:  # loading fixtures is not a sale
         return
+    if created:
+        try:
+            attach_current_visit(instance)
+        except Exception:  # the order is saved and tracked without its visit
+            logger.exception(
+                "Could not attribute %s pk=%s to the visit it was created in",
+                sender._meta.label,
+                instance.pk,
+            )
     try:
-        track_order(instance, created=created)
+        track_order(instance, created=created, order_db=using)
     except Exception:  # the host's save must succeed whatever happens here
         logger.exception(
             "Could not record the conversion for %s pk=%s; the sweep's reconciliation will "
@@ -62,9 +73,22 @@ def order_saved(
         )
 
 
+def order_deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    """post_delete receiver: an order's attribution goes with it (its events stay, for the
+    shop's accounts, until retention deletes them)."""
+    try:
+        forget_attribution(instance)
+    except Exception:
+        logger.exception(
+            "Could not delete the attribution of %s pk=%s", sender._meta.label, instance.pk
+        )
+
+
 def connect_order_model(model: type[models.Model]) -> None:
     models.signals.post_save.connect(order_saved, sender=model, dispatch_uid=_DISPATCH_UID)
+    models.signals.post_delete.connect(order_deleted, sender=model, dispatch_uid=_DISPATCH_UID)
 
 
 def disconnect_order_model(model: type[models.Model]) -> None:
     models.signals.post_save.disconnect(sender=model, dispatch_uid=_DISPATCH_UID)
+    models.signals.post_delete.disconnect(sender=model, dispatch_uid=_DISPATCH_UID)

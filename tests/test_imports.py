@@ -22,6 +22,7 @@ DEFERRED = {
     ("django_conversions.contrib.oscar.apps", "ready"),
     # The package is imported before the app registry is ready; track() needs the models.
     ("django_conversions", "track"),
+    ("django_conversions", "attribute_order"),
 }
 
 

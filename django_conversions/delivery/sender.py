@@ -39,6 +39,7 @@ from django_conversions.delivery.recorder import SiteResults
 from django_conversions.delivery.report import DeliveryReport
 from django_conversions.models import ApiKey, ConversionEvent, TrackingSite
 from django_conversions.providers.base import OutboundEvent, Outcome, Prepared, Provider, Result
+from django_conversions.snapshots import rebuild_snapshot
 
 logger = logging.getLogger("django_conversions.delivery")
 
@@ -230,6 +231,8 @@ class SiteRun:
         """The events with their stored conversions; an unreadable one fails on its own."""
         outbound = []
         for event in events:
+            if event.rebuild_before_send and not self._rebuilt(event):
+                continue
             try:
                 conversion = Conversion.from_snapshot(event.snapshot)
             except Exception as err:
@@ -238,6 +241,23 @@ class SiteRun:
                 continue
             outbound.append((event, OutboundEvent(event.event_id, conversion, event.created_at)))
         return outbound
+
+    def _rebuilt(self, event: ConversionEvent) -> bool:
+        """Rebuild an event the order's transaction left marked (the process ended before the
+        refresh after its commit: ``django_conversions.refresh``) and store it under the
+        lease. False when it can't be sent: it failed with the reason, or is no longer ours."""
+        error = rebuild_snapshot(event)
+        if error:
+            self.settle([event], Result(Outcome.FAILED, error), 0.0)
+            return False
+        event.rebuild_before_send = False
+        return bool(
+            self.lease.held([event.pk]).update(
+                snapshot=event.snapshot,
+                order_reference=event.order_reference,
+                rebuild_before_send=False,
+            )
+        )
 
     # --- stopping ---------------------------------------------------------------------------
 

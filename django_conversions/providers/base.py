@@ -70,6 +70,9 @@ class Provider:
     default_retry_after: ClassVar[float] = 60.0
     #: Does the provider need ``TrackingSite.provider_site_id``?
     requires_site_id: ClassVar[bool] = False
+    #: Does the provider take only conversions that began with a QR scan (a scan session id)?
+    #: The system checks warn when the shop has no way to give orders one.
+    requires_scan_session: ClassVar[bool] = False
     #: Event names the provider accepts (None: any event).
     supported_event_names: ClassVar[frozenset[str] | None] = None
     #: Header carrying the API key (masked wherever the request is stored).

@@ -54,6 +54,7 @@ class ScanovaProvider(Provider):
     rate_limit_per_minute = 1000  # per API key, both endpoints
     default_retry_after = 60.0  # "wait Retry-After seconds (60 if absent)"
     requires_site_id = True
+    requires_scan_session = True
     auth_header = "X-API-Key"
     personal_fields = frozenset({"external_id"})
     hashed_fields = frozenset({"email", "phone"})  # only their SHA-256 is ever sent

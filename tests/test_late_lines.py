@@ -1,0 +1,130 @@
+"""Orders whose lines are written after the order's save, in the same transaction, are sent
+with their lines: the events are rebuilt from the committed order, or by the worker when the
+process ended between the commit and that rebuild. Real transactions (``transaction=True``),
+on SQLite and, in the PostgreSQL pass, on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.db import transaction
+from django.test import override_settings
+
+from django_conversions.delivery import deliver_due
+from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.refresh import RefreshOnCommit
+from tests.testapp.models import Order, OrderItem
+
+SCAN = "550e8400-e29b-41d4-a716-446655440000"
+SCANOVA_URL = "https://track.example.test/server-events"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def paid_then_lines() -> Order:
+    """A checkout that takes payment first: the order is saved paid, then its lines."""
+    with transaction.atomic():
+        order = Order.objects.create(
+            number="L-1", status="paid", total=Decimal("30"), scan_session_id=SCAN
+        )
+        OrderItem.objects.create(order=order, sku="sku-1", quantity=2, price=Decimal("10"))
+        OrderItem.objects.create(order=order, sku="sku-2", quantity=1, price=Decimal("10"))
+    return order
+
+
+def sent_products(mocked_http) -> list[str]:
+    [call] = [c for c in mocked_http.calls if c.request.url == SCANOVA_URL]
+    return json.loads(call.request.body)["properties"]["product_ids"]
+
+
+def test_lines_written_after_the_paid_save_are_sent(scanova_site, mocked_http):
+    # given
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    # when: delivery starts after commit (inline in the test settings)
+    paid_then_lines()
+    # then
+    event = ConversionEvent.objects.get()
+    assert event.status == EventStatus.DELIVERED
+    assert sent_products(mocked_http) == ["sku-1", "sku-2"]
+    assert [item["id"] for item in event.snapshot["items"]] == ["sku-1", "sku-2"]
+    assert not event.rebuild_before_send
+
+
+def test_the_commit_rebuilds_the_event_before_any_worker_sees_it(scanova_site):
+    # given: no delivery after commit
+    with override_settings(CONVERSIONS={**_settings(), "TASK_BACKEND": None}):
+        # when
+        paid_then_lines()
+    # then
+    event = ConversionEvent.objects.get()
+    assert (event.status, event.rebuild_before_send) == (EventStatus.PENDING, False)
+    assert [item["id"] for item in event.snapshot["items"]] == ["sku-1", "sku-2"]
+
+
+def test_the_event_is_written_in_the_orders_transaction(scanova_site):
+    # given: a rolled-back checkout
+    with pytest.raises(RuntimeError), transaction.atomic():
+        order = Order.objects.create(number="R-1", status="paid", scan_session_id=SCAN)
+        OrderItem.objects.create(order=order, sku="sku-1")
+        assert ConversionEvent.objects.filter(rebuild_before_send=True).count() == 1
+        raise RuntimeError("payment declined")
+    # then
+    assert not ConversionEvent.objects.exists()
+
+
+def test_a_process_ending_before_the_refresh_leaves_the_event_for_the_worker_to_rebuild(
+    scanova_site, mocked_http, monkeypatch
+):
+    # given: the process ends right after the commit, before the refresh and the delivery task
+    monkeypatch.setattr(RefreshOnCommit, "_run", lambda self: None)
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with override_settings(CONVERSIONS={**_settings(), "TASK_BACKEND": None}):
+        paid_then_lines()
+        stale = ConversionEvent.objects.get()
+        assert stale.rebuild_before_send and "items" not in stale.snapshot
+        # when: the sweep (another process) sends it
+        report = deliver_due()
+    # then
+    assert report.delivered == 1
+    assert sent_products(mocked_http) == ["sku-1", "sku-2"]
+    event = ConversionEvent.objects.get()
+    assert [item["id"] for item in event.snapshot["items"]] == ["sku-1", "sku-2"]
+    assert not event.rebuild_before_send
+
+
+def test_an_order_saved_in_autocommit_is_not_marked(scanova_site, mocked_http):
+    # given
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    order = Order.objects.create(number="A-1", status="new", scan_session_id=SCAN)
+    OrderItem.objects.create(order=order, sku="sku-1")
+    # when
+    order.status = "paid"
+    order.save()
+    # then
+    event = ConversionEvent.objects.get()
+    assert not event.rebuild_before_send
+    assert sent_products(mocked_http) == ["sku-1"]
+
+
+def test_the_worker_fails_an_event_whose_order_can_no_longer_be_built(
+    scanova_site, mocked_http, monkeypatch
+):
+    # given: marked, and the order broken before the worker got to it
+    monkeypatch.setattr(RefreshOnCommit, "_run", lambda self: None)
+    with override_settings(CONVERSIONS={**_settings(), "TASK_BACKEND": None}):
+        order = paid_then_lines()
+        Order.objects.filter(pk=order.pk).update(currency="XXQ")
+        # when
+        deliver_due()
+    # then: not sent stale; failed with the reason
+    event = ConversionEvent.objects.get()
+    assert event.status == EventStatus.FAILED
+    assert "Could not build the conversion" in event.last_error
+    assert not [c for c in mocked_http.calls if c.request.url == SCANOVA_URL]
+
+
+def _settings() -> dict:
+    return dict(settings.CONVERSIONS)
