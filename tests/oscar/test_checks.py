@@ -22,7 +22,9 @@ class ShopAdapter(OscarOrderAdapter):
 
 def ids(messages: list[Any]) -> list[str]:
     return sorted(
-        m.id for m in messages if m.id.startswith(("conversions_oscar.", "conversions.W002"))
+        m.id
+        for m in messages
+        if m.id.startswith(("conversions_oscar.", "conversions.W002", "conversions.W03"))
     )
 
 
@@ -119,6 +121,17 @@ def test_w002_the_oscar_adapter_without_the_contrib_app(db, check):
         message = only(check(), "conversions.W002")
 
     assert APP in message.hint
+
+
+def test_w031_scanova_without_the_scan_session_middleware(db, check, scanova_site):
+    # nothing would give Oscar's orders a scan id: the core check, run for Oscar's order
+    middleware = [m for m in settings.MIDDLEWARE if "ScanSession" not in m]
+    with override_settings(MIDDLEWARE=middleware):
+        message = only(check(), "conversions.W031")
+
+    assert "order.Order" in message.msg
+    assert "ScanSessionMiddleware" in message.hint
+    assert "conversions.W031" not in [m.id for m in check()]
 
 
 def test_without_order_model_the_oscar_app_needs_no_w002(db, check):

@@ -11,7 +11,9 @@ Point ``CONVERSIONS["ORDER_ADAPTER"]`` at it (or at a subclass of it). It reads:
   for first and last name, city (``line4``) and country (ISO 3166-1 alpha-2); the shipping
   address's ``phone_number``.
 
-The scan session id and consent are read as the core adapter reads them (not overridden here).
+The scan session id and consent are read as the core adapter reads them (not overridden here):
+from the visit the order was placed in (``django_conversions.attribution``; the contrib app's
+``order_placed`` receiver attaches it).
 When an order becomes a conversion is decided by ``CONVERSIONS["OSCAR_PAID_STATUSES"]``; the
 receivers of ``django_conversions.contrib.oscar`` ask ``should_track()`` on Oscar's own signals.
 """
@@ -40,7 +42,7 @@ def oscar_order_model() -> type[models.Model]:
     return model
 
 
-def paid_statuses() -> frozenset[str] | None:
+def oscar_paid_statuses() -> frozenset[str] | None:
     """``OSCAR_PAID_STATUSES`` case-folded, or None: orders are conversions when placed."""
     configured = conversions_settings.OSCAR_PAID_STATUSES
     if configured is None:
@@ -70,7 +72,7 @@ class OscarOrderAdapter(OrderAdapter):
         moment; with it, the order is a conversion once its status is one of them (compared
         case-insensitively), whether it was placed so or changed to it later.
         """
-        statuses = paid_statuses()
+        statuses = oscar_paid_statuses()
         if statuses is None:
             return created
         return str(order.status).casefold() in statuses
@@ -87,7 +89,7 @@ class OscarOrderAdapter(OrderAdapter):
         if model is None:
             return []
         orders = model._default_manager.filter(date_placed__gte=since)
-        statuses = paid_statuses()
+        statuses = oscar_paid_statuses()
         if statuses is not None:
             in_status = models.Q(pk__in=[])
             for status in sorted(statuses):

@@ -10,6 +10,9 @@ thing, without a word.
 - W001 a paid status no pipeline path leads to from ``OSCAR_INITIAL_ORDER_STATUS``.
 - W002 settings of the default adapter that the Oscar adapter does not read.
 - E005 Oscar's order app is not installed.
+
+With the Oscar adapter and no ``ORDER_MODEL``, the core checks of what active sites need from
+each order (conversions.W031 / W032: a scan id, consent) are run for Oscar's order here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_conversions.conf import DEFAULTS, SETTING_NAME, conversions_settings
 from django_conversions.contrib.oscar.adapters import OscarOrderAdapter, oscar_order_model
+from django_conversions.order_checks import check_sites_can_be_served
 
 ADAPTER_PATH = "django_conversions.contrib.oscar.adapters.OscarOrderAdapter"
 # Settings of the default adapter that OscarOrderAdapter does not read.
@@ -52,6 +56,7 @@ def check_oscar_setup(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         *_check_adapter(),
         *_check_paid_statuses(),
         *_check_unread_settings(user_settings),
+        *_check_sites(),
     ]
 
 
@@ -92,6 +97,20 @@ def _check_adapter() -> list[Any]:
             id="conversions_oscar.E002",
         )
     ]
+
+
+def _check_sites() -> list[Any]:
+    """Sites needing a scan id or consent nothing gives Oscar's orders (the core check, which
+    looks at ORDER_MODEL's, has no model to look at)."""
+    try:
+        adapter = conversions_settings.ORDER_ADAPTER
+    except ImproperlyConfigured:
+        return []
+    if conversions_settings.raw("ORDER_MODEL") or not (
+        isinstance(adapter, type) and issubclass(adapter, OscarOrderAdapter)
+    ):
+        return []  # the core check runs for ORDER_MODEL, or E001 / E002 come first
+    return check_sites_can_be_served(adapter, oscar_order_model())
 
 
 def _check_paid_statuses() -> list[Any]:

@@ -8,6 +8,12 @@ asks the adapter's ``should_track()``: the same dedup, savepoint and reconciliat
 
 Like the core ``post_save`` receiver, these never raise: Oscar sends both signals with
 ``send()``, so an exception here would break the checkout after the order was placed.
+
+Oscar places the order inside the visitor's checkout request, so ``placed`` first attributes it
+to the current visit (the scan session id and consent ``ScanSessionMiddleware`` found in the
+session, ``django_conversions.attribution``), as the core receiver does for a created order;
+the adapter reads them from there. A later status change (the dashboard's request) attributes
+nothing: that request is not the buyer's visit.
 """
 
 from __future__ import annotations
@@ -15,18 +21,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db.models.signals import post_delete
 from oscar.apps.order.signals import order_placed, order_status_changed
 
+from django_conversions.attribution import attach_current_visit
+from django_conversions.contrib.oscar.adapters import oscar_order_model
 from django_conversions.outbox import track_order
+from django_conversions.signals import order_deleted
 
 logger = logging.getLogger("django_conversions")
 
 _PLACED_UID = "django_conversions.contrib.oscar.order_placed"
 _STATUS_UID = "django_conversions.contrib.oscar.order_status_changed"
+_DELETED_UID = "django_conversions.contrib.oscar.order_deleted"
 
 
 def placed(sender: Any, order: Any, **kwargs: Any) -> None:
     """``order_placed``: the order, its lines and discounts are written."""
+    try:
+        attach_current_visit(order)
+    except Exception:  # the order is tracked without its visit
+        logger.exception(
+            "Could not attribute Oscar order %s to the visit it was placed in",
+            getattr(order, "number", order.pk),
+        )
     _track(order, placed=True)
 
 
@@ -49,8 +67,15 @@ def _track(order: Any, *, placed: bool) -> None:
 def connect() -> None:
     order_placed.connect(placed, dispatch_uid=_PLACED_UID)
     order_status_changed.connect(status_changed, dispatch_uid=_STATUS_UID)
+    try:
+        model = oscar_order_model()
+    except LookupError:
+        return  # Oscar's order app is missing: check conversions_oscar.E005 says so
+    # A deleted order's attribution (personal data) goes with it, as for ORDER_MODEL's.
+    post_delete.connect(order_deleted, sender=model, dispatch_uid=_DELETED_UID)
 
 
 def disconnect() -> None:
     order_placed.disconnect(dispatch_uid=_PLACED_UID)
     order_status_changed.disconnect(dispatch_uid=_STATUS_UID)
+    post_delete.disconnect(sender=oscar_order_model(), dispatch_uid=_DELETED_UID)
