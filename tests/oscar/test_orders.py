@@ -8,12 +8,16 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import RequestFactory
 
+from django_conversions.attribution import visiting
 from django_conversions.contrib.oscar import receivers
 from django_conversions.contrib.oscar.adapters import OscarOrderAdapter
 from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.outbox import rebuild_snapshot, reconcile
+from django_conversions.scan_session import remember_scan_session
 from tests.oscar.conftest import (
     SCAN_ID,
     Order,
@@ -292,6 +296,30 @@ def test_reconciliation_records_a_placed_order_that_lost_its_event(catalogue, vt
     assert event.source == order
     assert len(snapshot_of(event).items) == 2
     assert reconcile() == 0
+
+
+def test_an_order_the_sweep_recorded_first_still_gets_the_visit_it_was_placed_in(
+    catalogue, scanova_site, untracked, provider_http, django_capture_on_commit_callbacks
+):
+    # given an order the sweep recorded between OrderCreator's commit and order_placed:
+    # skipped by Scanova for want of a scan id
+    order = place_order(catalogue)
+    assert reconcile() == 1
+    event = ConversionEvent.objects.get(site=scanova_site)
+    assert event.status == EventStatus.SKIPPED
+
+    # when order_placed reaches the receiver in the visitor's request
+    request = RequestFactory().get("/")
+    request.session = SessionStore()
+    remember_scan_session(request, SCAN_ID)
+    with visiting(request), django_capture_on_commit_callbacks(execute=True):
+        receivers.placed(sender=None, order=order)
+
+    # then the event is rebuilt with the visit and delivered
+    event.refresh_from_db()
+    assert event.status == EventStatus.DELIVERED, event.last_error
+    [body] = sent_bodies(provider_http, SCANOVA_URL)
+    assert body["scan_session_id"] == SCAN_ID
 
 
 def test_reconciliation_with_paid_statuses_records_only_orders_in_one(

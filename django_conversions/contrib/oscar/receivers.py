@@ -24,7 +24,7 @@ from typing import Any
 from django.db.models.signals import post_delete
 from oscar.apps.order.signals import order_placed, order_status_changed
 
-from django_conversions.attribution import attach_current_visit
+from django_conversions.attribution import attribute_order, current_visit
 from django_conversions.contrib.oscar.adapters import oscar_order_model
 from django_conversions.outbox import track_order
 from django_conversions.signals import order_deleted
@@ -39,7 +39,12 @@ _DELETED_UID = "django_conversions.contrib.oscar.order_deleted"
 def placed(sender: Any, order: Any, **kwargs: Any) -> None:
     """``order_placed``: the order, its lines and discounts are written."""
     try:
-        attach_current_visit(order)
+        visit = current_visit()
+        if visit is not None and not visit.is_empty():
+            # attribute_order(), not attach_current_visit(): OrderCreator commits the order
+            # before this signal, so the sweep may have recorded it already, without the
+            # visit; those unsent events are then rebuilt with it.
+            attribute_order(visit, order)
     except Exception:  # the order is tracked without its visit
         logger.exception(
             "Could not attribute Oscar order %s to the visit it was placed in",
