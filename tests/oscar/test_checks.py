@@ -84,6 +84,13 @@ def test_statuses_match_the_pipeline_in_any_case(db, check):
     assert ids(check(OSCAR_PAID_STATUSES="Paid")) == []
 
 
+def test_a_status_only_reached_as_a_target_is_known(db, check):
+    # "Refunded" has no transitions of its own, so it is no key of the pipeline
+    pipeline = {"Pending": ("Paid",), "Paid": ("Refunded",)}
+    with override_settings(OSCAR_ORDER_STATUS_PIPELINE=pipeline):
+        assert ids(check(OSCAR_PAID_STATUSES=["Refunded"])) == []
+
+
 def test_e004_with_oscars_default_empty_pipeline(db, check):
     with override_settings(OSCAR_ORDER_STATUS_PIPELINE={}):
         message = only(check(OSCAR_PAID_STATUSES=["Paid"]), "conversions_oscar.E004")

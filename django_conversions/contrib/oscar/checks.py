@@ -134,7 +134,7 @@ def _check_paid_statuses() -> list[Any]:
             )
         ]
     pipeline: Mapping[str, Iterable[str]] = getattr(settings, "OSCAR_ORDER_STATUS_PIPELINE", {})
-    known = {status.casefold(): status for status in pipeline}
+    known = {status.casefold() for status in _pipeline_statuses(pipeline)}
     unknown = [status for status in statuses if status.casefold() not in known]
     if unknown:
         return [_unknown_statuses(unknown, pipeline)]
@@ -155,6 +155,12 @@ def _check_paid_statuses() -> list[Any]:
     return []
 
 
+def _pipeline_statuses(pipeline: Mapping[str, Iterable[str]]) -> list[str]:
+    """Every status the pipeline names, as a source or as a target, each once."""
+    named = [*pipeline, *(target for targets in pipeline.values() for target in targets)]
+    return list(dict.fromkeys(named))
+
+
 def _unknown_statuses(unknown: list[str], pipeline: Mapping[str, Any]) -> Error:
     if not pipeline:
         detail = (
@@ -162,7 +168,7 @@ def _unknown_statuses(unknown: list[str], pipeline: Mapping[str, Any]) -> Error:
             "and order_status_changed is never sent"
         )
     else:
-        detail = f"the pipeline's statuses are {_listed(pipeline)}"
+        detail = f"the pipeline's statuses are {_listed(_pipeline_statuses(pipeline))}"
     return Error(
         f"{SETTING_NAME}['OSCAR_PAID_STATUSES'] lists {_listed(unknown)}, not a status of "
         f"OSCAR_ORDER_STATUS_PIPELINE ({detail}): no order would be tracked in it.",
