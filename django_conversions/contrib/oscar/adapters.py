@@ -75,7 +75,7 @@ class OscarOrderAdapter(OrderAdapter):
         statuses = oscar_paid_statuses()
         if statuses is None:
             return created
-        return str(order.status).casefold() in statuses
+        return str(order.status).strip().casefold() in statuses
 
     def get_order_model(self) -> type[models.Model] | None:
         """Oscar's order, while the contrib app that tracks it is installed (without it no
@@ -91,7 +91,7 @@ class OscarOrderAdapter(OrderAdapter):
         orders = model._default_manager.filter(date_placed__gte=since)
         statuses = oscar_paid_statuses()
         if statuses is not None:
-            in_status = models.Q(pk__in=[])
+            in_status = models.Q(pk__in=[])  # no status listed: no order (check E003)
             for status in sorted(statuses):
                 in_status |= models.Q(status__iexact=status)
             orders = orders.filter(in_status)
