@@ -89,8 +89,13 @@ def refresh_events(order: models.Model, order_db: str | None = None) -> list[int
         return []
     now = timezone.now()
     queued = []
+    unchanged = []
     for event in marked:
         changes = _changes(event, conversion, now)
+        if all(getattr(event, name) == value for name, value in changes.items()):
+            unchanged.append(event.pk)  # the usual case: only the mark goes
+            continue
+        # Compare-and-set: an event a worker claimed meanwhile is the worker's to rebuild.
         written = (
             ConversionEvent.objects.using(using)
             .filter(pk=event.pk, status=event.status, rebuild_before_send=True)
@@ -99,6 +104,10 @@ def refresh_events(order: models.Model, order_db: str | None = None) -> list[int
         became_sendable = changes.get("status") == EventStatus.PENDING
         if written and event.status == EventStatus.SKIPPED and became_sendable:
             queued.append(event.pk)
+    if unchanged:
+        ConversionEvent.objects.using(using).filter(
+            pk__in=unchanged, status__in=UNSENT, rebuild_before_send=True
+        ).update(rebuild_before_send=False)
     return queued
 
 
