@@ -327,16 +327,18 @@ def test_reconciliation_with_paid_statuses_records_only_orders_in_one(
 ):
     pending = place_order(catalogue)
     paid = place_order(catalogue)
+    paid.set_status("Paid")  # the pipeline's spelling
+    by_hand = place_order(catalogue)
     # set without set_status(): no order_status_changed, only the sweep can find it
-    paid.status = "PAID"
-    paid.save()
+    by_hand.status = "PAID"
+    by_hand.save()
 
-    with conversions(OSCAR_PAID_STATUSES=["Paid"]):
-        assert reconcile() == 1
+    with conversions(OSCAR_PAID_STATUSES=["paid"]):
+        assert reconcile() == 2
 
-    [event] = ConversionEvent.objects.all()
-    assert event.source == paid
-    assert event.source != pending
+    recorded = {event.source for event in ConversionEvent.objects.all()}
+    assert recorded == {paid, by_hand}
+    assert pending not in recorded
 
 
 def test_retry_now_rebuilds_the_snapshot_from_the_oscar_order(catalogue, vt_site):

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from django.apps import apps
+from django.conf import settings
 from django.db import models
 from oscar.core.loading import get_model
 
@@ -42,14 +43,45 @@ def oscar_order_model() -> type[models.Model]:
     return model
 
 
-def oscar_paid_statuses() -> frozenset[str] | None:
-    """``OSCAR_PAID_STATUSES`` case-folded, or None: orders are conversions when placed."""
+def configured_paid_statuses() -> list[str] | None:
+    """``OSCAR_PAID_STATUSES`` as written, or None: orders are conversions when placed."""
     configured = conversions_settings.OSCAR_PAID_STATUSES
     if configured is None:
         return None
     if isinstance(configured, str):  # one status written without the list around it
         configured = (configured,)
-    return frozenset(str(status).casefold() for status in configured)
+    return [str(status).strip() for status in configured]
+
+
+def oscar_paid_statuses() -> frozenset[str] | None:
+    """``OSCAR_PAID_STATUSES`` case-folded, or None: orders are conversions when placed."""
+    configured = configured_paid_statuses()
+    if configured is None:
+        return None
+    return frozenset(status.casefold() for status in configured)
+
+
+def pipeline_statuses() -> list[str]:
+    """Every status ``OSCAR_ORDER_STATUS_PIPELINE`` names, as a source or as a target, once."""
+    pipeline = getattr(settings, "OSCAR_ORDER_STATUS_PIPELINE", {})
+    named = [*pipeline, *(target for targets in pipeline.values() for target in targets)]
+    return list(dict.fromkeys(named))
+
+
+def paid_status_spellings() -> list[str]:
+    """How orders in ``OSCAR_PAID_STATUSES`` spell their status: as the pipeline writes it
+    (``Order.set_status()`` takes only those), and as listed in lower, upper, capitalised and
+    title case (a status written by hand). For queries: a plain IN, not a case-folding lookup
+    that hides the column from the database's statistics."""
+    configured = configured_paid_statuses() or []
+    wanted = {status.casefold() for status in configured}
+    spellings = {status for status in pipeline_statuses() if status.casefold() in wanted}
+    spellings |= {
+        variant
+        for status in configured
+        for variant in (status, status.lower(), status.upper(), status.capitalize(), status.title())
+    }
+    return sorted(spellings)
 
 
 class OscarOrderAdapter(OrderAdapter):
@@ -89,12 +121,8 @@ class OscarOrderAdapter(OrderAdapter):
         if model is None:
             return []
         orders = model._default_manager.filter(date_placed__gte=since)
-        statuses = oscar_paid_statuses()
-        if statuses is not None:
-            in_status = models.Q(pk__in=[])  # no status listed: no order (check E003)
-            for status in sorted(statuses):
-                in_status |= models.Q(status__iexact=status)
-            orders = orders.filter(in_status)
+        if oscar_paid_statuses() is not None:
+            orders = orders.filter(status__in=paid_status_spellings())
         return orders.order_by("date_placed", "pk")
 
     # --- what ---------------------------------------------------------------------------------

@@ -26,7 +26,11 @@ from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from django_conversions.conf import DEFAULTS, SETTING_NAME, conversions_settings
-from django_conversions.contrib.oscar.adapters import OscarOrderAdapter, oscar_order_model
+from django_conversions.contrib.oscar.adapters import (
+    OscarOrderAdapter,
+    oscar_order_model,
+    pipeline_statuses,
+)
 from django_conversions.order_checks import check_sites_can_be_served
 
 ADAPTER_PATH = "django_conversions.contrib.oscar.adapters.OscarOrderAdapter"
@@ -134,7 +138,7 @@ def _check_paid_statuses() -> list[Any]:
             )
         ]
     pipeline: Mapping[str, Iterable[str]] = getattr(settings, "OSCAR_ORDER_STATUS_PIPELINE", {})
-    known = {status.casefold() for status in _pipeline_statuses(pipeline)}
+    known = {status.casefold() for status in pipeline_statuses()}
     unknown = [status for status in statuses if status.casefold() not in known]
     if unknown:
         return [_unknown_statuses(unknown, pipeline)]
@@ -155,12 +159,6 @@ def _check_paid_statuses() -> list[Any]:
     return []
 
 
-def _pipeline_statuses(pipeline: Mapping[str, Iterable[str]]) -> list[str]:
-    """Every status the pipeline names, as a source or as a target, each once."""
-    named = [*pipeline, *(target for targets in pipeline.values() for target in targets)]
-    return list(dict.fromkeys(named))
-
-
 def _unknown_statuses(unknown: list[str], pipeline: Mapping[str, Any]) -> Error:
     if not pipeline:
         detail = (
@@ -168,7 +166,7 @@ def _unknown_statuses(unknown: list[str], pipeline: Mapping[str, Any]) -> Error:
             "and order_status_changed is never sent"
         )
     else:
-        detail = f"the pipeline's statuses are {_listed(_pipeline_statuses(pipeline))}"
+        detail = f"the pipeline's statuses are {_listed(pipeline_statuses())}"
     return Error(
         f"{SETTING_NAME}['OSCAR_PAID_STATUSES'] lists {_listed(unknown)}, not a status of "
         f"OSCAR_ORDER_STATUS_PIPELINE ({detail}): no order would be tracked in it.",
