@@ -11,6 +11,7 @@ Run them apart from the main suite, which has another ORDER_MODEL::
 from __future__ import annotations
 
 import os
+import tempfile
 
 from oscar import INSTALLED_APPS as OSCAR_APPS
 from oscar.defaults import *  # noqa: F403  (Oscar's documented way to take its settings)
@@ -69,7 +70,8 @@ TEMPLATES = [
 ]
 
 STATIC_URL = "/static/"
-MEDIA_ROOT = os.path.join(os.path.dirname(__file__), "media")
+# Oscar copies its "image not found" picture there: outside the repository.
+MEDIA_ROOT = os.path.join(tempfile.gettempdir(), f"django_conversions_oscar_media_{os.getpid()}")
 HAYSTACK_CONNECTIONS = {"default": {"ENGINE": "haystack.backends.simple_backend.SimpleEngine"}}
 # No search index to keep up to date.
 HAYSTACK_SIGNAL_PROCESSOR = "haystack.signals.BaseSignalProcessor"
