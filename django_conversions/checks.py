@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from django_conversions.adapters import OrderAdapter
 from django_conversions.api.throttling import check_proxy_setting
 from django_conversions.conf import POSITIVE_NUMBERS, SETTING_NAME, conversions_settings
+from django_conversions.feed import check_feed_settings
 from django_conversions.fields import get_fernet
 from django_conversions.models import ApiKey, TrackingSite
 from django_conversions.providers import registry
@@ -342,3 +343,7 @@ def _check_api(conf: Any) -> list[Any]:
                 )
             )
     return messages
+
+
+# The product feed's settings (django_conversions/feed.py).
+register(check_feed_settings, Tags.compatibility)
