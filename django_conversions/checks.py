@@ -16,6 +16,7 @@ from django_conversions.api.throttling import check_proxy_setting
 from django_conversions.conf import POSITIVE_NUMBERS, SETTING_NAME, conversions_settings
 from django_conversions.feed import check_feed_settings
 from django_conversions.fields import get_fernet
+from django_conversions.frontend import check_site_scripts
 from django_conversions.models import ApiKey, TrackingSite
 from django_conversions.providers import registry
 from django_conversions.scan_session import parse_rate
@@ -345,5 +346,6 @@ def _check_api(conf: Any) -> list[Any]:
     return messages
 
 
-# The product feed's settings (django_conversions/feed.py).
+# The product feed's settings (feed.py) and the stored sites' front-end script URLs (frontend.py).
 register(check_feed_settings, Tags.compatibility)
+register(check_site_scripts, Tags.security)
