@@ -74,10 +74,12 @@ def csp_nonce(context: Context) -> str | None:
     ``csp_nonce`` template variable (its ``csp`` context processor), or django-csp's
     ``request.csp_nonce``. None when the page has none."""
     nonce = context.get("csp_nonce")
-    if not nonce:
+    if nonce is None:
         request = context.get("request")
         nonce = getattr(request, "csp_nonce", None) if request is not None else None
-    return str(nonce) if nonce else None
+    # Both are lazy, and Django's is falsy until read: str() generates it, which is also what
+    # puts it in the response's header.
+    return str(nonce) or None if nonce is not None else None
 
 
 def js_value(value: Any) -> str:

@@ -168,12 +168,19 @@ def test_django_6_csp_middleware_allows_the_rendered_scripts(sites: Any) -> None
     templates = [
         {
             **settings.TEMPLATES[0],
-            "OPTIONS": {"context_processors": ["django.template.context_processors.csp"]},
+            "OPTIONS": {
+                "context_processors": [
+                    "django.template.context_processors.request",
+                    "django.template.context_processors.csp",
+                ]
+            },
         }
     ]
 
     def view(request: HttpRequest) -> HttpResponse:
-        return HttpResponse(SCRIPTS.render(RequestContext(request)))
+        # Built here, under the settings below: a template uses its engine's context processors.
+        template = Template("{% load conversions %}{% conversions_scripts %}")
+        return HttpResponse(template.render(RequestContext(request)))
 
     request = visitor("granted")
     with override_settings(SECURE_CSP={"script-src": [CSP.SELF, CSP.NONCE]}, TEMPLATES=templates):
