@@ -96,10 +96,13 @@ class OrderAdapter:
     SCAN_SESSION_ATTRS: ClassVar[tuple[str, ...]] = ("scan_session_id", "scnv")
     CONSENT_ATTRS: ClassVar[tuple[str, ...]] = ("tracking_consent", "consent", "marketing_consent")
     OCCURRED_AT_ATTRS: ClassVar[tuple[str, ...]] = ("paid_at", "placed_at", "created_at", "created")
+    # Read from an order line for the conversion and from a product for the product feed
+    # (get_item_id): the product's own sku first, so a line naming its product by foreign key
+    # and the product itself give the same id.
     ITEM_ID_ATTRS: ClassVar[tuple[str, ...]] = (
-        "product_id",
         "sku",
         "product.sku",
+        "product_id",
         "product.pk",
         "pk",
     )
@@ -174,7 +177,7 @@ class OrderAdapter:
             return orders  # should_track(): tracked when created
         if not hasattr(model, status):
             return []  # nothing is tracked (system check conversions.E030)
-        if _concrete_field(model, status) is None:  # a property: only Python can read it
+        if concrete_field(model, status) is None:  # a property: only Python can read it
             return (order for order in orders.iterator() if self.should_track(order, created=False))
         # The spellings of each paid status, not a case-folding lookup: a plain IN keeps the
         # query on the database's statistics and indexes (upper(status) hides both).
@@ -191,7 +194,7 @@ class OrderAdapter:
         """The order model's field telling when an order became a conversion (see
         ``conversions_since``)."""
         for name in self.OCCURRED_AT_ATTRS:
-            field = _concrete_field(model, name)
+            field = concrete_field(model, name)
             if isinstance(field, models.DateTimeField):
                 return name
         return None
@@ -278,11 +281,20 @@ class OrderAdapter:
 
     def get_line_item(self, row: Any) -> LineItem:
         return LineItem(
-            id=str(first_attr(row, self.ITEM_ID_ATTRS)),
+            id=self.get_item_id(row),
             quantity=first_attr(row, self.ITEM_QUANTITY_ATTRS) or 1,
             price=first_attr(row, self.ITEM_PRICE_ATTRS),
             name=first_attr(row, self.ITEM_NAME_ATTRS),
         )
+
+    def get_item_id(self, line_or_product: Any) -> str:
+        """The item id of an order line, and of a product in the product feed.
+
+        The one rule for both (VTmarketing: "the same from product feed and other site
+        events"): the feed calls this with each product, the conversion with each line, so
+        a product and a line selling it must give the same id. Override it once for both.
+        """
+        return str(first_attr(line_or_product, self.ITEM_ID_ATTRS))
 
 
 def paid_statuses() -> list[str]:
@@ -309,7 +321,7 @@ def is_paid_status(value: Any) -> bool:
     return str(value).strip().casefold() in {status.casefold() for status in paid_statuses()}
 
 
-def _concrete_field(model: type[models.Model], name: str) -> models.Field[Any, Any] | None:
+def concrete_field(model: type[models.Model], name: str) -> models.Field[Any, Any] | None:
     try:
         field = model._meta.get_field(name)
     except FieldDoesNotExist:

@@ -14,7 +14,9 @@ from django.utils.module_loading import import_string
 from django_conversions.adapters import OrderAdapter
 from django_conversions.api.throttling import check_proxy_setting
 from django_conversions.conf import POSITIVE_NUMBERS, SETTING_NAME, conversions_settings
+from django_conversions.feed import check_feed_settings
 from django_conversions.fields import get_fernet
+from django_conversions.frontend import check_site_scripts
 from django_conversions.models import ApiKey, TrackingSite
 from django_conversions.order_checks import check_order_setup
 from django_conversions.providers import registry
@@ -357,3 +359,8 @@ def _check_api(conf: Any) -> list[Any]:
                 )
             )
     return messages
+
+
+# The product feed's settings (feed.py) and the stored sites' front-end script URLs (frontend.py).
+register(check_feed_settings, Tags.compatibility)
+register(check_site_scripts, Tags.security)

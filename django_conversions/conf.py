@@ -101,10 +101,36 @@ DEFAULTS: dict[str, Any] = {
     # django_conversions.contrib.oscar: Oscar order statuses (matched case-insensitively) that
     # make an order a conversion when Order.set_status() reaches one; None: when it is placed.
     "OSCAR_PAID_STATUSES": None,
+    # Product feed (docs/feed.md). "app_label.ModelName" of the host's product model; None: no
+    # feed. Its ids come from ORDER_ADAPTER's get_item_id(), the same as the conversions' items.
+    "PRODUCT_MODEL": None,
+    # Dotted path to a ProductAdapter subclass: which products, and each feed field's value.
+    "PRODUCT_ADAPTER": "django_conversions.products.ProductAdapter",
+    # The feed's fields, in order (Google Merchant Center attribute names; an unknown name is
+    # read from the product attribute of that name).
+    "FEED_FIELDS": (
+        "id",
+        "title",
+        "description",
+        "link",
+        "image_link",
+        "price",
+        "availability",
+        "brand",
+        "gtin",
+        "mpn",
+    ),
+    # ISO 4217 code of prices for products without a currency attribute.
+    "FEED_CURRENCY": None,
+    # "https://shop.example" that relative product links and images are made absolute with;
+    # None: the feed request's own host (the conversions_feed command then needs --base-url).
+    "FEED_BASE_URL": None,
+    # Products read from the database at once while the feed streams.
+    "FEED_CHUNK_SIZE": 1000,
 }
 
 # Settings holding dotted paths, imported on access.
-IMPORT_STRINGS = frozenset({"ORDER_ADAPTER"})
+IMPORT_STRINGS = frozenset({"ORDER_ADAPTER", "PRODUCT_ADAPTER"})
 # Settings that must be a positive number (checked by the system checks, conversions.E010).
 POSITIVE_NUMBERS = (
     "LEASE_SECONDS",
@@ -115,6 +141,7 @@ POSITIVE_NUMBERS = (
     "RETRY_MAX_AGE",
     "RECONCILE_WINDOW",
     "REQUEST_DEADLINE",
+    "FEED_CHUNK_SIZE",
 )
 
 

@@ -38,6 +38,15 @@ class ConsentPolicy:
     def allows_identifiers(self, consent: str | None) -> bool:
         return consent in self.identifiers_with
 
+    def allows_browser_script(self, consent: str | None) -> bool:
+        """May the provider's front-end script run for a visitor with this consent?
+
+        A tracking script recognises the visitor (cookies, the provider's own ids), so it runs
+        exactly when the server would send this visitor's event with identifiers: the same
+        consent, the same policy, one rule for both sides.
+        """
+        return self.skip_reason(consent) is None and self.allows_identifiers(consent)
+
 
 # Defaults per provider id: Scanova takes hashes unless consent is denied or pending;
 # VTmarketing receives the raw email, so it needs explicit consent.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -21,6 +22,7 @@ from django_conversions.conversion import normalize_event_name
 from django_conversions.endpoints import literal_problem
 from django_conversions.fields import EncryptedTextField, mask_secret
 from django_conversions.outcomes import Outcome
+from django_conversions.scripts import script_url_problem
 
 if TYPE_CHECKING:
     from django_conversions.providers.base import Provider
@@ -30,6 +32,13 @@ if TYPE_CHECKING:
 # pluggable parts, only when a site's provider or the list of providers is asked for.
 PROVIDER_FOR_SITE = "django_conversions.providers.for_site"
 PROVIDER_CHOICES = "django_conversions.providers.provider_choices"
+
+
+# The feed token is a path segment of the feed's URL: URL-safe characters only.
+FEED_TOKEN_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9_-]+$",
+    _("Letters, digits, '-' and '_' only, e.g. from secrets.token_urlsafe()."),
+)
 
 
 def provider_choices() -> list[tuple[str, str]]:
@@ -74,6 +83,38 @@ class TrackingSite(models.Model):
     rate_window_count = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    # The provider's other integration steps (docs/feed.md, docs/frontend.md): the product
+    # feed's URL token, and the front-end script rendered by {% conversions_scripts %}.
+    feed_token = models.CharField(
+        _("product feed token"),
+        max_length=100,
+        blank=True,
+        validators=[FEED_TOKEN_VALIDATOR],
+        help_text=_(
+            "A secret part of the product feed's URL; blank: the feed URL has none. "
+            "Give the provider the feed URL shown below."
+        ),
+    )
+    script_url = models.URLField(
+        _("front-end script URL"),
+        max_length=500,
+        blank=True,
+        help_text=_("The provider's tracking script, loaded on the shop's pages (https)."),
+    )
+    script_account_id = models.CharField(
+        _("front-end account id"),
+        max_length=100,
+        blank=True,
+        help_text=_("Your account id at the provider, as its script expects it."),
+    )
+    script_snippet = models.TextField(
+        _("front-end snippet"),
+        blank=True,
+        help_text=_(
+            "JavaScript run on the shop's pages after the script, as the provider's "
+            "instructions give it. $account_id and $order_id are replaced (as JSON values)."
+        ),
+    )
 
     class Meta:
         verbose_name = _("tracking site")
@@ -107,6 +148,9 @@ class TrackingSite(models.Model):
         problem = self.endpoint_problem()
         if problem:
             raise ValidationError({"endpoint_url": problem})
+        problem = script_url_problem(self.script_url)
+        if problem:
+            raise ValidationError({"script_url": problem})
 
     def current_key(self) -> ApiKey | None:
         """The newest active key: adding a key is how a key is rotated."""

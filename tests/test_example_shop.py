@@ -72,7 +72,7 @@ def test_the_example_shops_own_tests_pass(tmp_path):
     )
     # then
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert re.search(r"\b9 passed\b", result.stdout), result.stdout[-2000:]
+    assert re.search(r"\b12 passed\b", result.stdout), result.stdout[-2000:]
 
 
 def test_demo_without_serving_ends_with_the_expected_summary_and_can_run_again(tmp_path):
@@ -95,6 +95,9 @@ def test_demo_without_serving_ends_with_the_expected_summary_and_can_run_again(t
             r"DEMO-1005\s+VTmarketing \(sandbox\)\s+failed.*HTTP 400: Invalid user email", out
         )
         assert "admin / admin" in out
+        assert re.search(
+            r"product feed: http://127\.0\.0\.1:\d+/conversions/feed/\d+/products\.xml", out
+        )
         assert "scn_sandbox_" not in out + result.stderr  # keys are only shown masked
     assert "created the admin user" in first.stdout
     assert "DEMO-1001  already placed" in second.stdout

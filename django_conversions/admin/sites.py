@@ -28,6 +28,7 @@ from django_conversions.admin.display import (
     is_unmasked,
     shown_pause_reason,
 )
+from django_conversions.admin.frontend import FEED_AND_SCRIPT_FIELDSET, FeedAndScriptMixin
 from django_conversions.admin.keys import ApiKeyInline, KeysFollowDestination, PostedKeysHidden
 from django_conversions.attempt_masking import visible_text
 from django_conversions.masking import can_see_personal_data
@@ -45,7 +46,7 @@ RECENT_ATTEMPTS = 10
 
 @admin.register(TrackingSite)
 class TrackingSiteAdmin(
-    KeysFollowDestination, PostedKeysHidden, OverviewLinkMixin, admin.ModelAdmin
+    FeedAndScriptMixin, KeysFollowDestination, PostedKeysHidden, OverviewLinkMixin, admin.ModelAdmin
 ):
     list_display = (
         "name",
@@ -66,6 +67,7 @@ class TrackingSiteAdmin(
         "created_at",
         "updated_at",
         "recent_attempts",
+        "feed_url",
     )
     fieldsets = (
         (
@@ -86,6 +88,7 @@ class TrackingSiteAdmin(
             {"fields": ("paused_at", "pause_reason", "held_until", "created_at", "updated_at")},
         ),
         (_("Recent requests"), {"fields": ("recent_attempts",)}),
+        FEED_AND_SCRIPT_FIELDSET,
     )
     inlines = (ApiKeyInline,)
     actions = ("resume_sites", "send_test_events")

@@ -85,6 +85,8 @@ class Provider:
     accepted_statuses: ClassVar[frozenset[int]] = frozenset(range(200, 300))
     #: Statuses for which a refused batch is halved and both halves sent again.
     split_statuses: ClassVar[frozenset[int]] = frozenset({413})
+    #: Does the provider read a product feed from the shop (docs/feed.md)?
+    takes_product_feed: ClassVar[bool] = False
 
     def __init__(self, site: SiteConfig | None = None) -> None:
         self.site = site or SiteConfig()

@@ -27,6 +27,9 @@ class VTMarketingProvider(Provider):
     # "Any status code other than 200 indicates an error occurred."
     accepted_statuses = frozenset({200})
     # Assumption: no rate limit is documented; 429 is read like any provider's (base class).
+    # "For a server-side integration ... the following steps are required: ... providing a
+    # product feed" (its format is not documented: see django_conversions/feed.py).
+    takes_product_feed = True
 
     def accepts_event(self, event_name: str) -> bool:
         """The API only takes confirmation (order) events: ``purchase`` and whatever name

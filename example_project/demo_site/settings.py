@@ -117,6 +117,10 @@ CONVERSIONS = {
     ],
     "DEFAULT_PHONE_COUNTRY_CODE": "40",
     "TASK_BACKEND": "default",
+    # The product feed VTmarketing reads (docs/feed.md): the catalogue, prices in euros. Its
+    # ids are the skus, as on the order lines the conversions report.
+    "PRODUCT_MODEL": "shop.Product",
+    "FEED_CURRENCY": "EUR",
 }
 
 LOGGING = {

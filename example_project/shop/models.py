@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 
@@ -28,6 +29,10 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
+
+    def get_absolute_url(self) -> str:
+        # The product feed's link: the demo has no product pages, so its card on the shop.
+        return reverse("shop:storefront") + f"#{self.sku}"
 
 
 class Order(models.Model):

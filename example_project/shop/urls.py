@@ -13,4 +13,5 @@ urlpatterns = [
     path("cart/clear/", views.cart_clear, name="cart-clear"),
     path("checkout/", views.checkout, name="checkout"),
     path("thanks/<str:number>/", views.thanks, name="thanks"),
+    path("consent/", views.consent, name="consent"),
 ]

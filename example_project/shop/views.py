@@ -1,7 +1,9 @@
 """Storefront, cart, checkout and thank-you page.
 
-The only django-conversions call is ``get_scan_session()`` at checkout: the middleware kept the
-QR scan's id when the visitor landed, and the checkout copies it onto the order.
+The django-conversions calls: ``get_scan_session()`` at checkout (the middleware kept the QR
+scan's id when the visitor landed, and the checkout copies it onto the order), and
+``remember_consent()`` for the consent banner and the checkout's box, which the tracking
+scripts of the templates' ``{% conversions_scripts %}`` follow.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from django_conversions.models import ConversionEvent, EventStatus
-from django_conversions.scan_session import get_consent, get_scan_session
+from django_conversions.scan_session import get_consent, get_scan_session, remember_consent
 from shop import cart
 from shop.checkout import place_order
 from shop.forms import CheckoutForm
@@ -33,6 +37,7 @@ def _cart_context(request: HttpRequest) -> dict[str, object]:
         "shipping": shipping,
         "total": amount + shipping,
         "scan_session_id": get_scan_session(request),
+        "consent": get_consent(request),
     }
 
 
@@ -75,6 +80,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
             consent=form.consent(),
         )
         cart.clear(request)
+        # The box ticked or not is the visitor's answer for the browser scripts too.
+        remember_consent(request, form.consent())
         request.session[ORDERS_SESSION_KEY] = [
             *request.session.get(ORDERS_SESSION_KEY, []),
             order.number,
@@ -97,5 +104,25 @@ def thanks(request: HttpRequest, number: str) -> HttpResponse:
     )
     in_progress = any(e.status in IN_PROGRESS for e in events)
     return render(
-        request, "shop/thanks.html", {"order": order, "events": events, "in_progress": in_progress}
+        request,
+        "shop/thanks.html",
+        {
+            "order": order,
+            "events": events,
+            "in_progress": in_progress,
+            "consent": get_consent(request),
+        },
     )
+
+
+@require_POST
+def consent(request: HttpRequest) -> HttpResponse:
+    """The consent banner's answer, kept in the session: the tracking scripts on the pages
+    ({% conversions_scripts %}) and the order's conversion both follow it."""
+    answer = request.POST.get("consent", "")
+    if answer in ("granted", "denied"):
+        remember_consent(request, answer)
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = reverse("shop:storefront")
+    return redirect(back)

@@ -477,3 +477,57 @@ def test_a_week_of_orders_in_the_overview_and_the_pages_shown_in_the_docs(
         expect(per_day).to_have_text([str(n) for n in ORDERS_PER_DAY])
         expect(section.locator("tfoot td").last).to_have_text(str(sum(ORDERS_PER_DAY)))
     save_screenshot(page, "admin-overview", full_page=True)
+
+
+# --- 5. the provider's front-end script follows the visitor's consent ---------------------------
+
+TRACKER = 'script[src$="/sandbox/vtmarketing/tracker.js"]'
+
+
+def sandbox_script_runs(page: Page) -> Any:
+    """What the sandbox's stand-in script recorded on this page (None: it did not run)."""
+    return page.evaluate("window.conversionsSandbox || null")
+
+
+def test_the_tracking_script_loads_only_once_the_visitor_accepts(page, catalogue, sandbox_sites):
+    # given: a visitor who has not answered the consent banner
+    page.goto("/")
+    expect(page.locator(".consent-banner")).to_be_visible()
+    # then: no script on the page, and none ran
+    expect(page.locator(TRACKER)).to_have_count(0)
+    assert sandbox_script_runs(page) is None
+    # when: they accept
+    page.locator(".consent-banner").get_by_role("button", name="Accept").click()
+    # then: the script is on the page and ran, with the site's account id
+    expect(page.locator(".consent-banner")).to_have_count(0)
+    expect(page.locator(TRACKER)).to_have_count(1)
+    expect(page.locator(".conversions-sandbox-tracker")).to_contain_text("account sandbox-account")
+    assert sandbox_script_runs(page) == [
+        {"provider": "vtmarketing", "account": "sandbox-account", "order": None}
+    ]
+    # and on the next page too
+    page.locator(".card", has_text="Classic mug").get_by_role("button", name="Add to cart").click()
+    expect(page.locator(".conversions-sandbox-tracker")).to_be_visible()
+
+
+def test_a_declining_visitor_gets_no_script_until_the_checkout_box_grants_it(
+    page, catalogue, sandbox_sites
+):
+    # given: a visitor who declines
+    page.goto("/")
+    page.locator(".consent-banner").get_by_role("button", name="Decline").click()
+    expect(page.locator(".consent-banner")).to_have_count(0)
+    # then: no script, on any page
+    expect(page.locator(TRACKER)).to_have_count(0)
+    page.goto("/?scnv=" + str(uuid.uuid4()))
+    expect(page.locator(TRACKER)).to_have_count(0)
+    assert sandbox_script_runs(page) is None
+    # when: they buy and tick the consent box at checkout
+    number = buy(page, str(uuid.uuid4()))
+    # then: the thank-you page runs the script, which reads the order id the server sent
+    expect(page.locator(".conversions-sandbox-tracker")).to_contain_text(f"order {number}")
+    assert sandbox_script_runs(page) == [
+        {"provider": "vtmarketing", "account": "sandbox-account", "order": number}
+    ]
+    expect(page.locator("td.status-delivered")).to_have_count(2)
+    assert SandboxEvent.objects.filter(provider="vtmarketing", order_id=number).count() == 1

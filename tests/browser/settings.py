@@ -38,6 +38,9 @@ CONVERSIONS = {
     "ORDER_MODEL": "shop.Order",
     # As in the example shop: its customers type Romanian national phone numbers.
     "DEFAULT_PHONE_COUNTRY_CODE": "40",
+    # As in the example shop: its catalogue is the product feed.
+    "PRODUCT_MODEL": "shop.Product",
+    "FEED_CURRENCY": "EUR",
 }
 
 # Logging in is part of every scenario: a fast hasher keeps that out of the timings.

@@ -9,5 +9,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("sandbox/", include("django_conversions.contrib.sandbox.urls")),
+    path("conversions/", include("django_conversions.urls")),
     path("", include("shop.urls")),
 ]

@@ -75,3 +75,26 @@ class ProductLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} x {self.product_id}"
+
+
+class CatalogueItem(models.Model):
+    """A product with every field the product feed reads (tests/test_feed.py)."""
+
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    image_url = models.CharField(max_length=200, blank=True)
+    brand = models.CharField(max_length=100, blank=True)
+    gtin = models.CharField(max_length=14, blank=True)
+    mpn = models.CharField(max_length=64, blank=True)
+    stock = models.IntegerField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.sku
+
+    def get_absolute_url(self) -> str:
+        return f"/products/{self.sku}/"

@@ -114,6 +114,10 @@ def connect_tracking_sites(
         site.provider = provider
         site.provider_site_id = account.site_id
         site.endpoint_url = f"{base_url.rstrip('/')}/{PROVIDER_PATHS[Provider(provider)]}"
+        if provider == Provider.VTMARKETING:
+            # VTmarketing's third integration step: its front-end script, the stand-in here.
+            site.script_url = f"{base_url.rstrip('/')}/vtmarketing/tracker.js"
+            site.script_account_id = site.script_account_id or "sandbox-account"
         site.is_active = True
         site.save()
         current = site.current_key()

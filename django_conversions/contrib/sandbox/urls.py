@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from django_conversions.contrib.sandbox import views
 
@@ -13,4 +13,10 @@ urlpatterns = [
     path("scanova/server-events", views.scanova_event, name="scanova-event"),
     path("scanova/server-events/batch", views.scanova_batch, name="scanova-batch"),
     path("vtmarketing/v1/event/", views.vtmarketing_event, name="vtmarketing-event"),
+    # Stand-ins for the providers' front-end scripts (docs/frontend.md).
+    re_path(
+        r"^(?P<provider>scanova|vtmarketing)/tracker\.js$",
+        views.tracker_script,
+        name="tracker-script",
+    ),
 ]

@@ -311,3 +311,39 @@ def _vt_event(request: HttpRequest, fault: SandboxFault | None) -> Answer:
 def vtmarketing_event(request: HttpRequest) -> HttpResponse:
     """``POST /v1/event/``: one order confirmation."""
     return handle(request, Provider.VTMARKETING, _vt_event, vt_error)
+
+
+# --- front-end stand-in --------------------------------------------------------------------
+
+# What a provider's tracking script would do is not documented; this one only shows that it
+# was loaded, with which account id and, on the thank-you page, which order id: a badge in the
+# page's corner and an entry in ``window.conversionsSandbox`` (what the browser tests read).
+TRACKER_JS = """(function () {
+  var script = document.currentScript;
+  var provider = script ? script.getAttribute("data-conversions-provider") : "%(provider)s";
+  var account = script ? script.getAttribute("data-account-id") : "";
+  var data = document.getElementById("conversions-order");
+  var order = data ? JSON.parse(data.textContent).order_id : null;
+  var seen = {provider: provider, account: account, order: order};
+  (window.conversionsSandbox = window.conversionsSandbox || []).push(seen);
+  function badge() {
+    var note = document.createElement("div");
+    note.className = "conversions-sandbox-tracker";
+    note.textContent = "%(name)s sandbox script loaded (account " + (account || "-") + ")"
+      + (order ? ", order " + order : "");
+    note.style.cssText = "position:fixed;right:8px;bottom:8px;padding:4px 8px;"
+      + "background:#222;color:#fff;font:12px sans-serif;border-radius:4px;z-index:9999";
+    document.body.appendChild(note);
+  }
+  if (document.body) { badge(); } else { document.addEventListener("DOMContentLoaded", badge); }
+})();
+"""
+
+
+def tracker_script(request: HttpRequest, provider: str) -> HttpResponse:
+    """``GET /<provider>/tracker.js``: a stand-in for the provider's front-end script."""
+    name = Provider(provider).label
+    body = TRACKER_JS % {"provider": provider, "name": name}
+    response = HttpResponse(body, content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response

@@ -9,9 +9,13 @@ thread (``background.wait_idle``) before it looks at what the providers got.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import threading
 import uuid
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -235,3 +239,53 @@ def test_marking_an_order_paid_in_the_admin_reports_it(client, products, sandbox
     order.refresh_from_db()
     assert order.status == "paid"
     assert {e.status for e in events_of(order).values()} == {EventStatus.DELIVERED}
+
+
+# --- the product feed and the front-end script (docs/feed.md, docs/frontend.md) -------------
+
+
+def test_the_feed_lists_the_catalogue_with_the_ids_the_orders_send(client, products, sandbox):
+    # given: an order reported to VTmarketing
+    buy(client)
+    delivered()
+    order = Order.objects.get()
+    sent = SandboxEvent.objects.get(provider="vtmarketing", order_id=order.number)
+    sold = {item["id"] for item in sent.payload["event"]["confirmation"]["items"]}
+    # when: the site's product feed, read by an XML parser and by the csv module
+    site = sandbox["vtmarketing"]
+    xml = client.get(f"/conversions/feed/{site.pk}/products.xml")
+    rows = client.get(f"/conversions/feed/{site.pk}/products.csv")
+    root = ElementTree.fromstring(b"".join(xml.streaming_content))
+    g = "{http://base.google.com/ns/1.0}"
+    feed = {item.findtext(f"{g}id"): item for item in root.iter("item")}
+    csv_ids = [r["id"] for r in csv.DictReader(io.StringIO(b"".join(rows).decode()))]
+    # then: every product, every sold id among them, priced in euros
+    assert sold == {"MUG", "BEANS"} and sold <= set(feed)
+    assert sorted(csv_ids) == sorted(feed) == ["BEANS", "MUG"]
+    assert feed["MUG"].findtext(f"{g}price") == "12.50 EUR"
+    assert feed["MUG"].findtext(f"{g}link") == "http://testserver/#MUG"
+
+
+def test_the_vtmarketing_script_is_on_the_pages_only_with_consent(client, products, sandbox):
+    script = f"{sandbox['vtmarketing'].script_url}"
+    # no answer yet: the banner asks, no script
+    page = client.get("/").content.decode()
+    assert "consent-banner" in page and script not in page
+    # accepted: the script on every page, with its account id
+    client.post("/consent/", {"consent": "granted", "next": "/"})
+    page = client.get("/").content.decode()
+    assert script in page and 'data-account-id="sandbox-account"' in page
+    assert "consent-banner" not in page
+    # declined: gone again
+    client.post("/consent/", {"consent": "denied", "next": "/"})
+    assert script not in client.get("/").content.decode()
+
+
+def test_the_thank_you_page_gives_the_script_the_order_id_sent(client, products, sandbox):
+    page = buy(client).content.decode()
+    order = Order.objects.get()
+    data = re.search(r'<script id="conversions-order" type="application/json">(.*?)</script>', page)
+    assert data is not None and json.loads(data.group(1)) == {"order_id": order.number}
+    assert sandbox["vtmarketing"].script_url in page  # the box was ticked: consent granted
+    delivered()
+    assert SandboxEvent.objects.filter(provider="vtmarketing", order_id=order.number).exists()

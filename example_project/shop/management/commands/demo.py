@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from django_conversions.contrib.sandbox import control
 from django_conversions.delivery import deliver_due
+from django_conversions.feed_views import feed_path, takes_feed
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.tasks import background
 from shop.cart import Line
@@ -244,6 +245,8 @@ class Command(BaseCommand):
             key = site.current_key()
             masked = key.masked if key else "no key"
             self.line(f"{site.name:<24} → {site.endpoint_url}  (API key {masked})")
+        for name, path in feed_paths():
+            self.line(f"{name:<24}   product feed: {base_url}{path}")
 
     def place_samples(self) -> None:
         self.heading("Sample orders")
@@ -331,6 +334,8 @@ class Command(BaseCommand):
         self.line(f"Land from a QR scan:  {url}/?scnv={scan}")
         self.line(f"Admin:                {url}/admin/   (login {ADMIN_USER} / {ADMIN_PASSWORD})")
         self.line(f"What the sandbox got: {url}/admin/conversions_sandbox/sandboxrequest/")
+        for _name, path in feed_paths():
+            self.line(f"Product feed:         {url}{path}  (CSV: {path[:-3]}csv)")
         self.line(f"Sandbox faults:       {url}/admin/conversions_sandbox/sandboxfault/")
         self.line(
             "Orders are delivered from a background thread right after checkout; the sweep "
@@ -366,3 +371,10 @@ def _deliver_loop(stop: threading.Event) -> None:
         except Exception as err:  # keep serving; the next round tries again
             print(f"[demo worker] delivery round failed: {type(err).__name__}: {err}")
     connections.close_all()
+
+
+def feed_paths() -> list[tuple[str, str]]:
+    """The product feed of each tracking site whose provider reads one (VTmarketing)."""
+    sites = TrackingSite.objects.filter(is_active=True).order_by("name")
+    paths = [(site.name, feed_path(site)) for site in sites if takes_feed(site)]
+    return [(name, path) for name, path in paths if path]
