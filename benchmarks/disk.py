@@ -3,7 +3,8 @@
 Two figures. Kept: what each delivered event keeps for the retention period, once
 autovacuum has made the space of its earlier row versions reusable: the provider's live rows
 copied into empty tables shaped like these (same columns and indexes), measured relation by
-relation (rows, TOAST, each index); the targets and the retention sizing are this figure.
+relation (rows, TOAST, each index) as the bytes the second half of the rows adds (see
+``_live_footprint``); the targets and the retention sizing are this figure.
 Before vacuum: ``pg_total_relation_size`` of the events, attempts and per-event results tables
 before recording N events and after delivering them, divided by N; it also holds the dead row
 versions the status changes leave (pending, sending, delivered) until autovacuum runs.
@@ -85,7 +86,13 @@ def _sizes() -> dict[str, int]:
 
 
 def _live_footprint(site: TrackingSite) -> dict[str, int]:
-    """Bytes the site's live rows take in fresh copies of the three tables, by relation."""
+    """Bytes the site's live rows take in fresh copies of the three tables, by relation.
+
+    The copies are filled in two halves, in primary-key order (the order rows arrive in), and
+    the bytes the second half added are scaled to all rows: what each further event adds,
+    without the pages every table and index has whatever its size (metapage, root, free
+    space map), which a table of a few thousand rows would otherwise spread over each.
+    """
     events = ConversionEvent._meta.db_table
     site_column = ConversionEvent._meta.get_field("site").column
     event_column = EventResult._meta.get_field("event").column
@@ -102,10 +109,18 @@ def _live_footprint(site: TrackingSite) -> dict[str, int]:
         for table, (where, params) in rows.items():
             copy = f"bench_copy_{table}"
             cursor.execute(f'CREATE TEMPORARY TABLE "{copy}" (LIKE "{table}" INCLUDING ALL)')
-            empty = _relations(cursor, copy, table)  # an empty index has its pages too
-            cursor.execute(f'INSERT INTO "{copy}" SELECT * FROM "{table}" WHERE {where}', params)
+            cursor.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', params)
+            total = cursor.fetchone()[0]
+            first = total // 2
+            rows_in_order = f'SELECT * FROM "{table}" WHERE {where} ORDER BY "id"'
+            cursor.execute(f'INSERT INTO "{copy}" {rows_in_order} LIMIT %s', [*params, first])
+            half = _relations(cursor, copy, table)
+            cursor.execute(f'INSERT INTO "{copy}" {rows_in_order} OFFSET %s', [*params, first])
             filled = _relations(cursor, copy, table)
-            parts.update({name: size - empty[name] for name, size in filled.items()})
+            scale = total / max(1, total - first)
+            parts.update(
+                {name: round((size - half[name]) * scale) for name, size in filled.items()}
+            )
             cursor.execute(f'DROP TABLE "{copy}"')
     return parts
 

@@ -32,7 +32,7 @@ from django.db import (
     connections,
     transaction,
 )
-from django.db.models import Case, F, JSONField, Q, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from django_conversions.delivery.attempts import Recorded, delivered_exchanges, write_attempts
@@ -47,7 +47,11 @@ from django_conversions.models import (
     TrackingSite,
 )
 from django_conversions.normalize import storable_text
-from django_conversions.privacy import delivered_snapshot, redact_personal
+from django_conversions.privacy import (
+    delivered_snapshot,
+    delivered_snapshot_sql,
+    redact_personal,
+)
 
 logger = logging.getLogger("django_conversions.delivery")
 
@@ -183,24 +187,30 @@ def _write_site(group: SiteResults, now: datetime, report: DeliveryReport, mode:
             len(lost),
         )
     exchanges = write_attempts(using, site, group.items, held, now, mode.plain)
-    scrubbed = _scrubbed_snapshots(group.items, held)
-    updates: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
+    # An event whose request delivered all it carried keeps only the order's totals
+    # (``privacy.delivered_snapshot``): that request is stored without its body, nothing
+    # failed that a person must look into, and no stored body is left holding the
+    # customer's data where ``forget_customer`` could not find it.
+    trimmed = delivered_exchanges(group.items)
+    # Events written alike share a statement: the same new values, and whether their
+    # snapshot is trimmed (by the database, each row from its own).
+    updates: dict[tuple[bool, tuple[tuple[str, Any], ...]], list[int]] = defaultdict(list)
     for item in group.items:
         if item.event.pk in held:
             values = _event_values(item.decision, now)
-            updates[tuple(sorted(values.items()))].append(item.event.pk)
+            trim = item.event.pk in trimmed
+            updates[(trim, tuple(sorted(values.items())))].append(item.event.pk)
             _count(report, item)
             _apply_in_memory(item.event, values)
-            if item.event.pk in scrubbed:
-                item.event.snapshot = scrubbed[item.event.pk]
+            if trim and isinstance(item.event.snapshot, dict):
+                item.event.snapshot = delivered_snapshot(item.event.snapshot)
             _announce(item, using)
     written = 0
-    rows = _rows_per_update(using) if scrubbed else STATEMENT_ROWS
-    for shared, pks in updates.items():
-        for start in range(0, len(pks), rows):
-            chunk = pks[start : start + rows]
-            snapshots = _snapshot_update(chunk, scrubbed)
-            written += lease.held(chunk).update(**dict(shared), **snapshots)
+    for (trim, shared), pks in updates.items():
+        snapshot = {"snapshot": delivered_snapshot_sql()} if trim else {}
+        for start in range(0, len(pks), STATEMENT_ROWS):
+            chunk = pks[start : start + STATEMENT_ROWS]
+            written += lease.held(chunk).update(**dict(shared), **snapshot)
     if written != sum(len(pks) for pks in updates.values()):
         # The token kept the new holder's rows; only a clock far ahead elsewhere gets here.
         logger.error(
@@ -216,42 +226,6 @@ def _write_site(group: SiteResults, now: datetime, report: DeliveryReport, mode:
             ApiKey.objects.using(using).filter(pk=key.pk).update(last_used_at=now)
             key.last_used_at = now
     _write_site_state(group, now)
-
-
-def _scrubbed_snapshots(items: Sequence[Recorded], held: set[int]) -> dict[int, dict[str, Any]]:
-    """The trimmed conversions of delivered events (``privacy.delivered_snapshot``), by pk.
-
-    Only for events whose request delivered all it carried: that request is stored without
-    its body (see ``attempts``), nothing failed that a person must look into, and no stored
-    body is left holding the customer's data that ``forget_customer`` could not find.
-    """
-    scrubbed = {}
-    events = {item.event.pk: item.event for item in items}
-    for pk in delivered_exchanges(items) & held:
-        event = events[pk]
-        if isinstance(event.snapshot, dict):
-            smaller = delivered_snapshot(event.snapshot)
-            if smaller != event.snapshot:
-                scrubbed[pk] = smaller
-    return scrubbed
-
-
-def _snapshot_update(pks: Sequence[int], scrubbed: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """``update()`` keyword for the snapshots of these events that lose the customer's data
-    (one statement for the lot, each row its own value), or nothing."""
-    whens = [
-        When(pk=pk, then=Value(scrubbed[pk], output_field=JSONField()))
-        for pk in pks
-        if pk in scrubbed
-    ]
-    return {"snapshot": Case(*whens, default=F("snapshot"))} if whens else {}
-
-
-def _rows_per_update(using: str) -> int:
-    """Rows per statement when each row brings its own snapshot: three bound values a row
-    (its pk in the filter, in its WHEN, and the value), under the database's limit."""
-    limit = connections[using].features.max_query_params
-    return STATEMENT_ROWS if limit is None else max(1, min(STATEMENT_ROWS, (limit - 20) // 3))
 
 
 def _event_values(decision: Decision, now: datetime) -> dict[str, Any]:
