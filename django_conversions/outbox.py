@@ -72,17 +72,14 @@ def track_order(
     if _stock_should_track(adapter) and not adapter.should_track(order, created=created):
         return []  # the stock check reads one attribute: no savepoint for a save that isn't it
 
-    def record_if_due(look_first: bool) -> list[ConversionEvent]:
+    def record_if_due() -> list[ConversionEvent]:
         # A host's should_track() may query: it runs in the savepoint too, so whatever it
         # reads or writes can't break the host's transaction.
         if not adapter.should_track(order, created=created):
             return []
-        return record_order(adapter, order, using, look_first=look_first).events
+        return record_order(adapter, order, using).events
 
-    # The order's events are inserted without looking for them first: the save that makes
-    # an order a conversion nearly always is its first. A repeat save clashes on the dedup
-    # constraint, and the savepoint's second run reads the events it has.
-    return in_savepoint(using, lambda: record_if_due(False), lambda: record_if_due(True))
+    return in_savepoint(using, record_if_due)
 
 
 def _stock_should_track(adapter: OrderAdapter) -> bool:

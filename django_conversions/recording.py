@@ -68,30 +68,23 @@ def sites_for(
     return [site for site in taking if site.pk in wanted]
 
 
-def in_savepoint(
-    using: str, record: Callable[[], T], after_clash: Callable[[], T] | None = None
-) -> T:
+def in_savepoint(using: str, record: Callable[[], T]) -> T:
     """Run ``record`` in a savepoint (a transaction of its own in autocommit mode).
 
     A failure undoes its writes alone: the caller's transaction stays usable. Where the database
     itself gave up the whole transaction (SQLite on a full disk), Django can't roll back to the
     savepoint and marks the caller's block for rollback: all of it rolls back, none of it is
-    committed piecemeal. A unique-constraint clash means the conversion was recorded already (a
-    concurrent save, or a repeat save when ``record`` inserts without looking first):
-    ``after_clash`` (``record`` itself by default) runs in a new savepoint and finds those
-    events.
+    committed piecemeal. A unique-constraint clash means a concurrent save recorded the same
+    conversion first: ``record`` runs again and finds that save's events.
     """
     for attempt in (1, 2):
         try:
             with transaction.atomic(using=using):
-                return record() if attempt == 1 else (after_clash or record)()
+                return record()
         except IntegrityError:
             if attempt == 2:
                 raise
-            if after_clash is None:  # ``record`` looked first: another save got in between
-                logger.info("A concurrent save recorded this conversion first; reading its events")
-            else:
-                logger.debug("This conversion is recorded already; reading its events")
+            logger.info("A concurrent save recorded this conversion first; reading its events")
     raise AssertionError("unreachable")
 
 
@@ -109,20 +102,14 @@ def record(
     sites: Iterable[TrackingSite | int] | None,
     dedup_key: str | None,
     using: str,
-    *,
-    look_first: bool = True,
 ) -> Recorded:
-    """The conversion's events for the target sites, new ones inserted. ``look_first=False``
-    inserts without reading the existing events first, one statement less where the
-    conversion is nearly always new; a clash then raises ``IntegrityError`` (see
-    ``in_savepoint``)."""
     conversion.check_time()  # a time no provider attributes is the caller's error, not an event
     key = dedup_key or dedup_key_for(conversion, source)
     targets = sites_for(conversion.event_name, sites, using=using)
     if not targets:
         return Recorded([])
     source_fields = source_fields_of(source, using)
-    existing = _existing_events(key, targets, using) if look_first else {}
+    existing = _existing_events(key, targets, using)
     _attach_source(existing.values(), source_fields, using)
     now = timezone.now()
     new = [
@@ -194,9 +181,7 @@ def _insert(events: list[ConversionEvent], using: str) -> None:
             event.pk = pks[event.event_id]
 
 
-def record_order(
-    adapter: OrderAdapter, order: models.Model, using: str, *, look_first: bool = True
-) -> Recorded:
+def record_order(adapter: OrderAdapter, order: models.Model, using: str) -> Recorded:
     try:
         conversion = adapter.to_conversion(order)
         conversion.check_time()
@@ -210,7 +195,7 @@ def record_order(
             type(err).__name__,
         )
         return _record_build_failure(adapter, order, err, using)
-    return record(conversion, order, None, None, using, look_first=look_first)
+    return record(conversion, order, None, None, using)
 
 
 def _record_build_failure(

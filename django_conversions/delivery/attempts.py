@@ -101,11 +101,7 @@ def _by_exchange(items: Sequence[Recorded]) -> dict[int, tuple[Exchange, list[Re
 
 
 def _attempt(
-    site: TrackingSite,
-    exchange: Exchange,
-    items: Sequence[Recorded],
-    now: datetime,
-    plain: bool,
+    site: TrackingSite, exchange: Exchange, items: Sequence[Recorded], now: datetime, plain: bool
 ) -> DeliveryAttempt:
     outcome, reason = _request_outcome(items)
     error = exchange.error or ("" if outcome == Outcome.DELIVERED else reason)
