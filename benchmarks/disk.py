@@ -1,11 +1,13 @@
 """Bytes on disk per delivered event on PostgreSQL, per provider.
 
-The figure: ``pg_total_relation_size`` (rows, TOAST, indexes) of the events, attempts and
-per-event results tables before recording N events and after delivering them, divided by N.
-It holds the dead row versions the status changes leave until autovacuum makes their space
-reusable. Beside it, the live footprint: the provider's live rows copied into empty tables
-shaped like these (same columns and indexes), measured relation by relation; this is what
-the delivered events keep once vacuumed, and where the bytes go.
+Two figures. Kept: what each delivered event keeps for the retention period, once
+autovacuum has made the space of its earlier row versions reusable: the provider's live rows
+copied into empty tables shaped like these (same columns and indexes), measured relation by
+relation (rows, TOAST, each index) as the bytes the second half of the rows adds (see
+``_live_footprint``); the targets and the retention sizing are this figure.
+Before vacuum: ``pg_total_relation_size`` of the events, attempts and per-event results tables
+before recording N events and after delivering them, divided by N; it also holds the dead row
+versions the status changes leave (pending, sending, delivered) until autovacuum runs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from django_conversions.models import (
     TrackingSite,
 )
 
-DISK_TARGET = 1024  # bytes per delivered event
+DISK_TARGET = 1024  # bytes kept per delivered event (issue 15)
+DISK_TARGET_AFTER_ATTEMPTS = 600  # the same, once an attempt is one request (issue 20)
 TABLES = {
     "events": ConversionEvent._meta.db_table,
     "attempts": DeliveryAttempt._meta.db_table,
@@ -54,17 +57,20 @@ def bench_disk(count: int) -> dict[str, Any]:
             per_table = {name: round((after[name] - before[name]) / count) for name in TABLES}
             total = sum(per_table.values())
             live = _live_footprint(site)
+            kept = round(sum(live.values()) / count)
             result[provider] = {
-                "bytes_per_event": total,
-                "bytes_per_event_by_table": per_table,
-                "live_bytes_per_event": round(sum(live.values()) / count),
+                "bytes_per_event_before_vacuum": total,
+                "bytes_per_event_before_vacuum_by_table": per_table,
+                "bytes_per_event": kept,
                 # Where the live bytes go: each table's rows, its TOAST and every index.
                 "live_bytes_per_event_by_relation": {
                     name: round(size / count) for name, size in live.items()
                 },
                 "mean_stored_value_bytes": _column_sizes(site),
                 "target": f"<= {DISK_TARGET}",
-                "met": total <= DISK_TARGET,
+                "met": kept <= DISK_TARGET,
+                "target_after_attempts": f"<= {DISK_TARGET_AFTER_ATTEMPTS}",
+                "met_after_attempts": kept <= DISK_TARGET_AFTER_ATTEMPTS,
             }
         clear_database()
     return result
@@ -80,7 +86,13 @@ def _sizes() -> dict[str, int]:
 
 
 def _live_footprint(site: TrackingSite) -> dict[str, int]:
-    """Bytes the site's live rows take in fresh copies of the three tables, by relation."""
+    """Bytes the site's live rows take in fresh copies of the three tables, by relation.
+
+    The copies are filled in two halves, in primary-key order (the order rows arrive in), and
+    the bytes the second half added are scaled to all rows: what each further event adds,
+    without the pages every table and index has whatever its size (metapage, root, free
+    space map), which a table of a few thousand rows would otherwise spread over each.
+    """
     events = ConversionEvent._meta.db_table
     site_column = ConversionEvent._meta.get_field("site").column
     event_column = EventResult._meta.get_field("event").column
@@ -97,10 +109,18 @@ def _live_footprint(site: TrackingSite) -> dict[str, int]:
         for table, (where, params) in rows.items():
             copy = f"bench_copy_{table}"
             cursor.execute(f'CREATE TEMPORARY TABLE "{copy}" (LIKE "{table}" INCLUDING ALL)')
-            empty = _relations(cursor, copy, table)  # an empty index has its pages too
-            cursor.execute(f'INSERT INTO "{copy}" SELECT * FROM "{table}" WHERE {where}', params)
+            cursor.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', params)
+            total = cursor.fetchone()[0]
+            first = total // 2
+            rows_in_order = f'SELECT * FROM "{table}" WHERE {where} ORDER BY "id"'
+            cursor.execute(f'INSERT INTO "{copy}" {rows_in_order} LIMIT %s', [*params, first])
+            half = _relations(cursor, copy, table)
+            cursor.execute(f'INSERT INTO "{copy}" {rows_in_order} OFFSET %s', [*params, first])
             filled = _relations(cursor, copy, table)
-            parts.update({name: size - empty[name] for name, size in filled.items()})
+            scale = total / max(1, total - first)
+            parts.update(
+                {name: round((size - half[name]) * scale) for name, size in filled.items()}
+            )
             cursor.execute(f'DROP TABLE "{copy}"')
     return parts
 
@@ -120,9 +140,14 @@ def _relations(cursor: Any, copy: str, table: str) -> dict[str, int]:
         [copy],
     )
     for definition, size in cursor.fetchall():
-        columns = definition[definition.rindex("(") + 1 : definition.rindex(")")]
-        method = " (text pattern)" if "pattern_ops" in definition else ""
-        parts[f"{table} index ({columns.split(' ')[0] if method else columns}){method}"] = size
+        # "CREATE INDEX … USING btree (a, b) WHERE (…)": the columns, and the condition
+        _, _, rest = definition.partition(" USING ")
+        columns, _, where = rest.partition(") WHERE ")
+        columns = columns[columns.index("(") + 1 :].rstrip(")")
+        method = " (text pattern)" if "pattern_ops" in columns else ""
+        partial = " (partial)" if where else ""
+        name = columns.split(" ")[0] if method else columns
+        parts[f"{table} index ({name}){method}{partial}"] = size
     return parts
 
 

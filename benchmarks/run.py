@@ -10,7 +10,9 @@
    to Scanova alone (target >= 0.8x).
 5. Claim time with 100k pending as a ratio to 1k, all due at one instant and a paused site's
    events ahead of an active site's (target <= 2x each).
-6. Bytes on disk per delivered event, per provider (target <= 1 KB).
+6. Bytes on disk each delivered event keeps once vacuumed, per provider (targets <= 1 KB and,
+   once an attempt is one request, <= 600 B), with the figure before vacuum and a retention
+   sizing table.
 
 Each ratio is the median of paired rounds (the two sides back to back, their order alternating)
 with the rounds' range. For each unmet target the run adds cProfile's top entries.

@@ -16,6 +16,11 @@ consent policy (``consent.py``). This module handles what happens afterwards:
     Every stored trace of one customer's email or phone is scrubbed, in events of any status;
     pending events are then sent without it, or skipped where the provider needs it.
 
+Sooner than all of these: an event delivered by a request that delivered everything it
+carried keeps neither the customer's data nor a copy of the request. The recorder stores such
+a request's outline only (URL, status, duration) and trims the event's conversion to
+``delivered_snapshot()`` (the total, currency and consent) in the same write.
+
 An attempt is one HTTP request, and a batch request carries several customers' events: its
 request body holds all of them. Scrubbing or forgetting one of its events scrubs the whole
 body (and the answer), so the other customers' events lose that copy of their request too.
@@ -33,7 +38,8 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.db import router, transaction
-from django.db.models import Case, Model, Q, QuerySet, Value, When
+from django.db.models import Case, F, Model, Q, QuerySet, Value, When
+from django.db.models.functions import JSONObject
 from django.utils import timezone
 
 from django_conversions.conf import conversions_settings
@@ -58,6 +64,8 @@ ModelT = TypeVar("ModelT", bound=Model)
 FINISHED = (EventStatus.DELIVERED, EventStatus.SKIPPED, EventStatus.FAILED)
 # Snapshot keys that identify or may identify a person; everything else is order facts.
 PERSONAL_KEYS = ("customer", "scan_session_id", "properties")
+# What a delivered event keeps of its snapshot (see ``delivered_snapshot``).
+DELIVERED_KEYS = ("value", "currency", "consent")
 SCRUBBED_MARK = "personal data removed"
 ERASED_REASON = "customer data erased on request"
 BATCH = 1000
@@ -116,6 +124,20 @@ def _using() -> str:
 
 def scrub_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in snapshot.items() if key not in PERSONAL_KEYS}
+
+
+def delivered_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """What a delivered event keeps of its conversion once its request is stored without a
+    body (the recorder decides when): the order's total, currency and consent, a key the
+    conversion lacked as null. Not the customer's data, nor what the event's own columns or
+    the order hold (event name, order id, line items)."""
+    return {key: snapshot.get(key) for key in DELIVERED_KEYS}
+
+
+def delivered_snapshot_sql() -> JSONObject:
+    """``delivered_snapshot`` for ``update()``: the database builds it from each row's own
+    snapshot, so one statement trims any number of events."""
+    return JSONObject(**{key: F(f"snapshot__{key}") for key in DELIVERED_KEYS})
 
 
 def _has_personal_data() -> Q:

@@ -5,7 +5,9 @@ Signals the host can receive (each sent after the database change is committed):
 ``event_queued(sender=ConversionEvent, events=[...])``
     New events were written to the outbox (pending or skipped).
 ``event_delivered(sender=ConversionEvent, event=...)``
-    The provider accepted an event.
+    The provider accepted an event. The event is as written: when its request delivered
+    everything it carried, its snapshot holds the order's totals only (no customer data, see
+    ``privacy.delivered_snapshot``); ``event.source`` is the order.
 ``event_failed(sender=ConversionEvent, event=..., reason=...)``
     An event failed for good (a permanent error, or retries ran out).
 

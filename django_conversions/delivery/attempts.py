@@ -1,6 +1,12 @@
 """The rows that record HTTP exchanges: one ``DeliveryAttempt`` per request, one
 ``EventResult`` per event it carried (with that event's own outcome and the provider's word
-on it), every text made storable (PostgreSQL takes no NUL character in text or JSON)."""
+on it), every text made storable (PostgreSQL takes no NUL character in text or JSON).
+
+A request whose events were all delivered keeps its outline only (URL, HTTP status, duration,
+outcome, how many events): its headers and bodies explain nothing a person needs, and they
+were most of the bytes a delivered event kept. A request with any other outcome keeps them
+all, so the admin shows why it failed.
+"""
 
 from __future__ import annotations
 
@@ -36,11 +42,7 @@ def write_attempts(
 ) -> int:
     """One DeliveryAttempt per exchange, and an EventResult per event it carried that this
     claim still holds."""
-    by_exchange: dict[int, tuple[Exchange, list[Recorded]]] = {}
-    for item in items:
-        exchange = item.result.exchange
-        if exchange is not None:
-            by_exchange.setdefault(id(exchange), (exchange, []))[1].append(item)
+    by_exchange = _by_exchange(items)
     if not by_exchange:
         return 0
     attempts = [
@@ -72,6 +74,32 @@ def write_attempts(
     return len(attempts)
 
 
+def all_delivered(items: Sequence[Recorded]) -> bool:
+    """Did the provider take every event of this exchange (nothing about it to explain)?"""
+    return all(item.result.outcome == Outcome.DELIVERED for item in items)
+
+
+def delivered_exchanges(items: Sequence[Recorded]) -> set[int]:
+    """The events (pks) whose request delivered every event it carried: their attempt is
+    stored without its texts (see ``all_delivered``)."""
+    return {
+        item.event.pk
+        for _, carried in _by_exchange(items).values()
+        if all_delivered(carried)
+        for item in carried
+    }
+
+
+def _by_exchange(items: Sequence[Recorded]) -> dict[int, tuple[Exchange, list[Recorded]]]:
+    """The items by the HTTP exchange that carried them (items without one left out)."""
+    by_exchange: dict[int, tuple[Exchange, list[Recorded]]] = {}
+    for item in items:
+        exchange = item.result.exchange
+        if exchange is not None:
+            by_exchange.setdefault(id(exchange), (exchange, []))[1].append(item)
+    return by_exchange
+
+
 def _attempt(
     site: TrackingSite, exchange: Exchange, items: Sequence[Recorded], now: datetime, plain: bool
 ) -> DeliveryAttempt:
@@ -88,6 +116,8 @@ def _attempt(
     )
     if plain:  # the database refused the provider's texts: keep the exchange's outline
         attempt.error = "the request and the answer could not be stored"
+        return attempt
+    if all_delivered(items):
         return attempt
     attempt.request_headers = _storable_headers(exchange.request_headers)
     attempt.request_body = storable_text(exchange.request_body)

@@ -35,7 +35,7 @@ from django.db import (
 from django.db.models import Q
 from django.utils import timezone
 
-from django_conversions.delivery.attempts import Recorded, write_attempts
+from django_conversions.delivery.attempts import Recorded, delivered_exchanges, write_attempts
 from django_conversions.delivery.claims import STATEMENT_ROWS, Lease
 from django_conversions.delivery.policy import Decision, Verdict
 from django_conversions.delivery.report import DeliveryReport
@@ -47,7 +47,11 @@ from django_conversions.models import (
     TrackingSite,
 )
 from django_conversions.normalize import storable_text
-from django_conversions.privacy import redact_personal
+from django_conversions.privacy import (
+    delivered_snapshot,
+    delivered_snapshot_sql,
+    redact_personal,
+)
 
 logger = logging.getLogger("django_conversions.delivery")
 
@@ -183,18 +187,30 @@ def _write_site(group: SiteResults, now: datetime, report: DeliveryReport, mode:
             len(lost),
         )
     exchanges = write_attempts(using, site, group.items, held, now, mode.plain)
-    updates: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
+    # An event whose request delivered all it carried keeps only the order's totals
+    # (``privacy.delivered_snapshot``): that request is stored without its body, nothing
+    # failed that a person must look into, and no stored body is left holding the
+    # customer's data where ``forget_customer`` could not find it.
+    trimmed = delivered_exchanges(group.items)
+    # Events written alike share a statement: the same new values, and whether their
+    # snapshot is trimmed (by the database, each row from its own).
+    updates: dict[tuple[bool, tuple[tuple[str, Any], ...]], list[int]] = defaultdict(list)
     for item in group.items:
         if item.event.pk in held:
             values = _event_values(item.decision, now)
-            updates[tuple(sorted(values.items()))].append(item.event.pk)
+            trim = item.event.pk in trimmed
+            updates[(trim, tuple(sorted(values.items())))].append(item.event.pk)
             _count(report, item)
             _apply_in_memory(item.event, values)
+            if trim and isinstance(item.event.snapshot, dict):
+                item.event.snapshot = delivered_snapshot(item.event.snapshot)
             _announce(item, using)
     written = 0
-    for shared, pks in updates.items():
+    for (trim, shared), pks in updates.items():
+        snapshot = {"snapshot": delivered_snapshot_sql()} if trim else {}
         for start in range(0, len(pks), STATEMENT_ROWS):
-            written += lease.held(pks[start : start + STATEMENT_ROWS]).update(**dict(shared))
+            chunk = pks[start : start + STATEMENT_ROWS]
+            written += lease.held(chunk).update(**dict(shared), **snapshot)
     if written != sum(len(pks) for pks in updates.values()):
         # The token kept the new holder's rows; only a clock far ahead elsewhere gets here.
         logger.error(

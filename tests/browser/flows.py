@@ -268,7 +268,10 @@ def test_a_purchase_from_a_scan_landing_is_delivered_and_shown_delivered_in_the_
     expect(rows.first.locator(".field-http_status")).to_have_text("200")
     expect(rows.first.locator(".field-outcome")).to_have_text("delivered")
     expect(rows.first.locator(".field-url")).to_contain_text("/sandbox/scanova/server-events")
-    expect(page.locator(".field-snapshot_display")).to_contain_text(scan_session_id)
+    # and its conversion keeps the order's totals, no longer the customer's scan session
+    snapshot = page.locator(".field-snapshot_display")
+    expect(snapshot).to_contain_text('"currency": "EUR"')
+    expect(snapshot).not_to_contain_text(scan_session_id)
 
 
 # --- 3. a refusal, its reason, and "retry now" -----------------------------------------------
