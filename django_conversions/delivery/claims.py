@@ -157,6 +157,16 @@ def site_claim_size(batch_size: int) -> int:
     return requests * max(1, batch_size)
 
 
+def site_claim_step(batch_size: int) -> int:
+    """Events one claim takes for a site: one round of requests (``DELIVERY_CONCURRENCY``
+    full batches), within ``site_claim_size``. The sender claims the next round as the
+    requests go out (``Lease.take_more``), so a worker holds little more than it has on the
+    wire, and several workers share a backlog of any size instead of the first one taking it
+    all."""
+    concurrency = max(1, conversions_settings.DELIVERY_CONCURRENCY)
+    return min(site_claim_size(batch_size), concurrency * max(1, batch_size))
+
+
 def sendable_sites(using: str, now: datetime) -> QuerySet[TrackingSite]:
     """Sites that may be sent to now: active, not paused, not held back."""
     return (
@@ -219,11 +229,12 @@ def sites_with_expired_leases(using: str, now: datetime) -> QuerySet[ConversionE
 
 
 def _site_room(site: TrackingSite) -> int:
+    """Events to claim for the site at a time (``site_claim_step``)."""
     try:
         provider = site.provider_instance()
     except Exception:  # an unknown provider: the sender pauses the site with the reason
         return 1
-    return site_claim_size(provider.site.batch_size if provider.supports_batch else 1)
+    return site_claim_step(provider.site.batch_size if provider.supports_batch else 1)
 
 
 def _claim_site(
