@@ -98,6 +98,12 @@ DEFAULTS: dict[str, Any] = {
     "API_PERMISSION_CLASSES": ("django_conversions.api.permissions.IsStaffWithModelPermissions",),
     "API_SCAN_SESSION_THROTTLE_RATE": "30/minute",
     "API_PAGE_SIZE": 50,
+    # Health (manage.py conversions_status, the metrics): unhealthy when the oldest due event
+    # has waited more than HEALTH_MAX_LAG seconds, or more than HEALTH_MAX_FAILED events failed
+    # within the last HEALTH_FAILED_WINDOW seconds.
+    "HEALTH_MAX_LAG": 600,
+    "HEALTH_MAX_FAILED": 0,
+    "HEALTH_FAILED_WINDOW": 3600,
 }
 
 # Settings holding dotted paths, imported on access.
@@ -112,6 +118,8 @@ POSITIVE_NUMBERS = (
     "RETRY_MAX_AGE",
     "RECONCILE_WINDOW",
     "REQUEST_DEADLINE",
+    "HEALTH_MAX_LAG",
+    "HEALTH_FAILED_WINDOW",
 )
 
 

@@ -9,6 +9,9 @@ Signals the host can receive (each sent after the database change is committed):
 ``event_failed(sender=ConversionEvent, event=..., reason=...)``
     An event failed for good (a permanent error, or retries ran out).
 
+``request_answered(sender=TrackingSite, site=..., outcome=..., duration=..., events=...)``
+    A worker's request to a provider ended (sent by the worker, before recording; metrics).
+
 The signal objects are defined in ``django_conversions.dispatch`` (which the outbox and
 delivery import) and re-exported here.
 """
@@ -20,7 +23,12 @@ from typing import Any
 
 from django.db import models
 
-from django_conversions.dispatch import event_delivered, event_failed, event_queued
+from django_conversions.dispatch import (
+    event_delivered,
+    event_failed,
+    event_queued,
+    request_answered,
+)
 from django_conversions.outbox import track_order
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "event_failed",
     "event_queued",
     "order_saved",
+    "request_answered",
 ]
 
 logger = logging.getLogger("django_conversions")
