@@ -90,7 +90,9 @@ def connect_metrics() -> None:
     event_delivered.connect(
         on_event_delivered, sender=ConversionEvent, dispatch_uid="conversions_metrics"
     )
-    event_failed.connect(on_event_failed, sender=ConversionEvent, dispatch_uid="conversions_metrics")
+    event_failed.connect(
+        on_event_failed, sender=ConversionEvent, dispatch_uid="conversions_metrics"
+    )
 
 
 class OutboxCollector:
