@@ -249,22 +249,16 @@ def _claim_site(
     queues = [due_events(lease.using, site, now)]
     if has_expired:
         queues.insert(0, expired_leases(lease.using, site, now))
-    claimed: list[int] = []
+    events: list[ConversionEvent] = []
     for queue in queues:
         if ids is not None:
             queue = queue.filter(pk__in=ids)
-        while len(claimed) < wanted:
-            n = min(wanted - len(claimed), STATEMENT_ROWS)
+        while len(events) < wanted:
+            n = min(wanted - len(events), STATEMENT_ROWS)
             got = _mark(lease, queue, n, expires_at or lease.expires_at)
-            claimed += got
+            events += got
             if len(got) < n:
                 break
-    if not claimed:
-        return []
-    events: list[ConversionEvent] = []
-    for start in range(0, len(claimed), STATEMENT_ROWS):
-        rows = lease.held(claimed[start : start + STATEMENT_ROWS])
-        events += rows.order_by("next_attempt_at", "pk")
     for event in events:
         event.site = site  # one site object for its events, read with the claim
     return events
@@ -288,24 +282,32 @@ def due_events(using: str, site: TrackingSite, now: datetime) -> QuerySet[Conver
     )
 
 
-def _mark(lease: Lease, due: QuerySet[ConversionEvent], n: int, expires_at: datetime) -> list[int]:
-    """Mark up to ``n`` rows of ``due`` as this claim's; return the ids marked."""
+def _mark(
+    lease: Lease, due: QuerySet[ConversionEvent], n: int, expires_at: datetime
+) -> list[ConversionEvent]:
+    """Mark up to ``n`` rows of ``due`` as this claim's; return them as marked, in ``due``'s
+    order."""
     values = {
         "status": EventStatus.SENDING,
         "claim_token": lease.token,
         "lease_expires_at": expires_at,
     }
     if connections[lease.using].features.has_select_for_update_skip_locked:
+        # The locked rows are read whole: they are the claim, with no second read.
         with transaction.atomic(using=lease.using):
-            locked = due.select_for_update(skip_locked=True, of=("self",))
-            ids = list(locked.values_list("pk", flat=True)[:n])
-            if ids:
-                ConversionEvent.objects.using(lease.using).filter(pk__in=ids).update(**values)
-        return ids
+            events = list(due.select_for_update(skip_locked=True, of=("self",))[:n])
+            if events:
+                ConversionEvent.objects.using(lease.using).filter(
+                    pk__in=[event.pk for event in events]
+                ).update(**values)
+        for event in events:
+            for name, value in values.items():
+                setattr(event, name, value)
+        return events
     ids = list(due.values_list("pk", flat=True)[:n])
     if not ids:
         return []
     # Compare-and-set: ``due`` repeats what made the rows due, so a row another worker
     # marked since the read above is left alone.
     due.order_by().filter(pk__in=ids).update(**values)
-    return list(lease.held(ids).values_list("pk", flat=True))
+    return list(lease.held(ids).order_by("next_attempt_at", "pk"))
