@@ -13,11 +13,13 @@ them (the outbox, delivery) import them from here, below the order receiver in
 
 Each is sent after the database change is committed.
 
-``request_answered(sender=TrackingSite, site=..., outcome=..., duration=..., events=...)``
+``request_answered(sender=TrackingSite, site=..., outcome=..., duration=..., events=...,
+accepted=...)``
     A worker's request to a provider ended (answered, or cut off): its outcome (delivered
     when the provider took any of its events), its duration in seconds (None when nothing
-    went out) and how many events it carried. Sent by the worker as the answer comes back,
-    before it is recorded; for metrics (``django_conversions.metrics``).
+    went out), how many events it carried and how many of them the provider accepted. Sent by
+    the worker as the answer comes back, before it is recorded, once per request (not per
+    event); for metrics (``django_conversions.metrics``).
 """
 
 from __future__ import annotations

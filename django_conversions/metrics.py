@@ -3,9 +3,10 @@
 Two kinds, so that any number of worker and web processes report correctly:
 
 - **Counted as it happens**, in the process where it happens, through the app's public signals
-  (connected in ``apps.ready`` when ``prometheus_client`` is installed): requests by outcome
-  and their duration (``request_answered``), events delivered and failed for good
-  (``event_delivered``, ``event_failed``). Each process counts its own; with several
+  (connected in ``apps.ready`` when ``prometheus_client`` is installed): requests by outcome,
+  their duration and the events the provider accepted (``request_answered``, once per
+  request: a batch of 100 costs one signal, not 100), events failed for good
+  (``event_failed``). Each process counts its own; with several
   processes set ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode) in every
   process's environment and the exposition adds them up.
 - **Read from the outbox** when scraped (``OutboxCollector``): the delivery lag (age of the
@@ -32,7 +33,7 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from django_conversions.conf import conversions_settings
-from django_conversions.dispatch import event_delivered, event_failed, request_answered
+from django_conversions.dispatch import event_failed, request_answered
 from django_conversions.health import delivery_health
 from django_conversions.models import ConversionEvent, TrackingSite
 
@@ -48,7 +49,9 @@ REQUEST_DURATION = Histogram(
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 DELIVERED = Counter(
-    "conversions_events_delivered", "Events the provider accepted.", ["site", "provider"]
+    "conversions_events_delivered",
+    "Events the provider accepted (as the answers come back).",
+    ["site", "provider"],
 )
 FAILED = Counter(
     "conversions_events_failed",
@@ -67,15 +70,15 @@ def on_request_answered(
     outcome: str,
     duration: float | None,
     events: int,
+    accepted: int = 0,
     **kwargs: Any,
 ) -> None:
-    REQUESTS.labels(outcome=str(outcome), **_labels(site)).inc()
+    labels = _labels(site)
+    REQUESTS.labels(outcome=str(outcome), **labels).inc()
     if duration is not None:
-        REQUEST_DURATION.labels(**_labels(site)).observe(duration)
-
-
-def on_event_delivered(sender: Any, event: ConversionEvent, **kwargs: Any) -> None:
-    DELIVERED.labels(**_labels(event.site)).inc()
+        REQUEST_DURATION.labels(**labels).observe(duration)
+    if accepted:
+        DELIVERED.labels(**labels).inc(accepted)
 
 
 def on_event_failed(sender: Any, event: ConversionEvent, **kwargs: Any) -> None:
@@ -86,9 +89,6 @@ def connect_metrics() -> None:
     """Count through the public signals (idempotent)."""
     request_answered.connect(
         on_request_answered, sender=TrackingSite, dispatch_uid="conversions_metrics"
-    )
-    event_delivered.connect(
-        on_event_delivered, sender=ConversionEvent, dispatch_uid="conversions_metrics"
     )
     event_failed.connect(
         on_event_failed, sender=ConversionEvent, dispatch_uid="conversions_metrics"

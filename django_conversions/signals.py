@@ -9,7 +9,8 @@ Signals the host can receive (each sent after the database change is committed):
 ``event_failed(sender=ConversionEvent, event=..., reason=...)``
     An event failed for good (a permanent error, or retries ran out).
 
-``request_answered(sender=TrackingSite, site=..., outcome=..., duration=..., events=...)``
+``request_answered(sender=TrackingSite, site=..., outcome=..., duration=..., events=...,
+accepted=...)``
     A worker's request to a provider ended (sent by the worker, before recording; metrics).
 
 The signal objects are defined in ``django_conversions.dispatch`` (which the outbox and

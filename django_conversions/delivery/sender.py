@@ -199,14 +199,15 @@ class SiteRun:
 
     def _announce(self, results: Sequence[Result]) -> None:
         """``request_answered`` for one request (metrics)."""
-        delivered = any(result.outcome == Outcome.DELIVERED for result in results)
+        accepted = sum(1 for result in results if result.outcome == Outcome.DELIVERED)
         exchange = results[0].exchange if results else None
         request_answered.send_robust(
             sender=TrackingSite,
             site=self.site,
-            outcome=Outcome.DELIVERED if delivered else results[0].outcome,
+            outcome=Outcome.DELIVERED if accepted else results[0].outcome,
             duration=exchange.duration_ms / 1000 if exchange is not None else None,
             events=len(results),
+            accepted=accepted,
         )
 
     def settle(self, events: Sequence[ConversionEvent], result: Result, rand: float) -> None:
