@@ -89,7 +89,9 @@ else:
 
 # Django 6 ships django.tasks; Django 5.2 uses the django-tasks backport.
 _TASKS_MODULE = "django.tasks" if find_spec("django.tasks") else "django_tasks"
-TASKS = {"default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
+TASKS: dict[str, dict[str, object]] = {
+    "default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}
+}
 
 CONVERSIONS = {
     "ORDER_MODEL": "testapp.Order",
