@@ -52,17 +52,26 @@ def service_missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+def forget_test_keys(client: Any) -> None:
+    """Delete what this run's queues keep in Redis (RQ's keys, the Celery test queue's), and
+    nothing else: another process may use the same database."""
+    for pattern in ("rq:*", f"*{settings.TEST_QUEUE}*"):
+        keys = list(client.scan_iter(match=pattern))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture
 def redis_client() -> Iterator[Any]:
-    """The run's own Redis database, emptied before and after the test."""
+    """The run's Redis database, without this run's queues' keys before and after the test."""
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
     try:
         client.ping()
     except redis.exceptions.ConnectionError as err:
         service_missing(f"Redis is not reachable at {settings.REDIS_URL}: {err}")
-    client.flushdb()
+    forget_test_keys(client)
     yield client
-    client.flushdb()
+    forget_test_keys(client)
     client.close()
 
 
