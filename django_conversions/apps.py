@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from django.apps import AppConfig, apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
@@ -29,6 +31,11 @@ class ConversionsConfig(AppConfig):
         # Imported once the app registry is ready: these modules import the models.
         from django_conversions import checks  # noqa: F401  (registers the system checks)
         from django_conversions.signals import connect_order_model
+
+        if find_spec("prometheus_client") is not None:  # the optional [prometheus] extra
+            from django_conversions.metrics import connect_metrics
+
+            connect_metrics()
 
         try:
             model = order_model()

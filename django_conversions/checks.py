@@ -297,6 +297,16 @@ def _check_numbers(conf: Any) -> list[Any]:
                 id="conversions.E011",
             )
         )
+    max_failed = conf.raw("HEALTH_MAX_FAILED")
+    if isinstance(max_failed, bool) or not isinstance(max_failed, int) or max_failed < 0:
+        messages.append(
+            Error(
+                f"{SETTING_NAME}['HEALTH_MAX_FAILED'] must be a whole number of events, 0 or "
+                f"more, not {max_failed!r}.",
+                hint="0: any failure within HEALTH_FAILED_WINDOW makes conversions_status fail.",
+                id="conversions.E040",
+            )
+        )
     if not messages:
         messages += _check_lease(conf)
     return messages

@@ -127,6 +127,12 @@ DEFAULTS: dict[str, Any] = {
     "FEED_BASE_URL": None,
     # Products read from the database at once while the feed streams.
     "FEED_CHUNK_SIZE": 1000,
+    # Health (manage.py conversions_status, the metrics): unhealthy when the oldest due event
+    # has waited more than HEALTH_MAX_LAG seconds, or more than HEALTH_MAX_FAILED events failed
+    # within the last HEALTH_FAILED_WINDOW seconds.
+    "HEALTH_MAX_LAG": 600,
+    "HEALTH_MAX_FAILED": 0,
+    "HEALTH_FAILED_WINDOW": 3600,
 }
 
 # Settings holding dotted paths, imported on access.
@@ -142,6 +148,8 @@ POSITIVE_NUMBERS = (
     "RECONCILE_WINDOW",
     "REQUEST_DEADLINE",
     "FEED_CHUNK_SIZE",
+    "HEALTH_MAX_LAG",
+    "HEALTH_FAILED_WINDOW",
 )
 
 

@@ -12,6 +12,14 @@ them (the outbox, delivery) import them from here, below the order receiver in
     An event failed for good (a permanent error, or retries ran out).
 
 Each is sent after the database change is committed.
+
+``request_answered(sender=TrackingSite, site=..., outcome=..., duration=..., events=...,
+accepted=...)``
+    A worker's request to a provider ended (answered, or cut off): its outcome (delivered
+    when the provider took any of its events), its duration in seconds (None when nothing
+    went out), how many events it carried and how many of them the provider accepted. Sent by
+    the worker as the answer comes back, before it is recorded, once per request (not per
+    event); for metrics (``django_conversions.metrics``).
 """
 
 from __future__ import annotations
@@ -21,3 +29,4 @@ from django.dispatch import Signal
 event_queued = Signal()
 event_delivered = Signal()
 event_failed = Signal()
+request_answered = Signal()

@@ -105,13 +105,17 @@ class PrivacyReport:
         return text
 
 
-def _in_batches(queryset: QuerySet[ModelT]) -> Iterator[tuple[list[ModelT], QuerySet[ModelT]]]:
-    """Rows in primary-key order, BATCH at a time, each batch re-read (safe while it changes),
-    with the same rows as a queryset (a primary-key range of ``queryset``): statements on a
-    batch use it as a subquery, never a list of BATCH parameters."""
+def _in_batches(
+    queryset: QuerySet[ModelT], size: int | None = None
+) -> Iterator[tuple[list[ModelT], QuerySet[ModelT]]]:
+    """Rows in primary-key order, ``size`` (default ``BATCH``) at a time, each batch re-read
+    (safe while it changes), with the same rows as a queryset (a primary-key range of
+    ``queryset``, its conditions repeated, so a row in the range that no longer matches is left
+    alone): statements on a batch use it as a subquery, never a list of parameters."""
+    size = max(1, size or BATCH)
     last = 0
     while True:
-        batch = list(queryset.filter(pk__gt=last).order_by("pk")[:BATCH])
+        batch = list(queryset.filter(pk__gt=last).order_by("pk")[:size])
         if not batch:
             return
         yield batch, queryset.filter(pk__gte=batch[0].pk, pk__lte=batch[-1].pk)
@@ -147,14 +151,16 @@ def _has_personal_data() -> Q:
     return query
 
 
-def scrub_old_events(*, now: datetime | None = None, dry_run: bool = False) -> PrivacyReport:
+def scrub_old_events(
+    *, now: datetime | None = None, dry_run: bool = False, batch_size: int | None = None
+) -> PrivacyReport:
     """Remove personal data from finished events older than SCRUB_AFTER_DAYS."""
     cutoff = (now or timezone.now()) - timedelta(days=conversions_settings.SCRUB_AFTER_DAYS)
     due = ConversionEvent.objects.filter(
         _has_personal_data(), status__in=FINISHED, created_at__lt=cutoff
     )
     report = PrivacyReport()
-    for batch, rows in _in_batches(due):
+    for batch, rows in _in_batches(due, batch_size):
         report.events.update(event.status for event in batch)
         if dry_run:
             report.attempts += _attempts_to_scrub(rows).count()
@@ -204,13 +210,17 @@ def _scrub_attempts(events: QuerySet[ConversionEvent]) -> int:
     )
 
 
-def purge_old_events(*, now: datetime | None = None, dry_run: bool = False) -> PrivacyReport:
+def purge_old_events(
+    *, now: datetime | None = None, dry_run: bool = False, batch_size: int | None = None
+) -> PrivacyReport:
     """Delete finished events older than RETENTION_DAYS (their results with them), attempts
-    older than that, and attempts whose events are all gone."""
+    older than that, and attempts whose events are all gone: ``batch_size`` (default
+    ``BATCH``) rows at a time, each batch in its own short transaction, so the shop's writes
+    never wait long behind a purge."""
     cutoff = (now or timezone.now()) - timedelta(days=conversions_settings.RETENTION_DAYS)
     old = ConversionEvent.objects.filter(status__in=FINISHED, created_at__lt=cutoff)
     report = PrivacyReport()
-    for batch, rows in _in_batches(old.only("pk", "status")):
+    for batch, rows in _in_batches(old.only("pk", "status"), batch_size):
         report.events.update(event.status for event in batch)
         carried = EventResult.objects.filter(event__in=rows.values("pk")).values("attempt_id")
         # Attempts that carried only these events have nothing left to explain; the old ones
@@ -227,7 +237,7 @@ def purge_old_events(*, now: datetime | None = None, dry_run: bool = False) -> P
             report.attempts += alone.delete()[1].get(DeliveryAttempt._meta.label, 0)
             rows.delete()
     for attempts, attempt_rows in _in_batches(
-        DeliveryAttempt.objects.filter(created_at__lt=cutoff).only("pk")
+        DeliveryAttempt.objects.filter(created_at__lt=cutoff).only("pk"), batch_size
     ):
         report.attempts += len(attempts)
         if not dry_run:

@@ -11,6 +11,10 @@ Signals the host can receive (each sent after the database change is committed):
 ``event_failed(sender=ConversionEvent, event=..., reason=...)``
     An event failed for good (a permanent error, or retries ran out).
 
+``request_answered(sender=TrackingSite, site=..., outcome=..., duration=..., events=...,
+accepted=...)``
+    A worker's request to a provider ended (sent by the worker, before recording; metrics).
+
 The signal objects are defined in ``django_conversions.dispatch`` (which the outbox and
 delivery import) and re-exported here.
 """
@@ -23,7 +27,12 @@ from typing import Any
 from django.db import models
 
 from django_conversions.attribution import attach_current_visit, forget_attribution
-from django_conversions.dispatch import event_delivered, event_failed, event_queued
+from django_conversions.dispatch import (
+    event_delivered,
+    event_failed,
+    event_queued,
+    request_answered,
+)
 from django_conversions.outbox import track_order
 
 __all__ = [
@@ -34,6 +43,7 @@ __all__ = [
     "event_queued",
     "order_deleted",
     "order_saved",
+    "request_answered",
 ]
 
 logger = logging.getLogger("django_conversions")

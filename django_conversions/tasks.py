@@ -46,13 +46,7 @@ def deliver_task(event_ids: list[int] | None = None) -> dict[str, int]:
     """Deliver the given events (or everything due) and schedule the retries."""
     report = deliver_events(event_ids) if event_ids else deliver_due()
     schedule_retries(report.retry_at)
-    return {
-        "delivered": report.delivered,
-        "retrying": report.retrying,
-        "failed": report.failed,
-        "skipped": report.skipped,
-        "deferred": report.deferred,
-    }
+    return report.counts()
 
 
 def _backend_alias() -> str | None:

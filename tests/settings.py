@@ -89,7 +89,9 @@ else:
 
 # Django 6 ships django.tasks; Django 5.2 uses the django-tasks backport.
 _TASKS_MODULE = "django.tasks" if find_spec("django.tasks") else "django_tasks"
-TASKS = {"default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
+TASKS: dict[str, dict[str, object]] = {
+    "default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}
+}
 
 CONVERSIONS = {
     "ORDER_MODEL": "testapp.Order",
@@ -111,3 +113,21 @@ LOGGING_CONFIG = None
 
 # No proxy in front of the test server: clients are known by REMOTE_ADDR (check W004).
 REST_FRAMEWORK = {"NUM_PROXIES": 0}
+
+# Queues on the local Redis (tests/test_queues.py): a database and queue names of this run's
+# own, handed to the worker processes it starts through the environment.
+REDIS_URL = os.environ.setdefault(
+    "CONVERSIONS_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{os.getpid() % 15 + 1}"
+)
+TEST_QUEUE = os.environ.setdefault("CONVERSIONS_TEST_QUEUE", f"conversions-test-{os.getpid()}")
+if find_spec("django_tasks_rq") and find_spec("django_rq"):
+    INSTALLED_APPS.append("django_rq")
+    RQ_QUEUES = {"default": {"URL": REDIS_URL}}
+    TASKS["rq"] = {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}
+if find_spec("celery"):
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_TASK_DEFAULT_QUEUE = TEST_QUEUE
+    TASKS["celery"] = {
+        "BACKEND": "django_conversions.contrib.celery.CeleryBackend",
+        "OPTIONS": {"queue": TEST_QUEUE},
+    }

@@ -229,7 +229,11 @@ def test_the_key_sent_with_is_marked_used_and_an_unused_one_is_not(scanova_site,
 @pytest.mark.django_db(transaction=True)
 def test_permanent_error_fails_with_the_provider_reason_and_signal(scanova_site, mocked_http):
     failures = []
-    event_failed.connect(lambda sender, event, reason, **kw: failures.append(reason), weak=False)
+
+    def on_failed(sender, event, reason, **kw):
+        failures.append(reason)
+
+    event_failed.connect(on_failed)
     mocked_http.post(
         SCANOVA_URL,
         status=422,
@@ -246,7 +250,7 @@ def test_permanent_error_fails_with_the_provider_reason_and_signal(scanova_site,
     assert report.failed == 1 and event.status == EventStatus.FAILED
     assert "HTTP 422" in event.last_error and "currency: must be 3 letters" in event.last_error
     assert failures == [event.last_error]
-    event_failed.receivers.clear()
+    event_failed.disconnect(on_failed)  # only ours: the app's own receivers (metrics) stay
 
 
 @pytest.mark.django_db(transaction=True)
@@ -278,11 +282,15 @@ def test_connection_error_and_timeout_are_retried(scanova_site, mocked_http):
 def test_batch_endpoint_sends_many_events_in_one_request(scanova_site, mocked_http):
     mocked_http.post(BATCH_URL, json={"success": True})
     delivered = []
-    event_delivered.connect(lambda sender, event, **kw: delivered.append(event.pk), weak=False)
+
+    def on_delivered(sender, event, **kw):
+        delivered.append(event.pk)
+
+    event_delivered.connect(on_delivered)
     with conversions(BATCH_SIZE=50):
         events = [record(str(n))[0] for n in range(120)]
         report = deliver_due()
-    event_delivered.receivers.clear()
+    event_delivered.disconnect(on_delivered)
     assert report.delivered == 120
     sizes = [len(json.loads(c.request.body)["events"]) for c in mocked_http.calls]
     assert sorted(sizes) == [20, 50, 50]
@@ -404,7 +412,10 @@ def test_rate_limit_defers_the_rest_of_the_site(scanova_site, mocked_http):
         for n in range(5):
             record(str(n))
         report = deliver_due()
-    assert (report.delivered, report.deferred) == (2, 3)
+    # Claims take a round of requests at a time: what was claimed and not sent is deferred,
+    # the rest was never claimed; all three wait, pending.
+    assert report.delivered == 2 and report.deferred <= 3
+    assert ConversionEvent.objects.filter(status=EventStatus.PENDING).count() == 3
     assert len(mocked_http.calls) == 2
     scanova_site.refresh_from_db()
     assert scanova_site.held_until > timezone.now()

@@ -29,6 +29,8 @@ from tests.conftest import ON_POSTGRES
 
 BACKLOG = 100_000
 TAKE = 500
+#: A claim of TAKE events for one Scanova site: a round of 5 requests of 100 events.
+ONE_CLAIM_TAKES_TAKE = {"CLAIM_BATCH_SIZE": TAKE, "DELIVERY_CONCURRENCY": 5, "BATCH_SIZE": 100}
 
 
 def make_site(name: str, **fields: Any) -> TrackingSite:
@@ -96,7 +98,7 @@ def test_a_claim_stays_bounded_in_every_backlog_shape():
     plan = list(nodes((json.loads(found) if isinstance(found, str) else found)[0]["Plan"]))
     assert "Seq Scan" not in [node["Node Type"] for node in plan], plan
     assert any(node.get("Index Name") == "conversions_event_lease" for node in plan), plan
-    with override_settings(CONVERSIONS={"CLAIM_BATCH_SIZE": TAKE}):
+    with override_settings(CONVERSIONS=ONE_CLAIM_TAKES_TAKE):
         assert len(claim(TAKE)) == TAKE
 
     # given: that site paused with its backlog, all due before another active site's 1k
@@ -109,7 +111,7 @@ def test_a_claim_stays_bounded_in_every_backlog_shape():
     # then: the active site's queue is read in index order, bounded
     assert_bounded(analyzed(due_events("default", active, timezone.now())))
     # and a claim takes the active site's events only; the paused backlog is never touched
-    with override_settings(CONVERSIONS={"CLAIM_BATCH_SIZE": TAKE}):
+    with override_settings(CONVERSIONS=ONE_CLAIM_TAKES_TAKE):
         lease = claim(TAKE)
     assert len(lease) == TAKE
     assert {e.site_id for e in lease.events} == {active.pk}

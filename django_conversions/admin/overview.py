@@ -15,6 +15,8 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from django_conversions.admin.display import STATE_COLOURS, STATES
+from django_conversions.conf import conversions_settings
+from django_conversions.health import Health, delivery_health
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 
 CHART_BAR_WIDTH = 36
@@ -82,6 +84,16 @@ class Overview:
     chart_height: int = CHART_HEIGHT
     bar_width: int = CHART_BAR_WIDTH
     peak: int = 0  # events on the busiest day of any site: the top of every chart
+    #: Due events and the delivery lag, as ``conversions_status`` reports them.
+    health: Health | None = None
+
+    @property
+    def lag_seconds(self) -> int:
+        return round(self.health.lag_seconds) if self.health else 0
+
+    @property
+    def lag_too_long(self) -> bool:
+        return self.lag_seconds > conversions_settings.HEALTH_MAX_LAG
 
     @property
     def paused_sites(self) -> list[TrackingSite]:
@@ -148,6 +160,7 @@ def build_overview(days: int = 7) -> Overview:
         sites=sites,
         failed_events=list(failed.select_related("site").order_by("-updated_at")[:FAILED_SHOWN]),
         failed_total=failed.count(),
+        health=delivery_health(failed_window=conversions_settings.HEALTH_FAILED_WINDOW),
     )
     _lay_out_chart(overview)
     return overview

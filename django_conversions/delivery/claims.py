@@ -157,6 +157,16 @@ def site_claim_size(batch_size: int) -> int:
     return requests * max(1, batch_size)
 
 
+def site_claim_step(batch_size: int) -> int:
+    """Events one claim takes for a site: one round of requests (``DELIVERY_CONCURRENCY``
+    full batches), within ``site_claim_size``. The sender claims the next round as the
+    requests go out (``Lease.take_more``), so a worker holds little more than it has on the
+    wire, and several workers share a backlog of any size instead of the first one taking it
+    all."""
+    concurrency = max(1, conversions_settings.DELIVERY_CONCURRENCY)
+    return min(site_claim_size(batch_size), concurrency * max(1, batch_size))
+
+
 def sendable_sites(using: str, now: datetime) -> QuerySet[TrackingSite]:
     """Sites that may be sent to now: active, not paused, not held back."""
     return (
@@ -219,11 +229,12 @@ def sites_with_expired_leases(using: str, now: datetime) -> QuerySet[ConversionE
 
 
 def _site_room(site: TrackingSite) -> int:
+    """Events to claim for the site at a time (``site_claim_step``)."""
     try:
         provider = site.provider_instance()
     except Exception:  # an unknown provider: the sender pauses the site with the reason
         return 1
-    return site_claim_size(provider.site.batch_size if provider.supports_batch else 1)
+    return site_claim_step(provider.site.batch_size if provider.supports_batch else 1)
 
 
 def _claim_site(
@@ -238,22 +249,16 @@ def _claim_site(
     queues = [due_events(lease.using, site, now)]
     if has_expired:
         queues.insert(0, expired_leases(lease.using, site, now))
-    claimed: list[int] = []
+    events: list[ConversionEvent] = []
     for queue in queues:
         if ids is not None:
             queue = queue.filter(pk__in=ids)
-        while len(claimed) < wanted:
-            n = min(wanted - len(claimed), STATEMENT_ROWS)
+        while len(events) < wanted:
+            n = min(wanted - len(events), STATEMENT_ROWS)
             got = _mark(lease, queue, n, expires_at or lease.expires_at)
-            claimed += got
+            events += got
             if len(got) < n:
                 break
-    if not claimed:
-        return []
-    events: list[ConversionEvent] = []
-    for start in range(0, len(claimed), STATEMENT_ROWS):
-        rows = lease.held(claimed[start : start + STATEMENT_ROWS])
-        events += rows.order_by("next_attempt_at", "pk")
     for event in events:
         event.site = site  # one site object for its events, read with the claim
     return events
@@ -277,24 +282,32 @@ def due_events(using: str, site: TrackingSite, now: datetime) -> QuerySet[Conver
     )
 
 
-def _mark(lease: Lease, due: QuerySet[ConversionEvent], n: int, expires_at: datetime) -> list[int]:
-    """Mark up to ``n`` rows of ``due`` as this claim's; return the ids marked."""
+def _mark(
+    lease: Lease, due: QuerySet[ConversionEvent], n: int, expires_at: datetime
+) -> list[ConversionEvent]:
+    """Mark up to ``n`` rows of ``due`` as this claim's; return them as marked, in ``due``'s
+    order."""
     values = {
         "status": EventStatus.SENDING,
         "claim_token": lease.token,
         "lease_expires_at": expires_at,
     }
     if connections[lease.using].features.has_select_for_update_skip_locked:
+        # The locked rows are read whole: they are the claim, with no second read.
         with transaction.atomic(using=lease.using):
-            locked = due.select_for_update(skip_locked=True, of=("self",))
-            ids = list(locked.values_list("pk", flat=True)[:n])
-            if ids:
-                ConversionEvent.objects.using(lease.using).filter(pk__in=ids).update(**values)
-        return ids
+            events = list(due.select_for_update(skip_locked=True, of=("self",))[:n])
+            if events:
+                ConversionEvent.objects.using(lease.using).filter(
+                    pk__in=[event.pk for event in events]
+                ).update(**values)
+        for event in events:
+            for name, value in values.items():
+                setattr(event, name, value)
+        return events
     ids = list(due.values_list("pk", flat=True)[:n])
     if not ids:
         return []
     # Compare-and-set: ``due`` repeats what made the rows due, so a row another worker
     # marked since the read above is left alone.
     due.order_by().filter(pk__in=ids).update(**values)
-    return list(lease.held(ids).values_list("pk", flat=True))
+    return list(lease.held(ids).order_by("next_attempt_at", "pk"))

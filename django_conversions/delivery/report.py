@@ -25,6 +25,10 @@ class DeliveryReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.retry_at.extend(other.retry_at)
 
+    def counts(self) -> dict[str, int]:
+        """The counts by name (a task's return value, a log line's fields)."""
+        return {name: getattr(self, name) for name in _COUNTS}
+
     @property
     def handled(self) -> int:
         return self.delivered + self.retrying + self.failed + self.skipped + self.deferred

@@ -37,6 +37,7 @@ from django_conversions.delivery.claims import Lease, SiteClaim, request_seconds
 from django_conversions.delivery.ratelimit import reserve_requests
 from django_conversions.delivery.recorder import SiteResults
 from django_conversions.delivery.report import DeliveryReport
+from django_conversions.dispatch import request_answered
 from django_conversions.models import ApiKey, ConversionEvent, TrackingSite
 from django_conversions.providers.base import OutboundEvent, Outcome, Prepared, Provider, Result
 from django_conversions.snapshots import rebuild_snapshot
@@ -182,6 +183,8 @@ class SiteRun:
             logger.exception("Site %s: sending a request failed unexpectedly", self.site.pk)
             results = [policy.unexpected(err)] * len(request.events)
         decided = self._decide(request.events, results, request.rand)
+        if request_answered.has_listeners(TrackingSite):
+            self._announce(results)
         stops = [item for item in decided if item.decision.stops_site]
         if stops:
             first = stops[0]
@@ -194,6 +197,19 @@ class SiteRun:
             _accepted[self._accepted_key()] = time.monotonic()
             self._width = self._concurrency
         return decided
+
+    def _announce(self, results: Sequence[Result]) -> None:
+        """``request_answered`` for one request (metrics)."""
+        accepted = sum(1 for result in results if result.outcome == Outcome.DELIVERED)
+        exchange = results[0].exchange if results else None
+        request_answered.send_robust(
+            sender=TrackingSite,
+            site=self.site,
+            outcome=Outcome.DELIVERED if accepted else results[0].outcome,
+            duration=exchange.duration_ms / 1000 if exchange is not None else None,
+            events=len(results),
+            accepted=accepted,
+        )
 
     def settle(self, events: Sequence[ConversionEvent], result: Result, rand: float) -> None:
         """Results decided without an answer (nothing was sent), written with the next group."""

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_conversions', '0001_initial'),
+        ('django_conversions', '0003_site_frontend'),
     ]
 
     operations = [

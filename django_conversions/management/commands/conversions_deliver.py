@@ -25,9 +25,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from django_conversions.conf import conversions_settings
-from django_conversions.delivery import DeliveryReport, deliver_due
-from django_conversions.outbox import reconcile
-from django_conversions.tasks import background, schedule_retries
+from django_conversions.delivery import DeliveryReport
+from django_conversions.sweep import sweep
+from django_conversions.tasks import background
 
 logger = logging.getLogger("django_conversions.worker")
 
@@ -100,13 +100,14 @@ class Command(BaseCommand):
         if loop:
             close_old_connections()  # as Django does between requests (CONN_MAX_AGE, errors)
         now = time.monotonic()
-        if self.reconciled_at is None or now - self.reconciled_at >= RECONCILE_EVERY:
-            recorded = reconcile()
+        reconciling = self.reconciled_at is None or now - self.reconciled_at >= RECONCILE_EVERY
+        recorded, report = sweep(
+            reconciling=reconciling, max_events=max_events, should_stop=self._should_stop
+        )
+        if reconciling:
             self.reconciled_at = now
-            if recorded and self.verbosity >= 1:
-                self.stdout.write(f"Recorded {recorded} conversion(s) whose outbox write was lost")
-        report = deliver_due(max_events=max_events, should_stop=self._should_stop)
-        schedule_retries(report.retry_at)
+        if recorded and self.verbosity >= 1:
+            self.stdout.write(f"Recorded {recorded} conversion(s) whose outbox write was lost")
         return report
 
     def _should_stop(self) -> bool:

@@ -1,0 +1,220 @@
+"""RQ and Celery at volume: 10,000 orders through each queue, a worker killed mid-run.
+
+For each queue: two workers on the local Redis (``benchmarks/queue_settings.py``), a local
+Scanova-like provider in this process counting every event_id it receives, 10,000 conversions
+recorded in transactions of 100 (one task per commit). When the provider has received a third
+of them, one worker is killed with SIGKILL (with whatever it forked); the other goes on. Once
+everything recorded is handed over and the killed worker's leases have run out, the sweep
+(``conversions_deliver``) runs once. Then it counts: events delivered in the outbox, events the
+provider never received (lost), events it received more than once, and whether each of those
+was in a request on the wire when the worker died.
+
+Usage: python benchmarks/queues.py [--orders N]. Needs PostgreSQL and Redis; writes
+benchmarks/queues_results.json (a full run of 10,000 orders only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.queue_settings"
+
+import django  # noqa: E402
+
+django.setup()
+
+import redis  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, connections, transaction  # noqa: E402
+from django.test import override_settings  # noqa: E402
+from django.test.utils import setup_databases, teardown_databases  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from benchmarks.common import clear_database, conversion, make_site  # noqa: E402
+from django_conversions import track  # noqa: E402
+from django_conversions.conf import conversions_settings  # noqa: E402
+from django_conversions.models import ConversionEvent, EventStatus  # noqa: E402
+from tests.celery_app import app as celery_app  # noqa: E402,F401  (the shop's app, as its web process loads it)
+from tests.servers import Answer, recording_server  # noqa: E402
+
+PER_TRANSACTION = 100
+WORKERS = 2
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(1)  # the workers are stopped in ``finally`` blocks
+
+
+def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--orders", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    databases = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    try:
+        results = {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "orders": args.orders,
+            "workers": WORKERS,
+            "queues": [run_queue(name, args.orders) for name in ("rq", "celery")],
+        }
+    finally:
+        connections.close_all()
+        teardown_databases(databases, verbosity=0)
+    if args.orders == 10_000:
+        (ROOT / "benchmarks" / "queues_results.json").write_text(
+            json.dumps(results, indent=2) + "\n"
+        )
+    print(json.dumps(results, indent=2))
+
+
+def worker_command(queue: str) -> list[str]:
+    if queue == "rq":
+        return [
+            *("-m", "django", "rqworker", "default", "--with-scheduler"),
+            *("--worker-class", "rq.worker.SimpleWorker"),
+            *("--job-class", "django_tasks_rq.backend.Job"),
+        ]
+    return [
+        *("-m", "celery", "-A", "tests.celery_app", "worker", "--pool=solo"),
+        *("-Q", settings.BENCH_QUEUE, "-l", "WARNING"),
+        *("--without-mingle", "--without-gossip", "--without-heartbeat"),
+    ]
+
+
+def start_worker(queue: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="benchmarks.queue_settings",
+        PGDATABASE=connection.settings_dict["NAME"],
+        PYTHONPATH=str(ROOT),
+        CONVERSIONS_BENCH_TASK_BACKEND=queue,
+    )
+    return subprocess.Popen(
+        [sys.executable, *worker_command(queue)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # killed with whatever it forks (RQ's scheduler)
+    )
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_for(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def delivered_count() -> int:
+    return ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count()
+
+
+def wait_until_idle(progress: Any, quiet: float, timeout: float) -> None:
+    """Wait until ``progress()`` has not changed for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = progress(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.2)
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
+def forget_bench_keys(client: Any) -> None:
+    """Delete the run's queues' keys in Redis (RQ's, the Celery queue's), nothing else."""
+    for pattern in ("rq:*", f"*{settings.BENCH_QUEUE}*"):
+        keys = list(client.scan_iter(match=pattern))
+        if keys:
+            client.delete(*keys)
+
+
+def run_queue(queue: str, orders: int) -> dict[str, Any]:
+    clear_database()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    forget_bench_keys(client)
+    with (
+        override_settings(CONVERSIONS={**settings.CONVERSIONS, "TASK_BACKEND": queue}),
+        recording_server(Answer(delay=0.05)) as server,
+    ):
+        make_site("scanova", server.url, 0)
+        workers = [start_worker(queue) for _ in range(WORKERS)]
+        killed_at = None
+        started = time.monotonic()
+        try:
+            for start in range(0, orders, PER_TRANSACTION):
+                with transaction.atomic():
+                    for n in range(start, min(orders, start + PER_TRANSACTION)):
+                        track(conversion(n))
+                received = sum(server.event_id_counts().values())
+                if killed_at is None and received >= orders // 3:
+                    stop(workers[0], signal.SIGKILL)
+                    killed_at = received
+            if killed_at is None:
+                wait_for(lambda: sum(server.event_id_counts().values()) >= orders // 3, 300)
+                stop(workers[0], signal.SIGKILL)
+                killed_at = sum(server.event_id_counts().values())
+            # The surviving worker drains the queue; what the killed one had claimed, and the
+            # messages it had taken (Celery prefetches; unacknowledged, Redis hands them out
+            # again only after its visibility timeout), wait for the sweep.
+            wait_until_idle(delivered_count, quiet=5.0, timeout=600)
+            handed_over = time.monotonic() - started
+            left_to_sweep = ConversionEvent.objects.exclude(status=EventStatus.DELIVERED).count()
+            wait_for(lambda: not ConversionEvent.objects.held(timezone.now()).exists(), 120)
+            call_command("conversions_deliver", verbosity=0)
+            elapsed = time.monotonic() - started
+        finally:
+            for worker in workers:
+                stop(worker)
+        counts = server.event_id_counts()
+    forget_bench_keys(client)
+    client.close()
+    ids = {str(e) for e in ConversionEvent.objects.values_list("event_id", flat=True)}
+    twice = sorted(event_id for event_id, n in counts.items() if n > 1)
+    return {
+        "queue": queue,
+        "orders": orders,
+        "delivered": ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count(),
+        "lost": len(ids - set(counts)),
+        "sent_twice": len(twice),
+        "sent_more_than_twice": sum(1 for n in counts.values() if n > 2),
+        "received_when_killed": killed_at,
+        # What the killed worker may have had on the wire: its requests in flight.
+        "sent_twice_bound": conversions_settings.DELIVERY_CONCURRENCY
+        * conversions_settings.BATCH_SIZE,
+        "seconds_until_the_workers_were_done": round(handed_over, 1),
+        "left_for_the_sweep": left_to_sweep,
+        "seconds_total": round(elapsed, 1),
+    }
+
+
+if __name__ == "__main__":
+    main()
