@@ -20,6 +20,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from django_conversions.admin.display import time_field
 from django_conversions.fields import looks_like_ciphertext
 from django_conversions.models import ApiKey
 
@@ -155,6 +156,10 @@ def _moved(form: Any) -> bool:
 
 
 class KeyDisplayMixin:
+    created = time_field(ApiKey, "created_at")
+    last_used = time_field(ApiKey, "last_used_at")
+    revoked = time_field(ApiKey, "revoked_at")
+
     @admin.display(description=_("stored key"))
     def masked_key(self, obj: ApiKey) -> str:
         return obj.masked if obj.pk else "—"
@@ -177,11 +182,11 @@ class ApiKeyInline(KeyDisplayMixin, admin.TabularInline):
         "key",
         "is_active",
         "in_use",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
+        "created",
+        "last_used",
+        "revoked",
     )
-    readonly_fields = ("masked_key", "in_use", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("masked_key", "in_use", "created", "last_used", "revoked")
     ordering = ("-created_at", "-pk")
 
 
@@ -193,9 +198,9 @@ class ApiKeyAdmin(PostedKeysHidden, KeyDisplayMixin, admin.ModelAdmin):
         "site",
         "is_active",
         "in_use",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
+        "created",
+        "last_used",
+        "revoked",
     )
     list_filter = ("is_active", "site")
     list_select_related = ("site",)
@@ -206,11 +211,11 @@ class ApiKeyAdmin(PostedKeysHidden, KeyDisplayMixin, admin.ModelAdmin):
         "masked_key",
         "key",
         "is_active",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
+        "created",
+        "last_used",
+        "revoked",
     )
-    readonly_fields = ("masked_key", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("masked_key", "created", "last_used", "revoked")
     actions = ("revoke_keys",)
 
     @admin.action(description=_("Revoke selected API keys (deactivate)"), permissions=["change"])
