@@ -193,10 +193,10 @@ class ApiKeyInline(KeyDisplayMixin, admin.TabularInline):
 @admin.register(ApiKey)
 class ApiKeyAdmin(PostedKeysHidden, KeyDisplayMixin, admin.ModelAdmin):
     form = ApiKeyForm
+    # No "active" column: an inactive key is a revoked one, and its revocation time says so.
     list_display = (
         "__str__",
-        "site",
-        "is_active",
+        "site_name",
         "in_use",
         "created",
         "last_used",
@@ -217,6 +217,11 @@ class ApiKeyAdmin(PostedKeysHidden, KeyDisplayMixin, admin.ModelAdmin):
     )
     readonly_fields = ("masked_key", "created", "last_used", "revoked")
     actions = ("revoke_keys",)
+
+    @admin.display(description=_("site"), ordering="site__name")
+    def site_name(self, obj: ApiKey) -> str:
+        """The site's name, which may wrap (Django keeps a foreign key's column on one line)."""
+        return obj.site.name
 
     @admin.action(description=_("Revoke selected API keys (deactivate)"), permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
