@@ -177,8 +177,8 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def state(self, event: ConversionEvent) -> str:
-        """The list's status column: the badge, and under it how many attempts failed or
-        delivered it (a column of its own would take the width the reason needs)."""
+        """The list's status column: the badge, and under it the attempts made so far (a
+        column of their own would take the width the reason needs)."""
         count = ngettext("%(count)d attempt", "%(count)d attempts", event.attempts) % {
             "count": event.attempts
         }
