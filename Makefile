@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell echo '$(DJANGO)' | tr -c 'A-Za-z0-9.' '_')
 PYTEST_ARGS ?=
 DEMO_SERVE ?= 1
+# The port `make demo` serves on: make demo PORT=8001.
+PORT ?= 8000
 
 .PHONY: test test-sqlite test-postgres lint typecheck demo bench bench-check clean
 
@@ -43,9 +45,9 @@ typecheck: $(STAMP)
 	$(BIN)/python -m mypy django_conversions
 
 ## The example shop with sample orders delivered to the local provider sandbox, served at
-## http://127.0.0.1:8000/ until Ctrl-C. DEMO_SERVE=0 stops after the summary (for scripts).
+## http://127.0.0.1:$(PORT)/ until Ctrl-C. DEMO_SERVE=0 stops after the summary (for scripts).
 demo: $(STAMP)
-	$(BIN)/python example_project/manage.py demo $(if $(filter 0,$(DEMO_SERVE)),--no-serve,)
+	$(BIN)/python example_project/manage.py demo --port $(PORT) $(if $(filter 0,$(DEMO_SERVE)),--no-serve,)
 
 ## The benchmarks (docs/benchmarks.md), on PostgreSQL unless BENCH_DB=sqlite. Not part of `make test`.
 bench: $(STAMP)

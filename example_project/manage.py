@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The example shop's manage.py. `python example_project/manage.py demo` runs the demo."""
+"""The example shop's manage.py. `make demo` (or `.venv/bin/python example_project/manage.py demo`)
+runs the demo."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_the_example_shops_own_tests_pass(tmp_path):
     )
     # then
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert re.search(r"\b12 passed\b", result.stdout), result.stdout[-2000:]
+    assert re.search(r"\b13 passed\b", result.stdout), result.stdout[-2000:]
 
 
 def test_demo_without_serving_ends_with_the_expected_summary_and_can_run_again(tmp_path):

@@ -12,14 +12,12 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import BooleanField, QuerySet, Value
 from django.http import HttpRequest
-from django.utils import timezone
-from django.utils.formats import localize
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from django_conversions.admin.display import UNMASKED, is_unmasked
+from django_conversions.admin.display import UNMASKED, is_unmasked, local_time
 from django_conversions.attempt_masking import visible_body, visible_text
 from django_conversions.masking import can_see_personal_data
 from django_conversions.models import EventResult
@@ -37,19 +35,25 @@ class DeliveryAttemptInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ("-attempt__created_at", "-pk")
-    fields = (
+    # A row of short columns per attempt, and under it, across the table's width, the
+    # exchange itself: bodies and headers too wide for a column of their own.
+    template = "admin/django_conversions/edit_inline/attempts.html"
+    summary_fields = (
         "time",
-        "duration",
-        "url",
         "http_status",
-        "event_count",
         "outcome",
         "message_display",
         "error_display",
+        "event_count",
+        "duration",
+    )
+    exchange_fields = (
+        "url",
         "request_body_display",
         "response_body_display",
         "headers_display",
     )
+    fields = summary_fields + exchange_fields
     readonly_fields = fields
     verbose_name = _("delivery attempt")
     verbose_name_plural = _("delivery attempts (newest first)")
@@ -78,7 +82,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
     @admin.display(description=_("time"))
     def time(self, result: EventResult) -> str:
-        return localize(timezone.localtime(result.attempt.created_at))
+        return local_time(result.attempt.created_at)
 
     @admin.display(description=_("duration (ms)"))
     def duration(self, result: EventResult) -> int:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.contrib import admin
+from django.contrib.admin import AdminSite
+from django.contrib.admin.exceptions import NotRegistered
+from django.db.models import Field, Model
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext_lazy as _
 
 from django_conversions.attempt_masking import visible_text
-from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+from django_conversions.models import TrackingSite
+from django_conversions.states import STATE_LABELS
 
 ADMIN_CSS = {"all": ("django_conversions/admin.css",)}
 
@@ -31,15 +40,8 @@ def shown_pause_reason(site: TrackingSite, unmasked: bool) -> str:
     return visible_text(site.paused_reason, None, unmasked=unmasked, shared=True)
 
 
-# Delivery states as the admin shows them: "retrying" is a pending event that failed before.
-STATES: dict[str, Any] = {
-    "delivered": _("delivered"),
-    "pending": _("pending"),
-    "retrying": _("retrying"),
-    "sending": _("sending"),
-    "failed": _("failed"),
-    "skipped": _("skipped"),
-}
+# Delivery states and their words come from one place (``states``), shared with the shop.
+STATES = STATE_LABELS
 # Chart colours (the same as the badges in admin.css), readable on light and dark themes.
 STATE_COLOURS = {
     "delivered": "#2e7d32",
@@ -51,14 +53,62 @@ STATE_COLOURS = {
 }
 
 
-def event_state(event: ConversionEvent) -> str:
-    if event.status == EventStatus.PENDING and event.attempts > 0:
-        return "retrying"
-    return str(event.status)
+# Times on our pages carry seconds, the date first (a retry one second later must show).
+DATE_FORMAT = "Y-m-d"
+TIME_FORMAT = "H:i:s"
+
+
+def local_time(value: datetime | None) -> SafeString:
+    """``value`` in the current time zone, to the second; "—" for no time. In a narrow column
+    the date and the time wrap apart, never inside either."""
+    if value is None:
+        return SafeString("—")
+    local = timezone.localtime(value)
+    return format_html(
+        '<span class="conversions-time"><span>{}</span> <span>{}</span></span>',
+        date_format(local, DATE_FORMAT),
+        date_format(local, TIME_FORMAT),
+    )
+
+
+def time_field(model: type[Model], name: str) -> Callable[[Any, Any], SafeString]:
+    """A model admin's column or read-only field showing the time in ``model``'s field
+    ``name`` with ``local_time``, under the field's own label. A row not saved yet (the blank
+    row of an inline) shows none: its default would read as a real time."""
+
+    def show(model_admin: Any, obj: Any) -> SafeString:
+        return local_time(getattr(obj, name) if obj.pk else None)
+
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field), f"{model.__name__}.{name} is not a concrete field"
+    return admin.display(description=field.verbose_name, ordering=name)(show)
 
 
 def badge(state: str, label: Any) -> SafeString:
     return format_html('<span class="conversions-badge conversions-{}">{}</span>', state, label)
+
+
+@dataclass(frozen=True)
+class SiteLinks:
+    """Where a notice about a site leads: its page, and its resume button's target ("" where
+    this user may not go, or the site admin is not registered)."""
+
+    change: str = ""
+    resume: str = ""
+
+
+def site_links(admin_site: AdminSite, request: HttpRequest, site: TrackingSite) -> SiteLinks:
+    try:
+        site_admin = admin_site.get_model_admin(TrackingSite)
+    except NotRegistered:
+        return SiteLinks()
+    prefix = f"{admin_site.name}:django_conversions_trackingsite"
+    may_view = site_admin.has_view_or_change_permission(request, site)
+    may_resume = site_admin.has_change_permission(request, site)
+    return SiteLinks(
+        change=reverse(f"{prefix}_change", args=[site.pk]) if may_view else "",
+        resume=reverse(f"{prefix}_resume", args=[site.pk]) if may_resume else "",
+    )
 
 
 def event_changelist_url(namespace: str = "admin", **filters: Any) -> str:

@@ -18,11 +18,9 @@ from django.db.models import BooleanField, QuerySet, Value
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
-from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.text import Truncator
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions.actions import in_chunks, retry_events, skip_events
@@ -33,9 +31,11 @@ from django_conversions.admin.display import (
     UNMASKED,
     OverviewLinkMixin,
     badge,
-    event_state,
     is_unmasked,
+    local_time,
     shown_pause_reason,
+    site_links,
+    time_field,
 )
 from django_conversions.admin.overview import build_overview
 from django_conversions.masking import (
@@ -45,6 +45,7 @@ from django_conversions.masking import (
 )
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.providers import registry
+from django_conversions.states import STATE_LABELS, event_state, in_state
 
 LIST_REASON_LENGTH = 120
 
@@ -73,13 +74,7 @@ class StatusFilter(admin.SimpleListFilter):
         self, request: HttpRequest, queryset: QuerySet[ConversionEvent]
     ) -> QuerySet[ConversionEvent]:
         value = self.value()
-        if value == "pending":
-            return queryset.filter(status=EventStatus.PENDING, attempts=0)
-        if value == "retrying":
-            return queryset.filter(status=EventStatus.PENDING, attempts__gt=0)
-        if value in EventStatus.values:
-            return queryset.filter(status=value)
-        return queryset
+        return queryset.filter(in_state(value)) if value in STATE_LABELS else queryset
 
 
 class ProviderFilter(admin.SimpleListFilter):
@@ -98,15 +93,15 @@ class ProviderFilter(admin.SimpleListFilter):
 
 @admin.register(ConversionEvent)
 class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
+    # Narrow enough for Django's navigation sidebar beside it: the event (its order, under it
+    # the event's name and site) links to its page, its attempts sit under its state, and the
+    # reason, the one long text, comes last and takes the width the others leave.
     list_display = (
-        "event_name",
-        "order_reference",
-        "site_name",
-        "status_badge",
-        "reason",
-        "attempts",
+        "event",
+        "state",
         "created",
         "next_or_delivered",
+        "reason",
     )
     list_filter = (StatusFilter, "site", ProviderFilter, "event_name")
     list_select_related = ("site",)
@@ -126,9 +121,9 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
                     "reason_full",
                     "attempts",
                     "next_attempt",
-                    "created_at",
-                    "delivered_at",
-                    "updated_at",
+                    "created",
+                    "delivered",
+                    "updated",
                 )
             },
         ),
@@ -162,17 +157,34 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
 
     # --- columns and fields -------------------------------------------------------------------
 
-    @admin.display(description=_("site"), ordering="site__name")
-    def site_name(self, event: ConversionEvent) -> str:
-        return event.site.name
+    delivered = time_field(ConversionEvent, "delivered_at")
+    updated = time_field(ConversionEvent, "updated_at")
+
+    @admin.display(description=_("event"), ordering="order_reference")
+    def event(self, event: ConversionEvent) -> str:
+        return format_html(
+            '<span class="conversions-reference">{}</span>'
+            ' <span class="conversions-event-site">{} → {}</span>',
+            event.order_reference or "—",
+            event.event_name,
+            event.site.name,
+        )
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, event: ConversionEvent) -> str:
         state = event_state(event)
-        label = STATES[state]
-        if state == "retrying":
-            label = gettext("retrying (%(n)d failed)") % {"n": event.attempts}
-        return badge(state, label)
+        return badge(state, STATES[state])
+
+    @admin.display(description=_("status"), ordering="status")
+    def state(self, event: ConversionEvent) -> str:
+        """The list's status column: the badge, and under it the attempts made so far (a
+        column of their own would take the width the reason needs)."""
+        count = ngettext("%(count)d attempt", "%(count)d attempts", event.attempts) % {
+            "count": event.attempts
+        }
+        return format_html(
+            '{} <span class="conversions-attempt-count">{}</span>', self.status_badge(event), count
+        )
 
     @admin.display(description=_("reason"))
     def reason(self, event: ConversionEvent) -> str:
@@ -189,20 +201,18 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
     def reason_full(self, event: ConversionEvent) -> str:
         return _visible(event, event.last_error, event.snapshot) or "—"
 
-    @admin.display(description=_("created"), ordering="created_at")
-    def created(self, event: ConversionEvent) -> str:
-        return _short_time(event.created_at)
+    created = time_field(ConversionEvent, "created_at")
 
     @admin.display(description=_("next try / delivered"))
     def next_or_delivered(self, event: ConversionEvent) -> str:
         if event.status == EventStatus.DELIVERED:
-            return _short_time(event.delivered_at)
-        return _short_time(event.next_attempt_at) if event.status == EventStatus.PENDING else "—"
+            return local_time(event.delivered_at)
+        return self.next_attempt(event)
 
     @admin.display(description=_("next attempt"))
-    def next_attempt(self, event: ConversionEvent) -> Any:
+    def next_attempt(self, event: ConversionEvent) -> str:
         """Only a waiting event has one; a finished event's old schedule would mislead."""
-        return event.next_attempt_at if event.status == EventStatus.PENDING else "—"
+        return local_time(event.next_attempt_at if event.status == EventStatus.PENDING else None)
 
     @admin.display(description=_("source"))
     def source_link(self, event: ConversionEvent) -> str:
@@ -283,6 +293,7 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
         failed = [(event, _visible_reason(event, unmasked)) for event in overview.failed_events]
         for item in overview.sites:
             item.site.shown_pause_reason = shown_pause_reason(item.site, unmasked)  # type: ignore[attr-defined]
+            item.site.links = site_links(self.admin_site, request, item.site)  # type: ignore[attr-defined]
         context = {
             **self.admin_site.each_context(request),
             "title": gettext("Delivery overview"),
@@ -298,10 +309,3 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
 
 def _visible_reason(event: ConversionEvent, unmasked: bool) -> str:
     return event.last_error if unmasked else mask_known(event.last_error, event.snapshot)
-
-
-def _short_time(value: Any) -> str:
-    """A compact local date and time for list columns (the detail page shows the full one)."""
-    if value is None:
-        return "—"
-    return date_format(timezone.localtime(value), "M j, H:i")

@@ -20,6 +20,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from django_conversions.admin.display import time_field
 from django_conversions.fields import looks_like_ciphertext
 from django_conversions.models import ApiKey
 
@@ -155,6 +156,10 @@ def _moved(form: Any) -> bool:
 
 
 class KeyDisplayMixin:
+    created = time_field(ApiKey, "created_at")
+    last_used = time_field(ApiKey, "last_used_at")
+    revoked = time_field(ApiKey, "revoked_at")
+
     @admin.display(description=_("stored key"))
     def masked_key(self, obj: ApiKey) -> str:
         return obj.masked if obj.pk else "—"
@@ -177,25 +182,25 @@ class ApiKeyInline(KeyDisplayMixin, admin.TabularInline):
         "key",
         "is_active",
         "in_use",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
+        "created",
+        "last_used",
+        "revoked",
     )
-    readonly_fields = ("masked_key", "in_use", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("masked_key", "in_use", "created", "last_used", "revoked")
     ordering = ("-created_at", "-pk")
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(PostedKeysHidden, KeyDisplayMixin, admin.ModelAdmin):
     form = ApiKeyForm
+    # No "active" column: an inactive key is a revoked one, and its revocation time says so.
     list_display = (
         "__str__",
-        "site",
-        "is_active",
+        "site_name",
         "in_use",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
+        "created",
+        "last_used",
+        "revoked",
     )
     list_filter = ("is_active", "site")
     list_select_related = ("site",)
@@ -206,12 +211,17 @@ class ApiKeyAdmin(PostedKeysHidden, KeyDisplayMixin, admin.ModelAdmin):
         "masked_key",
         "key",
         "is_active",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
+        "created",
+        "last_used",
+        "revoked",
     )
-    readonly_fields = ("masked_key", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("masked_key", "created", "last_used", "revoked")
     actions = ("revoke_keys",)
+
+    @admin.display(description=_("site"), ordering="site__name")
+    def site_name(self, obj: ApiKey) -> str:
+        """The site's name, which may wrap (Django keeps a foreign key's column on one line)."""
+        return obj.site.name
 
     @admin.action(description=_("Revoke selected API keys (deactivate)"), permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

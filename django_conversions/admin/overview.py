@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Case, CharField, Count, F, Value, When
+from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -18,6 +18,7 @@ from django_conversions.admin.display import STATE_COLOURS, STATES
 from django_conversions.conf import conversions_settings
 from django_conversions.health import Health, delivery_health
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
+from django_conversions.states import state_expression
 
 CHART_BAR_WIDTH = 36
 CHART_GAP = 14
@@ -109,14 +110,6 @@ class Overview:
         return [(state, label, STATE_COLOURS[state]) for state, label in STATES.items()]
 
 
-def _state_expression() -> Case:
-    return Case(
-        When(status=EventStatus.PENDING, attempts__gt=0, then=Value("retrying")),
-        default=F("status"),
-        output_field=CharField(),
-    )
-
-
 def _site_state(site: TrackingSite) -> str:
     if not site.is_active:
         return "inactive"
@@ -137,7 +130,7 @@ def build_overview(days: int = 7) -> Overview:
     counts: dict[int, dict[date, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
     rows = (
         ConversionEvent.objects.filter(created_at__gte=start)
-        .annotate(day=TruncDate("created_at"), state=_state_expression())
+        .annotate(day=TruncDate("created_at"), state=state_expression())
         .values("site_id", "day", "state")
         .annotate(n=Count("pk"))
         .order_by()

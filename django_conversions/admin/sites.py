@@ -12,8 +12,8 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import capfirst
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
@@ -26,7 +26,9 @@ from django_conversions.admin.display import (
     badge,
     event_changelist_url,
     is_unmasked,
+    local_time,
     shown_pause_reason,
+    time_field,
 )
 from django_conversions.admin.frontend import FEED_AND_SCRIPT_FIELDSET, FeedAndScriptMixin
 from django_conversions.admin.keys import ApiKeyInline, KeysFollowDestination, PostedKeysHidden
@@ -48,24 +50,24 @@ RECENT_ATTEMPTS = 10
 class TrackingSiteAdmin(
     FeedAndScriptMixin, KeysFollowDestination, PostedKeysHidden, OverviewLinkMixin, admin.ModelAdmin
 ):
+    # The site (its provider's long name under it), then what needs a look. A hold shows in
+    # the state, with its time, so it needs no column of its own.
     list_display = (
-        "name",
-        "provider",
+        "site",
         "state",
-        "held_until",
-        "current_key",
         "pending_count",
         "retrying_count",
         "failed_count",
+        "current_key",
     )
     list_filter = ("provider", "is_active")
     search_fields = ("name", "provider_site_id")
     readonly_fields = (
-        "paused_at",
+        "paused",
         "pause_reason",
-        "held_until",
-        "created_at",
-        "updated_at",
+        "held",
+        "created",
+        "updated",
         "recent_attempts",
         "feed_url",
     )
@@ -85,7 +87,7 @@ class TrackingSiteAdmin(
         ),
         (
             _("State"),
-            {"fields": ("paused_at", "pause_reason", "held_until", "created_at", "updated_at")},
+            {"fields": ("paused", "pause_reason", "held", "created", "updated")},
         ),
         (_("Recent requests"), {"fields": ("recent_attempts",)}),
         FEED_AND_SCRIPT_FIELDSET,
@@ -161,6 +163,16 @@ class TrackingSiteAdmin(
 
     # --- list columns ---------------------------------------------------------------------
 
+    paused = time_field(TrackingSite, "paused_at")
+    held = time_field(TrackingSite, "held_until")
+    created = time_field(TrackingSite, "created_at")
+    updated = time_field(TrackingSite, "updated_at")
+
+    @admin.display(description=_("site"), ordering="name")
+    def site(self, site: TrackingSite) -> str:
+        provider = site.get_provider_display()
+        return format_html('{} <span class="conversions-provider">{}</span>', site.name, provider)
+
     @admin.display(description=_("paused because"))
     def pause_reason(self, site: TrackingSite) -> str:
         return shown_pause_reason(site, is_unmasked(site)) or "—"
@@ -176,7 +188,12 @@ class TrackingSiteAdmin(
                 shown_pause_reason(site, is_unmasked(site)),
             )
         if site.held_until and site.held_until > timezone.now():
-            return badge("held", gettext("held back"))
+            return format_html(
+                '{} <span class="conversions-reason">{} {}</span>',
+                badge("held", gettext("held back")),
+                gettext("until"),
+                local_time(site.held_until),
+            )
         return badge("active", gettext("active"))
 
     @admin.display(description=_("API key"))
@@ -256,7 +273,7 @@ class TrackingSiteAdmin(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    date_format(timezone.localtime(attempt.created_at), "DATETIME_FORMAT"),
+                    local_time(attempt.created_at),
                     attempt.http_status or gettext("no answer"),
                     attempt.get_outcome_display(),
                     attempt.event_count,
@@ -327,7 +344,13 @@ class TrackingSiteAdmin(
             return HttpResponseNotAllowed(["POST"])
         site = self._site_for_post(request, object_id)
         self._resume(request, site)
-        return HttpResponseRedirect(self._change_url(site))
+        # Back to where the button was (the overview's notice), else to the site's page.
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            back = self._change_url(site)
+        return HttpResponseRedirect(back)
 
     def _change_url(self, site: TrackingSite) -> str:
         opts = self.model._meta

@@ -98,11 +98,8 @@ def page(browser: Browser, live_server: Any) -> Iterator[Page]:
         timezone_id="UTC",
     )
     context.set_default_timeout(15_000)
-    # The admin's navigation sidebar starts collapsed (as after a click on its toggle), which
-    # leaves the page's width to the lists and the attempts table in the screenshots.
-    context.add_init_script(
-        "window.localStorage.setItem('django.admin.navSidebarIsOpen', 'false');"
-    )
+    # The admin's navigation sidebar open, as Django starts it: our pages must fit beside it.
+    context.add_init_script("window.localStorage.setItem('django.admin.navSidebarIsOpen', 'true');")
     page = context.new_page()
     try:
         yield page
@@ -171,6 +168,48 @@ def buy(page: Page, scan_session_id: str, *, product: str = "Classic mug") -> st
 
 def event_row(page: Page, order_number: str, site_name: str) -> Any:
     return page.locator("#result_list tbody tr", has_text=order_number).filter(has_text=site_name)
+
+
+# What sticks out to the right of the window, or is cut off inside a box that scrolls
+# sideways (the admin wraps its lists in one): each as "element: how".
+OVERFLOW_SCRIPT = """
+() => {
+  const width = document.documentElement.clientWidth;
+  const name = (el) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+    + [...el.classList].map((c) => '.' + c).join('');
+  const found = [];
+  if (document.documentElement.scrollWidth > width) {
+    found.push(`page: ${document.documentElement.scrollWidth} px wide in a ${width} px window`);
+  }
+  for (const el of document.body.querySelectorAll('*')) {
+    const style = getComputedStyle(el);
+    if (style.display === 'none' || el.closest('.visually-hidden, [hidden]')) continue;
+    if (['INPUT', 'SELECT', 'TEXTAREA'].includes(el.tagName)) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width && box.right > width + 1) found.push(`${name(el)}: ends at ${box.right} px`);
+    if (['auto', 'scroll', 'hidden', 'clip'].includes(style.overflowX)
+        && el.scrollWidth > el.clientWidth + 1) {
+      found.push(`${name(el)}: ${el.scrollWidth} px of content in ${el.clientWidth} px`);
+    }
+  }
+  return found.slice(0, 10);
+}
+"""
+# A time as every page of the app's admin shows it: to the second.
+TIME_TO_THE_SECOND = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+
+
+def assert_fits_beside_the_sidebar(page: Page) -> None:
+    """The page at 1280 px with Django's navigation sidebar open: nothing runs off it."""
+    expect(page.locator("#nav-sidebar")).to_have_attribute("aria-expanded", "true")
+    expect(page.locator("#nav-sidebar")).to_be_visible()
+    assert page.evaluate(OVERFLOW_SCRIPT) == [], page.url
+
+
+def times_in(locator: Any) -> list[str]:
+    """The times shown in ``locator``, each on one line."""
+    texts = locator.locator(".conversions-time").all_inner_texts()
+    return [" ".join(text.split()) for text in texts]
 
 
 def save_screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
@@ -255,8 +294,8 @@ def test_a_purchase_from_a_scan_landing_is_delivered_and_shown_delivered_in_the_
     for site in sandbox_sites.values():
         row = event_row(page, number, site.name)
         expect(row).to_have_count(1)
-        expect(row.locator(".field-status_badge")).to_have_text("delivered")
-        expect(row.locator(".field-attempts")).to_have_text("1")
+        expect(row.locator(".field-state .conversions-badge")).to_have_text("delivered")
+        expect(row.locator(".field-state .conversions-attempt-count")).to_have_text("1 attempt")
 
     # when: the Scanova event's page
     event_row(page, number, "Scanova (sandbox)").locator("th a").click()
@@ -267,7 +306,7 @@ def test_a_purchase_from_a_scan_landing_is_delivered_and_shown_delivered_in_the_
     expect(rows).to_have_count(1)
     expect(rows.first.locator(".field-http_status")).to_have_text("200")
     expect(rows.first.locator(".field-outcome")).to_have_text("delivered")
-    expect(rows.first.locator(".field-url")).to_contain_text("/sandbox/scanova/server-events")
+    expect(inline.locator(".field-url").first).to_contain_text("/sandbox/scanova/server-events")
     # and its conversion keeps the order's totals, no longer the customer's scan session
     snapshot = page.locator(".field-snapshot_display")
     expect(snapshot).to_contain_text('"currency": "EUR"')
@@ -290,7 +329,7 @@ def test_a_refused_event_shows_its_reason_and_is_delivered_by_retry_now(
     page.goto(f"{EVENTS_URL}?status=failed")
     # then: the event and why
     row = event_row(page, number, "Scanova (sandbox)")
-    expect(row.locator(".field-status_badge")).to_have_text("failed")
+    expect(row.locator(".field-state .conversions-badge")).to_have_text("failed")
     expect(row.locator(".field-reason")).to_contain_text("422")
     expect(row.locator(".field-reason")).to_contain_text("rejected by the sandbox")
     expect(page.locator("#result_list tbody tr")).to_have_count(1)  # VTmarketing took its copy
@@ -442,17 +481,20 @@ def test_a_week_of_orders_in_the_overview_and_the_pages_shown_in_the_docs(
     expect(vt_row.locator(".field-failed_count")).to_have_text("1")
     html = page.content()
     assert not [key for key in keys.values() if key in html]
+    assert_fits_beside_the_sidebar(page)
     save_screenshot(page, "admin-sites")
 
     # when: the events, newest first
     page.goto(EVENTS_URL)
     # then: the waiting, skipped and failed ones with their reasons
     retrying = event_row(page, special["retrying"], "Scanova (sandbox)")
-    expect(retrying.locator(".field-status_badge")).to_have_text("retrying (1 failed)")
+    expect(retrying.locator(".field-state .conversions-badge")).to_have_text("retrying")
+    expect(retrying.locator(".conversions-attempt-count")).to_have_text("1 attempt")
     expect(retrying.locator(".field-reason")).to_contain_text("503")
     skipped = event_row(page, special["denied"], "VTmarketing (sandbox)")
-    expect(skipped.locator(".field-status_badge")).to_have_text("skipped")
+    expect(skipped.locator(".field-state .conversions-badge")).to_have_text("skipped")
     expect(skipped.locator(".field-reason")).to_contain_text("consent")
+    assert_fits_beside_the_sidebar(page)
     save_screenshot(page, "admin-events")
 
     # when: the event that was refused, then retried
@@ -462,6 +504,7 @@ def test_a_week_of_orders_in_the_overview_and_the_pages_shown_in_the_docs(
     expect(page.locator(".field-status_badge .readonly")).to_have_text("delivered")
     rows = page.locator(".inline-group", has_text="delivery attempts").locator("tbody tr")
     expect(rows.locator(".field-http_status")).to_have_text(["200", "422"])
+    assert_fits_beside_the_sidebar(page)
     save_screenshot(page, "admin-event-detail", full_page=True)
 
     # when: the delivery overview
@@ -479,6 +522,7 @@ def test_a_week_of_orders_in_the_overview_and_the_pages_shown_in_the_docs(
         per_day = section.locator("tbody tr td:last-child")
         expect(per_day).to_have_text([str(n) for n in ORDERS_PER_DAY])
         expect(section.locator("tfoot td").last).to_have_text(str(sum(ORDERS_PER_DAY)))
+    assert_fits_beside_the_sidebar(page)
     save_screenshot(page, "admin-overview", full_page=True)
 
 
@@ -534,3 +578,137 @@ def test_a_declining_visitor_gets_no_script_until_the_checkout_box_grants_it(
     ]
     expect(page.locator("td.status-delivered")).to_have_count(2)
     assert SandboxEvent.objects.filter(provider="vtmarketing", order_id=number).count() == 1
+
+
+# --- 5. the admin beside Django's navigation sidebar, at 1280 px ------------------------------
+
+ATTEMPTS_SHOWN = 15
+LONG_URL = "/sandbox/scanova/server-events?" + "&".join(f"t{n}=abcdef0123456789" for n in range(8))
+
+
+def record_retries(event: ConversionEvent, count: int) -> None:
+    """``count`` more refused requests for ``event``, one second apart (the newest a second
+    before its first real attempt), each with a long URL, bodies and headers."""
+    first = event.results.order_by("attempt__created_at").first()
+    assert first is not None
+    for n in range(1, count + 1):
+        attempt = DeliveryAttempt.objects.create(
+            site=event.site,
+            created_at=first.attempt.created_at - timedelta(seconds=n),
+            duration_ms=1200 + n,
+            url=first.attempt.url.split("/sandbox/", 1)[0] + LONG_URL,
+            http_status=503,
+            request_headers={"Content-Type": "application/json", "X-API-Key": MASK + "abcd"},
+            request_body=first.attempt.request_body,
+            response_headers={"Retry-After": "1"},
+            response_body='{"detail": "' + "Service temporarily unavailable. " * 12 + '"}',
+            error="HTTP 503: Service temporarily unavailable " * 3,
+            outcome="retry",
+            event_count=1,
+        )
+        EventResult.objects.create(
+            attempt=attempt, event=event, outcome="retry", message="will retry " * 6
+        )
+
+
+def test_the_admin_fits_1280_px_beside_the_navigation_sidebar_with_times_to_the_second(
+    page, admin_user, catalogue, sandbox_sites
+):
+    # given: an order whose Scanova event was refused with 503 and waits for its next try, with
+    # a long history of attempts; VTmarketing paused because it refused its key
+    control.set_fault("scanova", "server_error", status_code=503, times=1)
+    products = list(Product.objects.order_by("pk"))
+    order = place_order(
+        [Line(products[0], 2), Line(products[1], 1)],
+        customer={
+            "first_name": "Ana",
+            "last_name": "Popescu",
+            "email": "ana.popescu@example.com",
+            "phone": "0775 123 123",
+            "city": "Cluj-Napoca",
+            "country": "Romania",
+            "coupon_code": "",
+        },
+        scan_session_id=str(uuid.uuid4()),
+        consent=Order.Consent.GRANTED,
+        number="WEB-2001",
+    )
+    control.clear_faults()
+    event = ConversionEvent.objects.get(order_reference=order.number, site__provider="scanova")
+    assert event.status == EventStatus.PENDING and event.attempts == 1
+    record_retries(event, ATTEMPTS_SHOWN - 1)
+    vt = sandbox_sites["vtmarketing"]
+    vt.pause("VTmarketing refused the API key: HTTP 401 (invalid credentials for this account)")
+    log_in(page)
+
+    # when: the events
+    page.goto(EVENTS_URL)
+    # then: every column in view, the times to the second
+    assert_fits_beside_the_sidebar(page)
+    row = event_row(page, order.number, "Scanova (sandbox)")
+    expect(row.locator(".field-state .conversions-badge")).to_have_text("retrying")
+    for column in ("created", "next_or_delivered"):
+        (shown,) = times_in(row.locator(f".field-{column}"))
+        assert TIME_TO_THE_SECOND.match(shown), (column, shown)
+
+    # when: the sites
+    page.goto(SITES_URL)
+    # then: the retrying and failed counts are in view, the paused site says why
+    assert_fits_beside_the_sidebar(page)
+    scanova_row = page.locator("#result_list tbody tr", has_text="Scanova (sandbox)")
+    expect(scanova_row.locator(".field-retrying_count")).to_have_text("1")
+    expect(scanova_row.locator(".field-failed_count")).to_be_in_viewport()
+    vt_row = page.locator("#result_list tbody tr", has_text="VTmarketing (sandbox)")
+    expect(vt_row.locator(".field-state")).to_contain_text("paused")
+    expect(vt_row.locator(".field-state")).to_contain_text("HTTP 401")
+
+    # when: the event's page, with its many attempts
+    page.goto(f"{EVENTS_URL}{event.pk}/change/")
+    # then: the attempts wrap within the page; times one second apart are told apart
+    assert_fits_beside_the_sidebar(page)
+    attempts = page.locator(".inline-group", has_text="delivery attempts")
+    expect(attempts.locator("tbody tr.has_original")).to_have_count(ATTEMPTS_SHOWN)
+    shown = times_in(attempts.locator("td.field-time"))
+    assert len(shown) == ATTEMPTS_SHOWN
+    assert all(TIME_TO_THE_SECOND.match(time) for time in shown), shown
+    assert len(set(shown)) == ATTEMPTS_SHOWN, shown  # one second apart, all different
+    for field in ("created", "updated", "next_attempt"):
+        (value,) = times_in(page.locator(f".field-{field} .readonly"))
+        assert TIME_TO_THE_SECOND.match(value), (field, value)
+    attempts.locator(".conversions-exchange summary").nth(1).click()  # an older exchange, opened
+    expect(attempts.locator(".conversions-exchange .field-url").nth(1)).to_be_visible()
+    assert_fits_beside_the_sidebar(page)
+
+    # when: the paused site's page
+    page.goto(f"{SITES_URL}{vt.pk}/change/")
+    # then: its keys, the blank row for a new key (with no time of its own), its latest requests
+    assert_fits_beside_the_sidebar(page)
+    (paused_at,) = times_in(page.locator(".field-paused .readonly"))
+    assert TIME_TO_THE_SECOND.match(paused_at), paused_at
+    (created,) = times_in(page.locator("#api_keys-0 .field-created"))
+    assert TIME_TO_THE_SECOND.match(created), created
+    expect(page.locator("#api_keys-1 .field-created")).to_have_text("—")
+    expect(page.locator("#api_keys-1 .field-last_used")).to_have_text("—")
+    requests = times_in(page.locator(".conversions-attempts"))
+    assert requests and all(TIME_TO_THE_SECOND.match(time) for time in requests), requests
+
+    # when: the API keys
+    page.goto("/admin/django_conversions/apikey/")
+    # then
+    assert_fits_beside_the_sidebar(page)
+
+    # when: the overview, where the paused site's notice leads to it and resumes it
+    page.goto(OVERVIEW_URL)
+    # then
+    assert_fits_beside_the_sidebar(page)
+    notice = page.locator(f"#paused-{vt.pk}")
+    expect(notice).to_contain_text("HTTP 401")
+    expect(notice.get_by_role("link", name="VTmarketing (sandbox)")).to_have_attribute(
+        "href", f"{SITES_URL}{vt.pk}/change/"
+    )
+    notice.get_by_role("button", name="Resume site").click()
+    expect(page).to_have_url(re.compile(re.escape(OVERVIEW_URL) + "$"))
+    expect(page.locator(".messagelist")).to_contain_text("Resumed VTmarketing (sandbox)")
+    expect(page.locator(f"#paused-{vt.pk}")).to_have_count(0)
+    vt.refresh_from_db()
+    assert not vt.is_paused

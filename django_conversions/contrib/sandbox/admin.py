@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from django_conversions.admin.display import ADMIN_CSS, time_field
 from django_conversions.contrib.sandbox.models import (
     SandboxEvent,
     SandboxFault,
@@ -19,6 +20,9 @@ from django_conversions.contrib.sandbox.models import (
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    class Media:
+        css = ADMIN_CSS  # times to the second, as in the app's own admin
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -28,8 +32,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class SandboxKeyInline(admin.TabularInline):
     model = SandboxKey
-    fields = ("masked", "is_revoked", "created_at")
-    readonly_fields = ("masked", "created_at")
+    fields = ("masked", "is_revoked", "created")
+    readonly_fields = ("masked", "created")
+    created = time_field(SandboxKey, "created_at")
     extra = 0
     can_delete = False
 
@@ -43,9 +48,13 @@ class SandboxKeyInline(admin.TabularInline):
 
 @admin.register(SandboxSite)
 class SandboxSiteAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "provider", "site_id", "is_active", "created_at")
+    list_display = ("__str__", "provider", "site_id", "is_active", "created")
     list_filter = ("provider", "is_active")
     inlines = (SandboxKeyInline,)
+    created = time_field(SandboxSite, "created_at")
+
+    class Media:
+        css = ADMIN_CSS
 
 
 @admin.register(SandboxFault)
@@ -57,8 +66,9 @@ class SandboxFaultAdmin(admin.ModelAdmin):
 
 @admin.register(SandboxRequest)
 class SandboxRequestAdmin(ReadOnlyAdmin):
-    list_display = ("received_at", "provider", "method", "path", "status_code", "fault", "events")
+    list_display = ("received", "provider", "method", "path", "status_code", "fault", "events")
     list_filter = ("provider", "status_code", "fault")
+    received = time_field(SandboxRequest, "received_at")
     search_fields = ("body", "path")
     date_hierarchy = "received_at"
 
@@ -70,7 +80,7 @@ class SandboxRequestAdmin(ReadOnlyAdmin):
 @admin.register(SandboxEvent)
 class SandboxEventAdmin(ReadOnlyAdmin):
     list_display = (
-        "received_at",
+        "received",
         "provider",
         "site",
         "event_name",
@@ -80,3 +90,4 @@ class SandboxEventAdmin(ReadOnlyAdmin):
     )
     list_filter = ("provider", "site")
     search_fields = ("order_id", "event_id")
+    received = time_field(SandboxEvent, "received_at")

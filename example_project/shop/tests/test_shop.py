@@ -291,3 +291,22 @@ def test_the_thank_you_page_gives_the_script_the_order_id_sent(client, products,
     assert sandbox["vtmarketing"].script_url in page  # the box was ticked: consent granted
     delivered()
     assert SandboxEvent.objects.filter(provider="vtmarketing", order_id=order.number).exists()
+
+
+def test_the_thank_you_page_names_a_retrying_event_as_the_admin_does(client, products, sandbox):
+    # given: Scanova answers the first request with 503, so its event waits for another try
+    control.set_fault("scanova", "server_error", status_code=503, times=1)
+    client.get("/", {"scnv": SCAN})
+    # when
+    thanks = buy(client)
+    delivered()
+    page = client.get(thanks.request["PATH_INFO"]).content.decode()
+    # then: "retrying", as in the admin's list, not the stored status "pending"
+    order = Order.objects.get()
+    event = events_of(order)["scanova"]
+    assert event.status == EventStatus.PENDING and event.attempts == 1
+    assert re.search(r'class="status status-retrying">retrying</td>\s*<td>1</td>', page), page
+    admin_user = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
+    client.force_login(admin_user)
+    events_list = client.get("/admin/django_conversions/conversionevent/").content.decode()
+    assert 'class="conversions-badge conversions-retrying">retrying</span>' in events_list
