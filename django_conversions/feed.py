@@ -187,9 +187,6 @@ def check_feed_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
 
 def _check_product_model(conf: Any) -> list[Error]:
-    from_settings = conf.raw("PRODUCT_MODEL")
-    if not from_settings:
-        return []
     try:
         adapter = conf.PRODUCT_ADAPTER
     except ImproperlyConfigured as err:
@@ -209,6 +206,8 @@ def _check_product_model(conf: Any) -> list[Error]:
                 id="conversions.E050",
             )
         ]
+    if not conf.raw("PRODUCT_MODEL"):
+        return []
     try:
         product_model()
     except ImproperlyConfigured as err:

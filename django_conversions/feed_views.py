@@ -21,7 +21,11 @@ from django_conversions.conf import conversions_settings
 from django_conversions.exceptions import UnknownProvider
 from django_conversions.feed import FORMATS, Channel, configured_base_url, feed_chunks, feed_fields
 from django_conversions.models import TrackingSite
-from django_conversions.products import FeedState, get_product_adapter, product_model
+from django_conversions.products import (
+    FeedState,
+    get_product_adapter,
+    listed_product_model,
+)
 from django_conversions.providers import registry
 
 URL_NAME = "django_conversions:product-feed"
@@ -39,7 +43,7 @@ def feed_site(site_id: int, token: str) -> TrackingSite:
     """The active site with this id whose provider reads a feed and whose token is ``token``
     (compared in constant time); otherwise 404, the same answer whatever was wrong."""
     site = TrackingSite.objects.filter(pk=site_id, is_active=True).first()
-    if site is None or not takes_feed(site) or product_model() is None:
+    if site is None or not takes_feed(site) or listed_product_model() is None:
         raise Http404("No product feed here.")
     if not hmac.compare_digest(site.feed_token.encode(), token.encode()):
         raise Http404("No product feed here.")

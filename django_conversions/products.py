@@ -48,6 +48,20 @@ def product_model() -> type[models.Model] | None:
         ) from err
 
 
+def feed_price(amount: Any, currency: Any) -> str | None:
+    """``"12.50 EUR"``: an amount rounded to its currency's minor unit, then the currency
+    (``FEED_CURRENCY`` when none is given); None when either is missing or unreadable."""
+    currency = currency or conversions_settings.FEED_CURRENCY
+    if amount is None or not currency:
+        return None
+    code = normalize_currency(str(currency))
+    try:
+        value = round_money(Decimal(str(amount)), code, "price")
+    except (InvalidOperation, ValueError):
+        return None
+    return f"{value} {code}"
+
+
 @dataclass(frozen=True)
 class FeedState:
     """What the feed's validators are made from: a change to any product changes one of these
@@ -149,15 +163,7 @@ class ProductAdapter:
     def get_price(self, product: Any) -> str | None:
         """``"12.50 EUR"``: Merchant Center's price, with its currency."""
         amount = first_attr(product, self.PRICE_ATTRS)
-        currency = first_attr(product, self.CURRENCY_ATTRS) or conversions_settings.FEED_CURRENCY
-        if amount is None or not currency:
-            return None
-        code = normalize_currency(str(currency))
-        try:
-            value = round_money(Decimal(str(amount)), code, "price")
-        except (InvalidOperation, ValueError):
-            return None
-        return f"{value} {code}"
+        return feed_price(amount, first_attr(product, self.CURRENCY_ATTRS))
 
     def get_availability(self, product: Any) -> str:
         stated = first_attr(product, self.AVAILABILITY_ATTRS)
@@ -181,3 +187,9 @@ class ProductAdapter:
 def get_product_adapter() -> ProductAdapter:
     adapter_class = conversions_settings.PRODUCT_ADAPTER
     return adapter_class()
+
+
+def listed_product_model() -> type[models.Model] | None:
+    """The model the product adapter lists (``PRODUCT_MODEL`` for the default one, Oscar's
+    product for Oscar's), or None: then no site has a feed."""
+    return get_product_adapter().get_model()

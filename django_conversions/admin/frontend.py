@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from django_conversions.feed import configured_base_url
 from django_conversions.feed_views import feed_path, takes_feed
 from django_conversions.models import TrackingSite
-from django_conversions.products import product_model
+from django_conversions.products import listed_product_model
 
 # A fieldset entry of TrackingSiteAdmin.fieldsets.
 FEED_AND_SCRIPT_FIELDSET: Any = (
@@ -37,7 +37,7 @@ class FeedAndScriptMixin:
             return gettext("shown once the site is saved")
         if not takes_feed(site):
             return gettext("this provider reads no product feed")
-        if product_model() is None:
+        if listed_product_model() is None:
             return gettext("set CONVERSIONS['PRODUCT_MODEL'] to your product model")
         xml, csv = feed_path(site, "xml"), feed_path(site, "csv")
         if xml is None or csv is None:

@@ -96,6 +96,7 @@ OSCAR_ORDER_STATUS_PIPELINE = {
 # docs/oscar.md's settings: the adapter, no ORDER_MODEL.
 CONVERSIONS = {
     "ORDER_ADAPTER": "django_conversions.contrib.oscar.adapters.OscarOrderAdapter",
+    "PRODUCT_ADAPTER": "django_conversions.contrib.oscar.products.OscarProductAdapter",
     "ENCRYPTION_KEYS": ["FWy1bLl2Ou0H6dkejRys2oRrqzIuK56OTdRWaJHiJfE="],
     "RETRY_JITTER": 0,
     # The tests assert what delivery did right after the checkout request.

@@ -15,6 +15,7 @@ from django_conversions.attribution import visiting
 from django_conversions.contrib.oscar import receivers
 from django_conversions.contrib.oscar.adapters import OscarOrderAdapter
 from django_conversions.conversion import Conversion
+from django_conversions.exceptions import InvalidConversion
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.outbox import rebuild_snapshot, reconcile
 from django_conversions.scan_session import remember_scan_session
@@ -234,8 +235,8 @@ def test_an_adapter_that_raises_does_not_break_placing_the_order(
 
 
 class WithoutSku(OscarOrderAdapter):
-    def get_line_id(self, line: Any) -> str:
-        raise ValueError(f"line {line.pk} has no id in our feed")
+    def choose_item_id(self, partner_sku: Any, product_id: Any, upc: Any) -> Any:
+        raise ValueError(f"{partner_sku} has no id in our feed")
 
 
 def test_an_order_the_adapter_cannot_convert_keeps_a_failed_event_with_the_reason(
@@ -256,8 +257,8 @@ def test_an_order_the_adapter_cannot_convert_keeps_a_failed_event_with_the_reaso
 class ByUpc(OscarOrderAdapter):
     """A shop whose product feed is keyed by UPC."""
 
-    def get_line_id(self, line: Any) -> str:
-        return line.upc or super().get_line_id(line)
+    def choose_item_id(self, partner_sku: Any, product_id: Any, upc: Any) -> Any:
+        return upc or super().choose_item_id(partner_sku, product_id, upc)
 
 
 def test_a_shop_subclass_changes_one_field(catalogue, vt_site, conversions):
@@ -273,7 +274,16 @@ def test_a_line_without_sku_falls_back_to_the_product_id(catalogue, vt_site):
     line = order.lines.get(partner_sku="POSTER-A2")
     line.partner_sku = ""
 
-    assert OscarOrderAdapter().get_line_id(line) == str(catalogue.poster.pk)
+    assert OscarOrderAdapter().get_item_id(line) == str(catalogue.poster.pk)
+
+
+def test_a_line_without_sku_product_or_upc_is_refused_with_the_reason(catalogue, vt_site):
+    order = place_order(catalogue)
+    line = order.lines.get(partner_sku="POSTER-A2")
+    line.partner_sku, line.product_id, line.upc = "", None, None
+
+    with pytest.raises(InvalidConversion, match="has no partner SKU, product or UPC"):
+        OscarOrderAdapter().get_item_id(line)
 
 
 # --- the sweep: lost writes, retry now ---------------------------------------------------------

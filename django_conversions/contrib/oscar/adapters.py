@@ -5,7 +5,8 @@ Point ``CONVERSIONS["ORDER_ADAPTER"]`` at it (or at a subclass of it). It reads:
 - ``number``, ``total_incl_tax``, ``currency``, ``shipping_incl_tax``, ``status`` and
   ``date_placed`` of the order;
 - its ``lines``: ``partner_sku`` (else the product's id, else the ``upc``), ``quantity``,
-  ``unit_price_incl_tax`` and ``title``;
+  ``unit_price_incl_tax`` and ``title``; a product in the product feed gets its id by the same
+  rule, from the stock record Oscar sells it from (``choose_item_id()``);
 - the ``voucher_code`` of its ``discounts`` as coupons;
 - ``guest_email``, else the user's ``email``; the billing address (else the shipping address)
   for first and last name, city (``line4``) and country (ISO 3166-1 alpha-2); the shipping
@@ -31,6 +32,7 @@ from oscar.core.loading import get_model
 
 from django_conversions.adapters import OrderAdapter
 from django_conversions.conf import conversions_settings
+from django_conversions.contrib.oscar.catalogue import oscar_product_model, purchase_info
 from django_conversions.conversion import Customer, LineItem
 from django_conversions.exceptions import InvalidConversion
 
@@ -172,21 +174,38 @@ class OscarOrderAdapter(OrderAdapter):
 
     def get_line_item(self, line: Any) -> LineItem:
         return LineItem(
-            id=self.get_line_id(line),
+            id=self.get_item_id(line),
             quantity=line.quantity,
             price=line.unit_price_incl_tax,
             name=line.title or None,
         )
 
-    def get_line_id(self, line: Any) -> str:
-        """The id of the shop's product feed: the partner SKU, else the product's id, else the
-        UPC. A line with none of them (a deleted product without SKU) can't be reported."""
-        for value in (line.partner_sku, line.product_id, line.upc):
+    def get_item_id(self, line_or_product: Any) -> str:
+        """The id of an order line, and of a product in the product feed: ``choose_item_id()``
+        of the line's partner SKU, product and UPC, or of the product's, with the partner SKU
+        of the stock record Oscar's strategy sells it from (the one a line copies)."""
+        if isinstance(line_or_product, oscar_product_model()):
+            product: Any = line_or_product
+            record = purchase_info(product).stockrecord
+            sku = None if record is None else record.partner_sku
+            found = self.choose_item_id(sku, product.pk, product.upc)
+            what = f"product {product.pk}"
+        else:
+            line = line_or_product
+            found = self.choose_item_id(line.partner_sku, line.product_id, line.upc)
+            what = f"order line {line.pk}"
+        if found in (None, ""):
+            raise InvalidConversion("items.id", f"{what} has no partner SKU, product or UPC")
+        return str(found)
+
+    def choose_item_id(self, partner_sku: str | None, product_id: Any, upc: str | None) -> Any:
+        """The one rule for item ids: the partner SKU, else the product's id, else the UPC (a
+        line of a deleted product keeps its SKU and UPC). Override this to key ids otherwise:
+        the conversions and the feed both follow."""
+        for value in (partner_sku, product_id, upc):
             if value not in (None, ""):
-                return str(value)
-        raise InvalidConversion(
-            "items.id", f"order line {line.pk} has no partner SKU, product or UPC"
-        )
+                return value
+        return None
 
 
 def _field(obj: Any, name: str) -> Any:
