@@ -3,6 +3,7 @@ inline; database worker) and retries deferred."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from datetime import timedelta
@@ -22,6 +23,7 @@ from django_conversions.tasks import background, check_task_backend, schedule_re
 from tests.conditions import wait_until
 
 SCANOVA_URL = "https://track.example.test/server-events"
+SCANOVA_BATCH_URL = f"{SCANOVA_URL}/batch"
 DB_BACKEND = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # The background delivery thread is switched by CONVERSIONS["BACKGROUND_DELIVERY"] (default True);
@@ -174,6 +176,27 @@ def test_database_worker_delivers_and_defers_retries(scanova_site, mocked_http):
         call_command("db_worker", "--batch", "--no-startup-delay", verbosity=0)
         event.refresh_from_db()
         assert event.status == EventStatus.DELIVERED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_orders_committed_one_by_one_go_out_in_one_batch_when_their_tasks_run_late(
+    scanova_site, mocked_http
+):
+    mocked_http.post(SCANOVA_BATCH_URL, json={"success": True})
+    with override_settings(TASKS=DB_BACKEND):
+        # given: five orders committed one by one while the queue's worker is busy: five tasks,
+        # each naming its own event
+        events = [track(conversion(f"T-{n}"))[0] for n in range(5)]
+        assert db_tasks().count() == 5
+        # when: the worker gets to them
+        call_command("db_worker", "--batch", "--no-startup-delay", verbosity=0)
+    # then: the first task took the other due events along, in one request; the other four
+    # tasks found nothing left to send
+    bodies = [json.loads(call.request.body) for call in mocked_http.calls]
+    sent = [body.get("events", [body]) for body in bodies]  # a batch, or a single event
+    assert [len(events_in_request) for events_in_request in sent] == [5]
+    assert {event["event_id"] for event in sent[0]} == {str(e.event_id) for e in events}
+    assert set(ConversionEvent.objects.values_list("status", flat=True)) == {"delivered"}
 
 
 @pytest.mark.django_db(transaction=True)

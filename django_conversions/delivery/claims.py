@@ -213,8 +213,21 @@ def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
             current.more_due = len(got) == wanted
             remaining -= len(got)
             lease.more_due = lease.more_due or current.more_due
+    if ids is not None:
+        for current in taken.values():
+            _fill_last_batch(lease, current, now)
     lease.sites = [claim for claim in taken.values() if claim.events]
     return lease
+
+
+def _fill_last_batch(lease: Lease, current: SiteClaim, now: datetime) -> None:
+    """Named events of a site that takes batches go out with the site's other due events, up
+    to a full batch: orders committed one by one, each handing over its own events, reach the
+    provider in batches once they come faster than requests return (and under its request
+    limit), and the tasks of the events taken along find nothing left to send."""
+    short = -len(current.events) % _batch_size(current.site)
+    if current.events and short:
+        current.events += _claim_site(lease, current.site, short, now, None, has_expired=False)
 
 
 def sites_with_expired_leases(using: str, now: datetime) -> QuerySet[ConversionEvent, int]:
@@ -230,11 +243,16 @@ def sites_with_expired_leases(using: str, now: datetime) -> QuerySet[ConversionE
 
 def _site_room(site: TrackingSite) -> int:
     """Events to claim for the site at a time (``site_claim_step``)."""
+    return site_claim_step(_batch_size(site))
+
+
+def _batch_size(site: TrackingSite) -> int:
+    """Events the site's provider takes in one request."""
     try:
         provider = site.provider_instance()
     except Exception:  # an unknown provider: the sender pauses the site with the reason
         return 1
-    return site_claim_step(provider.site.batch_size if provider.supports_batch else 1)
+    return max(1, provider.site.batch_size) if provider.supports_batch else 1
 
 
 def _claim_site(
