@@ -19,6 +19,9 @@ class OrderItemInline(admin.TabularInline):
     extra = 0
 
 
+SHOP_ADMIN_CSS = {"all": ("shop/admin.css",)}
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = (
@@ -35,6 +38,9 @@ class OrderAdmin(admin.ModelAdmin):
     readonly_fields = ("number", "created_at", "paid_at")
     inlines = (OrderItemInline,)
     actions = ("mark_paid",)
+
+    class Media:
+        css = SHOP_ADMIN_CSS
 
     @admin.action(description="Mark selected orders as paid (reports them as conversions)")
     def mark_paid(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:

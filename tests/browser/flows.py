@@ -712,3 +712,47 @@ def test_the_admin_fits_1280_px_beside_the_navigation_sidebar_with_times_to_the_
     expect(page.locator(f"#paused-{vt.pk}")).to_have_count(0)
     vt.refresh_from_db()
     assert not vt.is_paused
+
+
+def test_every_list_and_page_of_the_demo_admin_fits_1280_px_beside_the_sidebar(
+    page, admin_user, catalogue, sandbox_sites
+):
+    # given: what `make demo` shows: an order delivered to the sandbox after one 503, so every
+    # list of the app, the sandbox and the example shop has a row
+    control.set_fault("scanova", "server_error", status_code=503, times=1)
+    products = list(Product.objects.order_by("pk"))
+    place_order(
+        [Line(products[0], 2), Line(products[1], 1)],
+        customer={
+            "first_name": "Ana",
+            "last_name": "Popescu",
+            "email": "ana.popescu@example.com",
+            "phone": "0775 123 123",
+            "city": "Cluj-Napoca",
+            "country": "Romania",
+            "coupon_code": "",
+        },
+        scan_session_id=str(uuid.uuid4()),
+        consent=Order.Consent.GRANTED,
+        number="WEB-2002",
+    )
+    log_in(page)
+    page.goto("/admin/")
+    apps = ("django_conversions", "conversions_sandbox", "shop")
+    lists = sorted(
+        {
+            href
+            for app in apps
+            for href in page.locator(f".app-{app} th a").evaluate_all("as => as.map(a => a.href)")
+        }
+    )
+    assert len(lists) >= 8, lists
+    # when: each list, and the page of its first row
+    for url in lists:
+        page.goto(url)
+        # then
+        assert_fits_beside_the_sidebar(page)
+        first = page.locator("#result_list tbody tr").first.locator("th a")
+        if first.count():
+            page.goto(first.get_attribute("href"))
+            assert_fits_beside_the_sidebar(page)

@@ -18,10 +18,14 @@ from django_conversions.contrib.sandbox.models import (
     SandboxSite,
 )
 
+# The app's admin styles (times to the second), and the sandbox's lists fitted beside the
+# navigation sidebar.
+SANDBOX_CSS = {"all": (*ADMIN_CSS["all"], "django_conversions/sandbox.css")}
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     class Media:
-        css = ADMIN_CSS  # times to the second, as in the app's own admin
+        css = SANDBOX_CSS
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -54,7 +58,7 @@ class SandboxSiteAdmin(admin.ModelAdmin):
     created = time_field(SandboxSite, "created_at")
 
     class Media:
-        css = ADMIN_CSS
+        css = SANDBOX_CSS
 
 
 @admin.register(SandboxFault)
@@ -62,6 +66,9 @@ class SandboxFaultAdmin(admin.ModelAdmin):
     list_display = ("provider", "mode", "status_code", "retry_after", "delay", "remaining")
     list_editable = ("mode", "status_code", "retry_after", "delay", "remaining")
     list_display_links = ("provider",)
+
+    class Media:
+        css = SANDBOX_CSS
 
 
 @admin.register(SandboxRequest)
@@ -81,8 +88,7 @@ class SandboxRequestAdmin(ReadOnlyAdmin):
 class SandboxEventAdmin(ReadOnlyAdmin):
     list_display = (
         "received",
-        "provider",
-        "site",
+        "site",  # which names its provider
         "event_name",
         "order_id",
         "event_id",
