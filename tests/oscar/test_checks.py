@@ -144,3 +144,20 @@ def test_w031_scanova_without_the_scan_session_middleware(db, check, scanova_sit
 def test_without_order_model_the_oscar_app_needs_no_w002(db, check):
     # the core warning "no order is tracked automatically" is not raised: Oscar's signals are
     assert "conversions.W002" not in ids(check())
+
+
+def test_w003_a_product_model_the_oscar_product_adapter_does_not_read(db, check):
+    message = only(check(PRODUCT_MODEL="catalogue.Product"), "conversions_oscar.W003")
+
+    assert "'catalogue.Product' is not read" in message.msg
+
+
+def test_w004_oscars_product_with_the_default_product_adapter(db, check):
+    messages = check(
+        PRODUCT_MODEL="catalogue.Product",
+        PRODUCT_ADAPTER="django_conversions.products.ProductAdapter",
+    )
+    message = only(messages, "conversions_oscar.W004")
+
+    assert "stock records" in message.msg
+    assert "OscarProductAdapter" in message.hint

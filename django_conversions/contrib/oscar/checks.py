@@ -10,6 +10,10 @@ thing, without a word.
 - W001 a paid status no pipeline path leads to from ``OSCAR_INITIAL_ORDER_STATUS``.
 - W002 settings of the default adapter that the Oscar adapter does not read.
 - E005 Oscar's order app is not installed.
+- W003 ``PRODUCT_MODEL`` is set beside ``OscarProductAdapter``, which lists Oscar's products and
+  does not read it.
+- W004 ``PRODUCT_MODEL`` names Oscar's product with another product adapter: Oscar keeps prices
+  on stock records, where the default adapter does not look, so the feed would list nothing.
 
 With the Oscar adapter and no ``ORDER_MODEL``, the core checks of what active sites need from
 each order (conversions.W031 / W032: a scan id, consent) are run for Oscar's order here.
@@ -31,6 +35,8 @@ from django_conversions.contrib.oscar.adapters import (
     oscar_order_model,
     pipeline_statuses,
 )
+from django_conversions.contrib.oscar.catalogue import oscar_product_model
+from django_conversions.contrib.oscar.products import OscarProductAdapter
 from django_conversions.order_checks import check_sites_can_be_served
 
 ADAPTER_PATH = "django_conversions.contrib.oscar.adapters.OscarOrderAdapter"
@@ -61,7 +67,46 @@ def check_oscar_setup(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         *_check_paid_statuses(),
         *_check_unread_settings(user_settings),
         *_check_sites(),
+        *_check_product_feed(),
     ]
+
+
+PRODUCT_ADAPTER_PATH = "django_conversions.contrib.oscar.products.OscarProductAdapter"
+
+
+def _check_product_feed() -> list[Any]:
+    label = conversions_settings.raw("PRODUCT_MODEL")
+    try:
+        adapter = conversions_settings.PRODUCT_ADAPTER
+    except ImproperlyConfigured:
+        return []  # conversions.E050 reports it
+    is_oscars = isinstance(adapter, type) and issubclass(adapter, OscarProductAdapter)
+    if label and is_oscars:
+        return [
+            Warning(
+                f"{SETTING_NAME}['PRODUCT_MODEL'] = {label!r} is not read: PRODUCT_ADAPTER "
+                "lists Oscar's products.",
+                hint="Remove PRODUCT_MODEL; to list other products, subclass "
+                "OscarProductAdapter and override get_queryset().",
+                id="conversions_oscar.W003",
+            )
+        ]
+    try:
+        model = apps.get_model(label) if label else None
+    except (LookupError, ValueError):
+        return []  # conversions.E050 reports it
+    if model is not None and issubclass(model, oscar_product_model()) and not is_oscars:
+        return [
+            Warning(
+                f"{SETTING_NAME}['PRODUCT_MODEL'] is Oscar's product, but PRODUCT_ADAPTER is "
+                "not an OscarProductAdapter: Oscar keeps prices on stock records, so the feed "
+                "would leave out every product.",
+                hint=f"Set {SETTING_NAME}['PRODUCT_ADAPTER'] = {PRODUCT_ADAPTER_PATH!r} and "
+                "remove PRODUCT_MODEL.",
+                id="conversions_oscar.W004",
+            )
+        ]
+    return []
 
 
 def _check_order_model() -> list[Any]:
