@@ -611,14 +611,12 @@ def record_retries(event: ConversionEvent, count: int) -> None:
         )
 
 
-def test_the_admin_fits_1280_px_beside_the_navigation_sidebar_with_times_to_the_second(
-    page, admin_user, catalogue, sandbox_sites
-):
-    # given: an order whose Scanova event was refused with 503 and waits for its next try, with
-    # a long history of attempts; VTmarketing paused because it refused its key
+def place_order_refused_once(number: str) -> Order:
+    """A QR visitor's consented order of two products, whose first Scanova request the sandbox
+    answers with 503 (the fault stays armed until the caller clears it or it is used)."""
     control.set_fault("scanova", "server_error", status_code=503, times=1)
     products = list(Product.objects.order_by("pk"))
-    order = place_order(
+    return place_order(
         [Line(products[0], 2), Line(products[1], 1)],
         customer={
             "first_name": "Ana",
@@ -631,8 +629,16 @@ def test_the_admin_fits_1280_px_beside_the_navigation_sidebar_with_times_to_the_
         },
         scan_session_id=str(uuid.uuid4()),
         consent=Order.Consent.GRANTED,
-        number="WEB-2001",
+        number=number,
     )
+
+
+def test_the_admin_fits_1280_px_beside_the_navigation_sidebar_with_times_to_the_second(
+    page, admin_user, catalogue, sandbox_sites
+):
+    # given: an order whose Scanova event was refused with 503 and waits for its next try, with
+    # a long history of attempts; VTmarketing paused because it refused its key
+    order = place_order_refused_once(number="WEB-2001")
     control.clear_faults()
     event = ConversionEvent.objects.get(order_reference=order.number, site__provider="scanova")
     assert event.status == EventStatus.PENDING and event.attempts == 1
@@ -719,23 +725,7 @@ def test_every_list_and_page_of_the_demo_admin_fits_1280_px_beside_the_sidebar(
 ):
     # given: what `make demo` shows: an order delivered to the sandbox after one 503, so every
     # list of the app, the sandbox and the example shop has a row
-    control.set_fault("scanova", "server_error", status_code=503, times=1)
-    products = list(Product.objects.order_by("pk"))
-    place_order(
-        [Line(products[0], 2), Line(products[1], 1)],
-        customer={
-            "first_name": "Ana",
-            "last_name": "Popescu",
-            "email": "ana.popescu@example.com",
-            "phone": "0775 123 123",
-            "city": "Cluj-Napoca",
-            "country": "Romania",
-            "coupon_code": "",
-        },
-        scan_session_id=str(uuid.uuid4()),
-        consent=Order.Consent.GRANTED,
-        number="WEB-2002",
-    )
+    place_order_refused_once(number="WEB-2002")
     log_in(page)
     page.goto("/admin/")
     apps = ("django_conversions", "conversions_sandbox", "shop")
