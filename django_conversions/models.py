@@ -307,9 +307,18 @@ class ConversionEvent(models.Model):
         ]
         indexes = [
             # A claim reads one sendable site's due events in order: bounded by the claim's
-            # size whatever other sites (paused, held) or equal due times hold.
+            # size whatever other sites (paused, held) or equal due times hold. Only pending
+            # events are in it: a delivered event, most of the table, costs it nothing.
             models.Index(
-                fields=("site", "status", "next_attempt_at", "id"), name="conversions_event_due"
+                fields=("site", "next_attempt_at", "id"),
+                name="conversions_event_due",
+                condition=models.Q(status=EventStatus.PENDING),
+            ),
+            # Failed events per site (the admin's counts, health): few, and only those.
+            models.Index(
+                fields=("site", "created_at"),
+                name="conversions_event_failed",
+                condition=models.Q(status=EventStatus.FAILED),
             ),
             # Expired leases (a crashed worker's events): few rows are ever "sending", and only
             # those are in this index, so the other status changes don't write to it.

@@ -3,7 +3,8 @@ due index's order, so it touches about as many rows as it takes.
 
 PostgreSQL (production): a 100k-row backlog in each shape that used to make every claim read
 all of it (everything due at the same instant; a paused site's 100k ahead of an active site's),
-checked with EXPLAIN ANALYZE. SQLite: the same statements use the due index.
+checked with EXPLAIN ANALYZE; the admin's and health's per-site counts of due and failed events read
+the partial indexes that hold only those. SQLite: the same statements use the due index.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import Count
 from django.test import override_settings
 from django.utils import timezone
 
@@ -116,6 +118,26 @@ def test_a_claim_stays_bounded_in_every_backlog_shape():
     assert len(lease) == TAKE
     assert {e.site_id for e in lease.events} == {active.pk}
     assert not ConversionEvent.objects.filter(site=busy, status=EventStatus.SENDING).exists()
+
+    # given: the busy site's backlog delivered, a few of its events failed
+    ConversionEvent.objects.filter(site=busy).update(status=EventStatus.DELIVERED)
+    failed = ConversionEvent.objects.filter(site=busy).order_by("pk")[:10].values("pk")
+    ConversionEvent.objects.filter(pk__in=failed).update(status=EventStatus.FAILED)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE django_conversions_conversionevent")
+    # then: its failed and its due events (the admin's counts, health) are read from the
+    # partial indexes that hold only those, never from its 100k delivered events
+    for status, index in (
+        (EventStatus.FAILED, "conversions_event_failed"),
+        (EventStatus.PENDING, "conversions_event_due"),
+    ):
+        counted = ConversionEvent.objects.filter(site=busy, status=status).order_by()
+        found = counted.values("site").annotate(n=Count("pk")).explain(format="json", analyze=True)
+        plan = list(nodes((json.loads(found) if isinstance(found, str) else found)[0]["Plan"]))
+        assert "Seq Scan" not in [node["Node Type"] for node in plan], plan
+        [scan] = [node for node in plan if node.get("Index Name")]
+        assert scan["Index Name"] == index, scan
+        assert scan["Actual Rows"] <= 10, scan
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's query plans")
