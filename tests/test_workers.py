@@ -394,6 +394,36 @@ def test_a_site_that_took_a_request_moments_ago_gets_a_full_window_at_once():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_site_claims_its_next_round_while_its_requests_are_on_the_wire_and_no_more():
+    # given: a provider that took a request from this worker moments ago and now holds every
+    # request until released; two requests of one event at a time; ten events due
+    release = threading.Event()
+
+    def held(received) -> Answer:
+        release.wait(timeout=60)
+        return Answer()
+
+    with recording_server() as server, conversions(BATCH_SIZE=1, DELIVERY_CONCURRENCY=2):
+        site = local_site(server.url)
+        record_many(1)
+        assert deliver_due().delivered == 1
+        server.responder = held
+        record_many(10, start=1)
+        sending = ConversionEvent.objects.filter(site=site, status=EventStatus.SENDING)
+        # when: one worker delivers them
+        with draining_in_a_thread(release) as report:
+            wait_until(lambda: len(server.received) == 3)
+            # then: beside the two requests on the wire, the next round is claimed (the slot
+            # an answer frees is refilled without waiting for a claim), and nothing more
+            wait_until(lambda: sending.count() == 4)
+            assert ConversionEvent.objects.filter(status=EventStatus.PENDING).count() == 6
+    # and: once the provider answers, everything goes out, each event once
+    assert report[0].delivered == 10
+    assert set(server.event_id_counts().values()) == {1}
+    assert len(server.event_id_counts()) == 11
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_new_to_a_site_probes_with_one_request_first():
     # given: four events for a slow provider this worker has not sent to yet
     with slow_site_one_event_per_request() as server:

@@ -159,10 +159,9 @@ def site_claim_size(batch_size: int) -> int:
 
 def site_claim_step(batch_size: int) -> int:
     """Events one claim takes for a site: one round of requests (``DELIVERY_CONCURRENCY``
-    full batches), within ``site_claim_size``. The sender claims the next round as the
-    requests go out (``Lease.take_more``), so a worker holds little more than it has on the
-    wire, and several workers share a backlog of any size instead of the first one taking it
-    all."""
+    full batches), within ``site_claim_size``. The sender claims the next round as soon as
+    one is all on the wire (``Lease.take_more``), so a worker holds at most two rounds, and
+    several workers share a backlog of any size instead of the first one taking it all."""
     concurrency = max(1, conversions_settings.DELIVERY_CONCURRENCY)
     return min(site_claim_size(batch_size), concurrency * max(1, batch_size))
 

@@ -327,9 +327,10 @@ def send(
 ) -> DeliveryReport:
     """Send a claim's events, site by site at once, and record every answer.
 
-    With ``take_more`` a site that has sent all it claimed claims its next due events (of
-    ``ids`` only, when given) while the other sites' requests are still on the wire: each site
-    goes at its own pace, so a slow site never holds back a fast one.
+    With ``take_more`` a site whose claimed events are all on the wire claims its next due
+    events (of ``ids`` only, when given) at once: the slot an answer frees is refilled without
+    a claim in between, and each site goes at its own pace, so a slow site never holds back a
+    fast one.
     """
     report = DeliveryReport()
     rules = policy.Rules.from_settings()
@@ -338,30 +339,40 @@ def send(
     in_flight: dict[Future[list[Result]], tuple[SiteRun, _Request]] = {}
     stopping = False
 
+    def claim_next(run: SiteRun) -> None:
+        if take_more and not stopping and run.wants_more():
+            try:
+                run.take_more(ids)
+            except Exception:  # the claim failed: what is due stays for the next claim
+                logger.exception("Site %s: could not claim its next events", run.site.pk)
+                run.more_due = False
+
     def fill() -> None:
-        nonlocal stopping
         for run in runs:
-            if take_more and not stopping and run.wants_more():
-                try:
-                    run.take_more(ids)
-                except Exception:  # the claim failed: what is due stays for the next claim
-                    logger.exception("Site %s: could not claim its next events", run.site.pk)
-                    run.more_due = False
-            while not stopping and run.can_send():
-                if should_stop is not None and should_stop():
-                    stopping = True
-                    return
-                try:
-                    request = run.next_request()
-                except Exception:
-                    # The database refused the renewal or the budget: what is not sent stays
-                    # claimed and returns when the lease runs out.
-                    logger.exception("Site %s: could not go on sending", run.site.pk)
-                    run.waiting.clear()
-                    run.stop("delivery error")
-                    break
-                if request is not None:
-                    in_flight[pool.submit(run.deliver, request)] = (run, request)
+            claim_next(run)
+            send_next(run)
+            # The next round is claimed while this one is on the wire: the slots its answers
+            # free are filled at once, without a claim in between.
+            claim_next(run)
+            send_next(run)
+
+    def send_next(run: SiteRun) -> None:
+        nonlocal stopping
+        while not stopping and run.can_send():
+            if should_stop is not None and should_stop():
+                stopping = True
+                return
+            try:
+                request = run.next_request()
+            except Exception:
+                # The database refused the renewal or the budget: what is not sent stays
+                # claimed and returns when the lease runs out.
+                logger.exception("Site %s: could not go on sending", run.site.pk)
+                run.waiting.clear()
+                run.stop("delivery error")
+                break
+            if request is not None:
+                in_flight[pool.submit(run.deliver, request)] = (run, request)
 
     fill()
     report.add(_write(runs, []))
