@@ -37,7 +37,7 @@ from django.http import HttpRequest
 
 from django_conversions.conversion import CONSENT_VALUES
 from django_conversions.models import OrderAttribution
-from django_conversions.refresh import mark_for_rebuild, refresh_events
+from django_conversions.refresh import mark_for_rebuild
 from django_conversions.scan_session import get_consent, get_scan_session, parse_scan_session_id
 from django_conversions.tasks import enqueue_delivery
 
@@ -131,8 +131,9 @@ def attribute_order(
 
     Call it in the transaction that creates the order, before the order turns paid, so its
     events are recorded with the visit. Called later, it replaces the order's attribution and
-    rebuilds the order's unsent events when the transaction commits (a skipped event the visit
-    makes eligible, e.g. one waiting for consent or a scan id, is then sent).
+    marks the order's unsent events, which delivery rebuilds once the transaction commits (a
+    skipped event the visit makes eligible, e.g. one waiting for consent or a scan id, is then
+    sent).
     """
     if isinstance(visit, HttpRequest):
         visit = Visit.from_request(visit)
@@ -141,19 +142,15 @@ def attribute_order(
     if visit.is_empty():
         return None
     attribution = _store(visit, order)
-    if mark_for_rebuild(order):
+    marked = mark_for_rebuild(order)
+    if marked:
+        # Delivery rebuilds them from the committed order, then sends what is eligible.
         transaction.on_commit(
-            lambda: _refresh_and_queue(order),
+            lambda: enqueue_delivery(marked),
             using=router.db_for_write(OrderAttribution),
             robust=True,
         )
     return attribution
-
-
-def _refresh_and_queue(order: models.Model) -> None:
-    queued = refresh_events(order)
-    if queued:
-        enqueue_delivery(queued)
 
 
 def _store(visit: Visit, order: models.Model) -> OrderAttribution:

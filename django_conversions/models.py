@@ -320,6 +320,13 @@ class ConversionEvent(models.Model):
                 name="conversions_event_failed",
                 condition=models.Q(status=EventStatus.FAILED),
             ),
+            # Events still to be rebuilt from their committed order (the sweep's refresh):
+            # few, and each only until delivery has rebuilt it.
+            models.Index(
+                fields=("source_content_type", "source_object_id"),
+                name="conversions_event_rebuild",
+                condition=models.Q(rebuild_before_send=True),
+            ),
             # Expired leases (a crashed worker's events): few rows are ever "sending", and only
             # those are in this index, so the other status changes don't write to it.
             models.Index(

@@ -25,7 +25,6 @@ from django_conversions.recording import (
     record_order,
     sites_for,
 )
-from django_conversions.refresh import RefreshOnCommit
 from django_conversions.sites import active_sites
 from django_conversions.snapshots import BUILD_FAILED_PREFIX, rebuild_snapshot
 
@@ -72,7 +71,7 @@ def track_order(
 
     ``order_db`` is the order's database (``post_save``'s ``using``). Inside a transaction the
     order may still change before it commits (its lines written after it): the events are
-    marked to be rebuilt from the committed order (see ``django_conversions.refresh``).
+    marked to be rebuilt from the committed order by delivery (``django_conversions.refresh``).
     """
     using = using or router.db_for_write(ConversionEvent)
     if not active_sites(using):
@@ -81,24 +80,18 @@ def track_order(
     if _stock_should_track(adapter) and not adapter.should_track(order, created=created):
         return []  # the stock check reads one attribute: no savepoint for a save that isn't it
     order_db = order_db or router.db_for_write(type(order), instance=order)
-    # Registered before the events are written: it runs before the delivery they queue.
-    refresh = (
-        RefreshOnCommit(order, order_db)
-        if transaction.get_connection(order_db).in_atomic_block
-        else None
-    )
+    # The order may still change before its transaction commits: delivery rebuilds the events
+    # from the committed order (``django_conversions.refresh``), not this request.
+    rebuild_later = transaction.get_connection(order_db).in_atomic_block
 
     def record_if_due() -> Recorded:
         # A host's should_track() may query: it runs in the savepoint too, so whatever it
         # reads or writes can't break the host's transaction.
         if not adapter.should_track(order, created=created):
             return Recorded([])
-        return record_order(adapter, order, using, rebuild_later=refresh is not None)
+        return record_order(adapter, order, using, rebuild_later=rebuild_later)
 
-    recorded = in_savepoint(using, record_if_due)
-    if refresh is not None and recorded.written:
-        refresh.arm()
-    return recorded.events
+    return in_savepoint(using, record_if_due).events
 
 
 def _stock_should_track(adapter: OrderAdapter) -> bool:

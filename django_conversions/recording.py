@@ -298,7 +298,9 @@ def _rebuild(
 
 
 def _after_commit(events: list[ConversionEvent], using: str) -> None:
-    pending = [e.pk for e in events if e.status == EventStatus.PENDING]
+    # Marked events go to delivery too, skipped ones included: it rebuilds them from the
+    # committed order first, and sends those that turned out eligible.
+    pending = [e.pk for e in events if e.status == EventStatus.PENDING or e.rebuild_before_send]
 
     def enqueue_and_notify() -> None:
         try:

@@ -6,89 +6,126 @@ things can change it before anything is sent:
 
 * **Lines written after the order's save, in the same transaction** (a checkout that takes
   payment first saves the order paid, then creates its lines). Events written inside a
-  transaction are marked ``rebuild_before_send``; when the transaction commits they are
-  rebuilt from the committed order (``RefreshOnCommit``). If the process dies between the
-  commit and the refresh, the mark stays, and the worker rebuilds the event before it sends it
-  (``delivery.sender``): no event goes out built from the order before its lines.
+  transaction are marked ``rebuild_before_send``.
 * **The order attributed to its visit afterwards** (``attribution.attribute_order``): its
-  unsent events are marked and refreshed the same way.
+  unsent events are marked the same way.
+
+Marked events are rebuilt from the committed order by delivery, never by the request that
+saved the order (reading the order and its lines again there cost a checkout more than the
+outbox write): the delivery started after commit rebuilds the events handed to it
+(``refresh_marked(ids)``, one read of each order for all its sites' events), the sweep rebuilds
+whatever is still marked (a process that ended first, no task backend), and the sender
+rebuilds a marked event it is about to send. No event goes out built from the order before
+its lines.
 
 Only unsent events change: a pending one gets the rebuilt conversion and is judged again by its
 provider; a skipped one is judged again when it was skipped for what its conversion lacked
-(never one a person skipped: its stored conversion was eligible). Sent, failed and claimed
-events are left as they are.
+(never one a person skipped: its stored conversion was eligible), and is sent when it became
+eligible. Sent, failed and claimed events are left as they are.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, router, transaction
+from django.db import models, router
 from django.utils import timezone
 
 from django_conversions.adapters import get_adapter
 from django_conversions.conversion import Conversion
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.snapshots import verdict
-from django_conversions.tasks import enqueue_delivery
 
 logger = logging.getLogger("django_conversions")
 
-__all__ = ["RefreshOnCommit", "mark_for_rebuild", "refresh_events"]
+__all__ = ["mark_for_rebuild", "refresh_marked"]
 
 #: The events a refresh may change.
 UNSENT = (EventStatus.PENDING, EventStatus.SKIPPED)
+#: Most orders one ``refresh_marked()`` call rebuilds (the sweep's bounded work per pass).
+REFRESH_BATCH = 500
 
 
-def _events_of(order: models.Model, using: str) -> models.QuerySet[ConversionEvent]:
+def _events_of(model: type[models.Model], pk: Any, using: str) -> models.QuerySet[ConversionEvent]:
     types = ContentType.objects.db_manager(using)
     return ConversionEvent.objects.using(using).filter(
-        source_content_type=types.get_for_model(order, for_concrete_model=False),
-        source_object_id=str(order.pk),
+        source_content_type=types.get_for_model(model, for_concrete_model=False),
+        source_object_id=str(pk),
     )
 
 
-def mark_for_rebuild(order: models.Model, using: str | None = None) -> int:
-    """Mark the order's unsent events to be rebuilt before they are sent; returns how many."""
+def mark_for_rebuild(order: models.Model, using: str | None = None) -> list[int]:
+    """Mark the order's unsent events to be rebuilt before they are sent; returns their ids."""
     using = using or router.db_for_write(ConversionEvent)
-    return _events_of(order, using).filter(status__in=UNSENT).update(rebuild_before_send=True)
+    unsent = _events_of(type(order), order.pk, using).filter(status__in=UNSENT)
+    ids = list(unsent.values_list("pk", flat=True))
+    if ids:
+        unsent.filter(pk__in=ids).update(rebuild_before_send=True)
+    return ids
 
 
-def refresh_events(order: models.Model, order_db: str | None = None) -> list[int]:
-    """Rebuild the order's marked events from the order as its database holds it now.
+def refresh_marked(event_ids: Iterable[int] | None = None, *, limit: int = REFRESH_BATCH) -> int:
+    """Rebuild marked events (of ``event_ids`` only, when given) from their committed orders,
+    each order read once for all its events; returns how many orders were read.
 
-    Returns the events this made pending that were skipped (to be queued for delivery). When
-    the adapter can't build the conversion the marks stay: the worker tries again before
-    sending and fails the event with the reason.
+    At most ``limit`` orders per call: what is left stays marked for the next call (the sweep
+    runs one per pass; the sender rebuilds a marked event it is about to send).
     """
     using = router.db_for_write(ConversionEvent)
-    marked = list(
-        _events_of(order, using)
-        .filter(rebuild_before_send=True, status__in=UNSENT)
-        .select_related("site")
+    marked = ConversionEvent.objects.using(using).filter(
+        rebuild_before_send=True, status__in=UNSENT, source_content_type__isnull=False
     )
+    if event_ids is not None:
+        marked = marked.filter(pk__in=list(event_ids))
+    orders = (
+        marked.order_by().values_list("source_content_type", "source_object_id").distinct()[:limit]
+    )
+    types = ContentType.objects.db_manager(using)
+    done = 0
+    for type_id, object_id in list(orders):
+        model = types.get_for_id(type_id).model_class()
+        try:
+            if model is None:
+                raise LookupError(f"content type {type_id} has no model")
+            _refresh_order(model, object_id, using)
+        except Exception:
+            # The marks stay: the sender rebuilds the events before sending them, and fails
+            # them with the reason if that fails too.
+            logger.exception("Could not rebuild the events of order %s", object_id)
+        done += 1
+    return done
+
+
+def _refresh_order(model: type[models.Model], pk: Any, using: str) -> None:
+    """Rebuild one order's marked events from the order as its database holds it now."""
+    events = _events_of(model, pk, using)
+    marked = list(events.filter(rebuild_before_send=True, status__in=UNSENT).select_related("site"))
     if not marked:
-        return []
-    order_db = order_db or router.db_for_read(type(order), instance=order)
-    current = type(order)._default_manager.db_manager(order_db).filter(pk=order.pk).first()
+        return
+    current = model._default_manager.db_manager(router.db_for_read(model)).filter(pk=pk).first()
     if current is None:  # deleted meanwhile: the events keep what they have
-        _events_of(order, using).update(rebuild_before_send=False)
-        return []
+        events.update(rebuild_before_send=False)
+        return
     try:
         conversion = get_adapter().to_conversion(current)
     except Exception:
+        # A pending event keeps its mark: the sender tries again and fails it with the reason.
+        # A skipped one keeps its reason (it is never sent, so nothing else would unmark it).
         logger.warning(
-            "Could not rebuild the conversion of %s pk=%s after its transaction; the worker "
-            "tries again before sending",
-            order._meta.label,
-            order.pk,
+            "Could not rebuild the conversion of %s pk=%s; its pending events are rebuilt "
+            "again before sending",
+            model._meta.label,
+            pk,
             exc_info=True,
         )
-        return []
+        events.filter(rebuild_before_send=True, status=EventStatus.SKIPPED).update(
+            rebuild_before_send=False
+        )
+        return
     now = timezone.now()
-    queued = []
     unchanged = []
     for event in marked:
         changes = _changes(event, conversion, now)
@@ -96,19 +133,13 @@ def refresh_events(order: models.Model, order_db: str | None = None) -> list[int
             unchanged.append(event.pk)  # the usual case: only the mark goes
             continue
         # Compare-and-set: an event a worker claimed meanwhile is the worker's to rebuild.
-        written = (
-            ConversionEvent.objects.using(using)
-            .filter(pk=event.pk, status=event.status, rebuild_before_send=True)
-            .update(**changes, rebuild_before_send=False, updated_at=now)
-        )
-        became_sendable = changes.get("status") == EventStatus.PENDING
-        if written and event.status == EventStatus.SKIPPED and became_sendable:
-            queued.append(event.pk)
+        ConversionEvent.objects.using(using).filter(
+            pk=event.pk, status=event.status, rebuild_before_send=True
+        ).update(**changes, rebuild_before_send=False, updated_at=now)
     if unchanged:
         ConversionEvent.objects.using(using).filter(
             pk__in=unchanged, status__in=UNSENT, rebuild_before_send=True
         ).update(rebuild_before_send=False)
-    return queued
 
 
 def _changes(event: ConversionEvent, conversion: Conversion, now: Any) -> dict[str, Any]:
@@ -128,33 +159,3 @@ def _skipped_for_what_it_lacked(event: ConversionEvent) -> bool:
     except Exception:
         return True
     return event.site.provider_instance().ineligible_reason(stored) is not None
-
-
-class RefreshOnCommit:
-    """Refresh an order's marked events when its transaction commits, and queue those that
-    became sendable.
-
-    Registered before the events are written, so it runs before the delivery those events
-    queue after commit (``on_commit`` callbacks run in order); it reads nothing unless
-    ``arm()`` was called (events were written).
-    """
-
-    def __init__(self, order: models.Model, order_db: str) -> None:
-        self.order = order
-        self.order_db = order_db
-        self.armed = False
-        transaction.on_commit(self._run, using=order_db, robust=True)
-
-    def arm(self) -> None:
-        self.armed = True
-
-    def _run(self) -> None:
-        if not self.armed:
-            return
-        try:
-            queued = refresh_events(self.order, self.order_db)
-            if queued:
-                enqueue_delivery(queued)
-        except Exception:
-            # The marks stay: the worker rebuilds the events before sending them.
-            logger.exception("Could not refresh the events of an order after its commit")

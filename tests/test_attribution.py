@@ -4,6 +4,7 @@ code in the checkout, or through one call where the order is created elsewhere."
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -20,6 +21,7 @@ from django_conversions.attribution import Visit
 from django_conversions.models import ConversionEvent, EventStatus, OrderAttribution
 from django_conversions.privacy import forget_customer, scrub_old_events
 from django_conversions.scan_session import remember_consent
+from django_conversions.sweep import sweep
 from tests.testapp.models import Order
 
 SCAN = "550e8400-e29b-41d4-a716-446655440000"
@@ -177,6 +179,31 @@ def test_a_webhook_attributes_its_order_with_the_visit_carried_in_the_payment(
     assert events["scanova"].snapshot["scan_session_id"] == SCAN
     assert events["vtmarketing"].snapshot["consent"] == "granted"
     assert all(e.status != EventStatus.SKIPPED for e in events.values())
+
+
+def test_without_a_task_backend_the_sweep_sends_what_a_late_attribution_made_eligible(
+    both_sites, mocked_http
+):
+    # given: no delivery after commit; an order paid with no visit, so its events are skipped
+    mocked_http.post(re.compile(r"https://.*"), json={"success": True})
+    with override_settings(CONVERSIONS={**settings.CONVERSIONS, "TASK_BACKEND": None}):
+        order = Order.objects.create(
+            number="W-2", status="paid", total=Decimal("20"), email="ana@example.com"
+        )
+        # when: the webhook attributes it (nothing is read again after that commit) ...
+        attribute_order(Visit(scan_session_id=SCAN, consent="granted"), order)
+        marked = events_by_provider(order)
+        assert {(e.status, e.rebuild_before_send) for e in marked.values()} == {
+            (EventStatus.SKIPPED, True)
+        }
+        # ... and the sweep runs
+        _, report = sweep()
+    # then: it rebuilt both events from the order and its visit, and sent them
+    assert report.delivered == 2
+    events = events_by_provider(order)
+    assert {(e.status, e.rebuild_before_send) for e in events.values()} == {
+        (EventStatus.DELIVERED, False)
+    }
 
 
 def test_attribute_order_takes_the_request_too(both_sites):

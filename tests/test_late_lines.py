@@ -1,7 +1,8 @@
 """Orders whose lines are written after the order's save, in the same transaction, are sent
-with their lines: the events are rebuilt from the committed order, or by the worker when the
-process ended between the commit and that rebuild. Real transactions (``transaction=True``),
-on SQLite and, in the PostgreSQL pass, on PostgreSQL."""
+with their lines: delivery rebuilds the events from the committed order (the delivery started
+after commit, the sweep, or the worker about to send one), never the request that saved the
+order. Real transactions (``transaction=True``), on SQLite and, in the PostgreSQL pass, on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from django_conversions.delivery import deliver_due
 from django_conversions.models import ConversionEvent, EventStatus
-from django_conversions.refresh import RefreshOnCommit
+from django_conversions.sweep import sweep
 from tests.testapp.models import Order, OrderItem
 
 SCAN = "550e8400-e29b-41d4-a716-446655440000"
 SCANOVA_URL = "https://track.example.test/server-events"
+CONTROL = {"BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"}
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,15 +55,30 @@ def test_lines_written_after_the_paid_save_are_sent(scanova_site, mocked_http):
     assert not event.rebuild_before_send
 
 
-def test_the_commit_rebuilds_the_event_before_any_worker_sees_it(scanova_site):
+def test_the_request_reads_nothing_after_commit_and_the_sweep_rebuilds_the_event(
+    scanova_site, mocked_http
+):
     # given: no delivery after commit
+    mocked_http.post(SCANOVA_URL, json={"success": True})
     with override_settings(CONVERSIONS={**_settings(), "TASK_BACKEND": None}):
-        # when
-        paid_then_lines()
-    # then
+        # when: the checkout commits
+        with CaptureQueriesContext(connection) as queries:
+            paid_then_lines()
+        # then: its last statement, transaction control aside, was its own (the second line);
+        # the event waits, marked
+        statements = [
+            q["sql"] for q in queries.captured_queries if q["sql"].split()[0] not in CONTROL
+        ]
+        assert statements[-1].startswith('INSERT INTO "testapp_orderitem"'), statements[-1]
+        stale = ConversionEvent.objects.get()
+        assert stale.rebuild_before_send and "items" not in stale.snapshot
+        # when: the sweep runs
+        _, report = sweep()
+    # then: it rebuilt the event from the committed order, then sent it with its lines
+    assert report.delivered == 1
+    assert sent_products(mocked_http) == ["sku-1", "sku-2"]
     event = ConversionEvent.objects.get()
-    assert (event.status, event.rebuild_before_send) == (EventStatus.PENDING, False)
-    assert [item["id"] for item in event.snapshot["items"]] == ["sku-1", "sku-2"]
+    assert (event.status, event.rebuild_before_send) == (EventStatus.DELIVERED, False)
 
 
 def test_the_event_is_written_in_the_orders_transaction(scanova_site):
@@ -74,17 +92,14 @@ def test_the_event_is_written_in_the_orders_transaction(scanova_site):
     assert not ConversionEvent.objects.exists()
 
 
-def test_a_process_ending_before_the_refresh_leaves_the_event_for_the_worker_to_rebuild(
-    scanova_site, mocked_http, monkeypatch
-):
-    # given: the process ends right after the commit, before the refresh and the delivery task
-    monkeypatch.setattr(RefreshOnCommit, "_run", lambda self: None)
+def test_a_worker_sending_a_marked_event_rebuilds_it_first(scanova_site, mocked_http):
+    # given: the event still marked (the process ended before its delivery ran)
     mocked_http.post(SCANOVA_URL, json={"success": True})
     with override_settings(CONVERSIONS={**_settings(), "TASK_BACKEND": None}):
         paid_then_lines()
         stale = ConversionEvent.objects.get()
         assert stale.rebuild_before_send and "items" not in stale.snapshot
-        # when: the sweep (another process) sends it
+        # when: a worker sends what is due, without the sweep's rebuild first
         report = deliver_due()
     # then
     assert report.delivered == 1
@@ -107,16 +122,13 @@ def test_an_order_saved_in_autocommit_is_not_marked(scanova_site, mocked_http):
     assert sent_products(mocked_http) == ["sku-1"]
 
 
-def test_the_worker_fails_an_event_whose_order_can_no_longer_be_built(
-    scanova_site, mocked_http, monkeypatch
-):
+def test_the_worker_fails_an_event_whose_order_can_no_longer_be_built(scanova_site, mocked_http):
     # given: marked, and the order broken before the worker got to it
-    monkeypatch.setattr(RefreshOnCommit, "_run", lambda self: None)
     with override_settings(CONVERSIONS={**_settings(), "TASK_BACKEND": None}):
         order = paid_then_lines()
         Order.objects.filter(pk=order.pk).update(currency="XXQ")
-        # when
-        deliver_due()
+        # when: the sweep can't rebuild it either
+        sweep()
     # then: not sent stale; failed with the reason
     event = ConversionEvent.objects.get()
     assert event.status == EventStatus.FAILED

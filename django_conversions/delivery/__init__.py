@@ -23,6 +23,7 @@ from django_conversions.delivery.policy import gives_up, retry_delay
 from django_conversions.delivery.ratelimit import forget_budgets, reserve_requests
 from django_conversions.delivery.report import DeliveryReport
 from django_conversions.delivery.sender import StopCheck
+from django_conversions.refresh import refresh_marked
 
 __all__ = [
     "DeliveryReport",
@@ -62,9 +63,14 @@ def deliver_due(
 def deliver_events(
     event_ids: Iterable[int], *, should_stop: StopCheck | None = None
 ) -> DeliveryReport:
-    """Deliver these events now if they are due (after commit; a scheduled retry)."""
+    """Deliver these events now if they are due (after commit; a scheduled retry).
+
+    Those marked to be rebuilt from their committed order are rebuilt first (a skipped one
+    that turns out eligible is then sent too).
+    """
     report = recorder.write_unwritten()
     ids = list(event_ids)
+    refresh_marked(ids)
     batch = max(1, conversions_settings.CLAIM_BATCH_SIZE)
     for start in range(0, len(ids), batch):
         more_due = True
