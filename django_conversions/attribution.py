@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, router, transaction
+from django.db import IntegrityError, models, router, transaction
 from django.http import HttpRequest
 
 from django_conversions.conversion import CONSENT_VALUES
@@ -120,7 +120,7 @@ def attach_current_visit(order: models.Model) -> OrderAttribution | None:
     visit = current_visit()
     if visit is None or visit.is_empty():
         return None
-    return _store(visit, order)
+    return _store(visit, order, new_order=True)
 
 
 def attribute_order(
@@ -153,18 +153,29 @@ def attribute_order(
     return attribution
 
 
-def _store(visit: Visit, order: models.Model) -> OrderAttribution:
+def _store(visit: Visit, order: models.Model, *, new_order: bool = False) -> OrderAttribution:
+    """Keep ``visit`` as the order's attribution, replacing any it had.
+
+    A newly created order has none yet: one INSERT in a savepoint, without the read and the two
+    savepoints more that replacing takes. Should one be there after all (a reused primary key
+    whose order was deleted without its attribution), it is replaced.
+    """
     using = router.db_for_write(OrderAttribution)
     types = ContentType.objects.db_manager(using)
+    key = {
+        "order_content_type": types.get_for_model(order, for_concrete_model=False),
+        "order_object_id": str(order.pk),
+    }
+    values = {"scan_session_id": visit.scan_session_id or "", "consent": visit.consent or ""}
+    attributions = OrderAttribution.objects.using(using)
+    if new_order:
+        try:
+            with transaction.atomic(using=using):  # a failure undoes this alone
+                return attributions.create(**key, **values)
+        except IntegrityError:
+            pass
     with transaction.atomic(using=using):  # a failure undoes this alone, not the caller's work
-        attribution, _ = OrderAttribution.objects.using(using).update_or_create(
-            order_content_type=types.get_for_model(order, for_concrete_model=False),
-            order_object_id=str(order.pk),
-            defaults={
-                "scan_session_id": visit.scan_session_id or "",
-                "consent": visit.consent or "",
-            },
-        )
+        attribution, _ = attributions.update_or_create(**key, defaults=values)
     return attribution
 
 

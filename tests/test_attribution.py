@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import path
 
 from django_conversions import attribute_order
@@ -143,6 +145,32 @@ def test_orders_created_outside_a_request_are_not_attributed(both_sites):
     Order.objects.create(number="JOB-1", status="paid", total=Decimal("5"), email="a@example.com")
     # then
     assert not OrderAttribution.objects.exists()
+
+
+def test_a_new_orders_attribution_is_one_insert(scanova_site):
+    # given
+    client = qr_visitor("granted")
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/checkout/?status=new")
+    # then: no read nor replace of an attribution it can't have yet
+    touching = [q["sql"] for q in queries.captured_queries if "orderattribution" in q["sql"]]
+    assert len(touching) == 1 and touching[0].startswith("INSERT"), touching
+
+
+def test_an_attribution_left_by_a_deleted_order_is_replaced_by_the_new_orders(scanova_site):
+    # given: an attribution for the primary key the next order gets (its order deleted without
+    # it, by a raw delete)
+    last = Order.objects.create(number="P-1", status="new")
+    stale = OrderAttribution.objects.create(order=Order(pk=last.pk + 1), consent="denied")
+    client = qr_visitor("granted")
+    # when
+    order = Order.objects.get(pk=client.get("/checkout/?status=new").json()["order"])
+    # then
+    assert order.pk == last.pk + 1
+    attribution = OrderAttribution.objects.for_order(order).get()
+    assert attribution.pk == stale.pk
+    assert (attribution.scan_session_id, attribution.consent) == (SCAN, "granted")
 
 
 def test_the_consent_stored_on_the_order_wins_over_the_sessions(both_sites):
