@@ -86,6 +86,26 @@ def test_immediate_backend_delivers_from_the_background_thread_after_commit(
 
 @needs_background_setting
 @pytest.mark.django_db(transaction=True)
+def test_the_background_thread_sends_a_burst_of_orders_in_one_run(scanova_site, mocked_http):
+    # given: Scanova's batch endpoint, and three orders committed one after another
+    mocked_http.post(
+        SCANOVA_BATCH_URL,
+        json={"success": True, "results": [{"success": True} for _ in range(3)]},
+    )
+    with in_the_background():
+        for n in range(3):
+            with transaction.atomic():
+                track(conversion(f"B-{n}"))
+        # when: the thread has sent what it was handed
+        assert background.wait_idle(timeout=10)
+    # then: all three went in one request, not one run (and one request) per order
+    assert ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count() == 3
+    assert [call.request.url for call in mocked_http.calls] == [SCANOVA_BATCH_URL]
+    assert len(json.loads(mocked_http.calls[0].request.body)["events"]) == 3
+
+
+@needs_background_setting
+@pytest.mark.django_db(transaction=True)
 def test_the_background_thread_keeps_the_retries_of_what_it_sent(scanova_site, mocked_http):
     # given: the provider is down once, then accepts; a retry a second later
     mocked_http.post(SCANOVA_URL, status=503)
