@@ -1,9 +1,12 @@
-"""RQ and Celery at volume: 10,000 orders through each queue, a worker killed mid-run.
+"""RQ and Celery at volume: 10,000 orders through each queue, a worker stopped mid-run.
 
-For each queue: two workers on the local Redis (``benchmarks/queue_settings.py``), a local
-Scanova-like provider in this process counting every event_id it receives, 10,000 conversions
-recorded in transactions of 100 (one task per commit). When the provider has received a third
-of them, one worker is killed with SIGKILL (with whatever it forked); the other goes on. Once
+For each queue, twice: two workers on the local Redis (``benchmarks/queue_settings.py``), a
+local Scanova-like provider in this process counting every event_id it receives, 10,000
+conversions recorded in transactions of 100 (one task per commit). When the provider has
+received a third of them, one worker is stopped (with whatever it forked); the other goes on.
+The first run stops it with SIGTERM, as a deploy or a scale-down does (the queue's warm
+shutdown: the task it is running finishes); the second kills it with SIGKILL, as the kernel's
+out-of-memory killer does, whatever it has on the wire. Once
 everything recorded is handed over and the killed worker's leases have run out, the sweep
 (``conversions_deliver``) runs once. Then it counts: events delivered in the outbox, events the
 provider never received (lost), events it received more than once, and whether each of those
@@ -68,7 +71,11 @@ def main(argv: list[str] | None = None) -> None:
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "orders": args.orders,
             "workers": WORKERS,
-            "queues": [run_queue(name, args.orders) for name in ("rq", "celery")],
+            "queues": [
+                run_queue(name, args.orders, stopped_with)
+                for name in ("rq", "celery")
+                for stopped_with in (signal.SIGTERM, signal.SIGKILL)
+            ],
         }
     finally:
         connections.close_all()
@@ -112,17 +119,21 @@ def start_worker(queue: str) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> bool:
+    """Stop the worker with ``sig``; True when it ended within 30 s (else it is killed)."""
     with suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
     try:
         process.wait(timeout=30)
+        ended = True
     except subprocess.TimeoutExpired:
+        ended = False
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    return ended
 
 
 def wait_for(condition: Any, timeout: float) -> bool:
@@ -138,26 +149,32 @@ def delivered_count() -> int:
     return ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count()
 
 
-def wait_until_idle(progress: Any, quiet: float, timeout: float) -> None:
-    """Wait until ``progress()`` has not changed for ``quiet`` seconds."""
+def wait_until_idle(progress: Any, busy: Any, quiet: float, timeout: float) -> None:
+    """Wait until ``busy()`` is false and ``progress()`` has not changed for ``quiet`` seconds."""
     deadline = time.monotonic() + timeout
     last, since = progress(), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+    while time.monotonic() < deadline and (busy() or time.monotonic() - since < quiet):
         time.sleep(0.2)
         now = progress()
         if now != last:
             last, since = now, time.monotonic()
 
 
+def queued_messages(client: Any, queue: str) -> int:
+    """Messages waiting in the queue's Redis list (not those a worker has taken)."""
+    return int(client.llen("rq:queue:default" if queue == "rq" else settings.BENCH_QUEUE))
+
+
 def forget_bench_keys(client: Any) -> None:
-    """Delete the run's queues' keys in Redis (RQ's, the Celery queue's), nothing else."""
-    for pattern in ("rq:*", f"*{settings.BENCH_QUEUE}*"):
+    """Delete the run's queues' keys in Redis (RQ's; the Celery queue's and the messages a
+    killed Celery worker left unacknowledged), nothing else."""
+    for pattern in ("rq:*", f"*{settings.BENCH_QUEUE}*", "unacked*", "_kombu.*"):
         keys = list(client.scan_iter(match=pattern))
         if keys:
             client.delete(*keys)
 
 
-def run_queue(queue: str, orders: int) -> dict[str, Any]:
+def run_queue(queue: str, orders: int, stopped_with: signal.Signals) -> dict[str, Any]:
     clear_database()
     client = redis.Redis.from_url(settings.REDIS_URL)
     forget_bench_keys(client)
@@ -168,6 +185,7 @@ def run_queue(queue: str, orders: int) -> dict[str, Any]:
         make_site("scanova", server.url, 0)
         workers = [start_worker(queue) for _ in range(WORKERS)]
         killed_at = None
+        ended_on_its_own = False
         started = time.monotonic()
         try:
             for start in range(0, orders, PER_TRANSACTION):
@@ -176,16 +194,19 @@ def run_queue(queue: str, orders: int) -> dict[str, Any]:
                         track(conversion(n))
                 received = sum(server.event_id_counts().values())
                 if killed_at is None and received >= orders // 3:
-                    stop(workers[0], signal.SIGKILL)
+                    ended_on_its_own = stop(workers[0], stopped_with)
                     killed_at = received
             if killed_at is None:
                 wait_for(lambda: sum(server.event_id_counts().values()) >= orders // 3, 300)
-                stop(workers[0], signal.SIGKILL)
+                ended_on_its_own = stop(workers[0], stopped_with)
                 killed_at = sum(server.event_id_counts().values())
-            # The surviving worker drains the queue; what the killed one had claimed, and the
-            # messages it had taken (Celery prefetches; unacknowledged, Redis hands them out
-            # again only after its visibility timeout), wait for the sweep.
-            wait_until_idle(delivered_count, quiet=5.0, timeout=600)
+            # The surviving worker drains the queue (every message taken, then nothing delivered
+            # for 5 s); what the killed one had claimed, and the messages it had taken (Celery
+            # prefetches; unacknowledged, Redis hands them out again only after its visibility
+            # timeout), wait for the sweep.
+            wait_until_idle(
+                delivered_count, lambda: queued_messages(client, queue) > 0, quiet=5.0, timeout=600
+            )
             handed_over = time.monotonic() - started
             left_to_sweep = ConversionEvent.objects.exclude(status=EventStatus.DELIVERED).count()
             wait_for(lambda: not ConversionEvent.objects.held(timezone.now()).exists(), 120)
@@ -201,6 +222,9 @@ def run_queue(queue: str, orders: int) -> dict[str, Any]:
     twice = sorted(event_id for event_id, n in counts.items() if n > 1)
     return {
         "queue": queue,
+        "worker_stopped_with": stopped_with.name,
+        # SIGTERM: whether the worker ended within 30 s of it (else it was killed after all).
+        "worker_ended_on_its_own": ended_on_its_own if stopped_with != signal.SIGKILL else None,
         "orders": orders,
         "delivered": ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count(),
         "lost": len(ids - set(counts)),
