@@ -3,8 +3,13 @@ with a slow provider, each against the same checkout with no active site."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +34,7 @@ from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 
 CHECKOUT_TARGETS = {"2 sites": 1.6, "5 sites": 2.0}
 README_TARGET = 1.1
+SHOP_CHECKOUT = Path(__file__).resolve().parent / "shop_checkout.py"
 
 
 def _rotated(items: list[str], by: int) -> list[str]:
@@ -172,3 +178,41 @@ def _wait_delivered(sites: list[TrackingSite], timeout: float) -> float:
     while unfinished(sites) and time.perf_counter() - started < timeout:
         time.sleep(0.05)
     return time.perf_counter() - started
+
+
+def bench_shop_checkout(rounds: int, per_round: int, latency: float) -> dict[str, Any]:
+    """The example shop's paying ``POST /checkout/`` under README's defaults, with both sites'
+    provider answering after ``latency`` seconds, against no active site; the outbox write
+    alone as a third side. Run in a process of its own (``benchmarks/shop_checkout.py``)."""
+    with local_server(latency) as url:
+        found = subprocess.run(
+            [sys.executable, str(SHOP_CHECKOUT), url, str(rounds), str(per_round)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=1800,
+            env={**os.environ, "CONVERSIONS_BENCH_RUN_PID": str(os.getpid())},
+        )
+    raw = json.loads(found.stdout.splitlines()[-1])
+    seconds = raw["seconds"]
+    figure = paired(seconds["2 sites"], seconds["no sites"])
+    outbox = paired(seconds["2 sites, outbox only"], seconds["no sites"])
+    return {
+        "provider_latency_s": latency,
+        "checkouts_per_side": rounds * per_round,
+        "checkouts_per_round": per_round,
+        "ms_per_checkout": {
+            name: round(1000 * median(times, 6) / per_round, 3) for name, times in seconds.items()
+        },
+        **figure,
+        "target": f"<= {README_TARGET}",
+        "met": figure["ratio"] <= README_TARGET,
+        "outbox_only_ratio": outbox["ratio"],
+        "outbox_only_rounds_range": outbox["rounds_range"],
+        "events_undelivered_when_checkouts_returned": raw[
+            "events_undelivered_when_checkouts_returned"
+        ],
+        "events": raw["events"],
+        "events_delivered": raw["events_delivered"],
+        "median_s_until_delivered_after_round": median(raw["seconds_until_delivered_after_round"]),
+    }

@@ -149,8 +149,9 @@ def delivered_count() -> int:
     return ConversionEvent.objects.filter(status=EventStatus.DELIVERED).count()
 
 
-def wait_until_idle(progress: Any, busy: Any, quiet: float, timeout: float) -> None:
-    """Wait until ``busy()`` is false and ``progress()`` has not changed for ``quiet`` seconds."""
+def wait_until_idle(progress: Any, busy: Any, quiet: float, timeout: float) -> float:
+    """Wait until ``busy()`` is false and ``progress()`` has not changed for ``quiet`` seconds;
+    return when (``time.monotonic()``) it last changed."""
     deadline = time.monotonic() + timeout
     last, since = progress(), time.monotonic()
     while time.monotonic() < deadline and (busy() or time.monotonic() - since < quiet):
@@ -158,6 +159,7 @@ def wait_until_idle(progress: Any, busy: Any, quiet: float, timeout: float) -> N
         now = progress()
         if now != last:
             last, since = now, time.monotonic()
+    return since
 
 
 def queued_messages(client: Any, queue: str) -> int:
@@ -204,9 +206,10 @@ def run_queue(queue: str, orders: int, stopped_with: signal.Signals) -> dict[str
             # for 5 s); what the killed one had claimed, and the messages it had taken (Celery
             # prefetches; unacknowledged, Redis hands them out again only after its visibility
             # timeout), wait for the sweep.
-            wait_until_idle(
-                delivered_count, lambda: queued_messages(client, queue) > 0, quiet=5.0, timeout=600
+            last_delivery = wait_until_idle(
+                delivered_count, lambda: queued_messages(client, queue) > 0, quiet=5.0, timeout=900
             )
+            delivered_by_workers = last_delivery - started
             handed_over = time.monotonic() - started
             left_to_sweep = ConversionEvent.objects.exclude(status=EventStatus.DELIVERED).count()
             wait_for(lambda: not ConversionEvent.objects.held(timezone.now()).exists(), 120)
@@ -234,6 +237,9 @@ def run_queue(queue: str, orders: int, stopped_with: signal.Signals) -> dict[str
         # What the killed worker may have had on the wire: its requests in flight.
         "sent_twice_bound": conversions_settings.DELIVERY_CONCURRENCY
         * conversions_settings.BATCH_SIZE,
+        # Until the workers' last delivery; then until every message was taken (those whose
+        # events had gone out in another task's batch find nothing to send) and 5 s passed.
+        "seconds_until_the_workers_last_delivered": round(delivered_by_workers, 1),
         "seconds_until_the_workers_were_done": round(handed_over, 1),
         "left_for_the_sweep": left_to_sweep,
         "seconds_total": round(elapsed, 1),

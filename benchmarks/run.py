@@ -3,7 +3,8 @@
 1. Checkout (order, two lines, status changed to paid) with 2 and 5 active sites, as a ratio to
    the same checkout with no active site (targets <= 1.6x and <= 2.0x); no network call.
 2. The same checkout under README's default settings with a provider answering in 3 s, as a
-   ratio to no active site (target <= 1.1x), and whether the events got delivered.
+   ratio to no active site (target <= 1.1x), and whether the events got delivered; and the
+   example shop's paying request (``POST /checkout/`` through Django's test client) likewise.
 3. One worker, provider 20 ms away: Scanova events/s in batches (target >= 1,700) and
    VTmarketing as a ratio to a bare ``requests`` loop posting the same bodies (target >= 3x).
 4. Scanova throughput with a VTmarketing site answering in 1 s in the same backlog, as a ratio
@@ -90,6 +91,9 @@ def run(*, quick: bool) -> dict[str, Any]:
     )
     results["readme_defaults"] = checkout.bench_readme_defaults(
         rounds=8 if full else 2, per_round=3 if full else 1, latency=3.0
+    )
+    results["shop_checkout"] = checkout.bench_shop_checkout(
+        rounds=6 if full else 1, per_round=20 if full else 4, latency=3.0
     )
     gc.freeze()  # as a conversions_deliver process does once it is loaded
     results["scanova_worker"] = throughput.bench_worker(

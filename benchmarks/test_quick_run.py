@@ -1,7 +1,7 @@
 """The benchmarks still run: ``make bench-check`` (not part of ``make test``).
 
 No figure is checked here (speed is measured by the benchmarks, never by a test); only that a
-quick run measures its figures (the eight ratios of scenarios 1 to 5), keeps the save path
+quick run measures its figures (the nine ratios of scenarios 1 to 5), keeps the save path
 off the network, writes none of the published files and leaves nothing behind: no file in its
 own scratch directory, no database.
 ``BENCH_DB`` (``postgres`` by default, or ``sqlite``) is passed on to the run.
@@ -46,8 +46,12 @@ def leftover_databases(pid: int) -> list[str]:
         dbname=os.environ.get("PGDATABASE", "test"),
     ) as connection:
         rows = connection.execute(
-            "SELECT datname FROM pg_database WHERE datname IN (%s, %s)",
-            (f"django_conversions_bench_{pid}", f"django_conversions_bench_{pid}_backlog"),
+            "SELECT datname FROM pg_database WHERE datname IN (%s, %s, %s)",
+            (
+                f"django_conversions_bench_{pid}",
+                f"django_conversions_bench_{pid}_backlog",
+                f"django_conversions_bench_{pid}_shop",
+            ),
         ).fetchall()
     return [row[0] for row in rows]
 
@@ -72,7 +76,7 @@ def test_a_quick_benchmark_run_measures_its_figures_and_leaves_nothing_behind() 
     results = json.loads(stdout)
     assert results["checkout"]["network_calls_in_save_path"] == 0
     found = list(ratios(results))
-    assert len(found) == 8 and all(ratio > 0 for ratio in found)
+    assert len(found) == 9 and all(ratio > 0 for ratio in found)
     assert {path: path.read_bytes() for path in PUBLISHED} == before
     assert list(scratch.iterdir()) == []
     scratch.rmdir()
