@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ def run(url: str, rounds: int, per_round: int) -> dict[str, Any]:
         "2 sites, outbox only": {**readme, "TASK_BACKEND": None},
     }
     client = Client()
+    # A customer who came from a QR campaign: the session keeps the scan id, which Scanova
+    # needs (its events are skipped without it), and every order is attributed to the visit.
+    client.get(f"/?scnv={uuid.uuid4()}")
     seconds: dict[str, list[float]] = {side: [] for side in SIDES}
     undelivered_at_return: list[int] = []
     waits: list[float] = []
