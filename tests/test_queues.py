@@ -10,10 +10,8 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,8 +228,9 @@ def start_celery_worker(*, sweep_every: float | None = None) -> subprocess.Popen
     args += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
     if sweep_every is not None:
         env["CONVERSIONS_TEST_SWEEP_EVERY"] = str(sweep_every)
-        schedule = Path(tempfile.mkdtemp(prefix="conversions_beat_")) / "schedule"
-        args += ["-B", "--schedule", str(schedule)]
+        # Beat's schedule in memory: its default shelve file (SQLite's dbm on Python 3.13) once
+        # failed with "locking protocol" on a loaded machine and took beat down with it.
+        args += ["-B", "--scheduler", "celery.beat:Scheduler"]
     return start(["-m", "celery", "-A", "tests.celery_app", *args], env)
 
 
