@@ -162,7 +162,7 @@ def _store(visit: Visit, order: models.Model, *, new_order: bool = False) -> Ord
     """
     using = router.db_for_write(OrderAttribution)
     types = ContentType.objects.db_manager(using)
-    key = {
+    key: dict[str, Any] = {
         "order_content_type": types.get_for_model(order, for_concrete_model=False),
         "order_object_id": str(order.pk),
     }
