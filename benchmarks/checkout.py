@@ -144,10 +144,25 @@ def bench_readme_defaults(rounds: int, per_round: int, latency: float) -> dict[s
                         # so that waiting for the other side's delivery is not waiting for them.
                         left = ConversionEvent.objects.filter(site__in=sites)
                         left.filter(status=EventStatus.PENDING).delete()
-        figure = paired(seconds["2 sites"], seconds["no sites"])
-        outbox = paired(seconds["2 sites, outbox only"], seconds["no sites"])
         events = ConversionEvent.objects.filter(site__in=sites)
         delivered = events.filter(status=EventStatus.DELIVERED).count()
+    return {
+        **_readme_sides(seconds, rounds, per_round, latency),
+        # Events still pending or sending when a round's checkouts had returned: 0 every time
+        # would mean the checkout itself waited for the provider.
+        "events_undelivered_when_checkouts_returned": undelivered_at_return,
+        "events": events.count(),
+        "events_delivered": delivered,
+        "median_s_until_delivered_after_round": median(waits),
+    }
+
+
+def _readme_sides(
+    seconds: dict[str, list[float]], rounds: int, per_round: int, latency: float
+) -> dict[str, Any]:
+    """The README side and the outbox-only side, each as a ratio to no active site."""
+    figure = paired(seconds["2 sites"], seconds["no sites"])
+    outbox = paired(seconds["2 sites, outbox only"], seconds["no sites"])
     return {
         "provider_latency_s": latency,
         "checkouts_per_side": rounds * per_round,
@@ -159,12 +174,6 @@ def bench_readme_defaults(rounds: int, per_round: int, latency: float) -> dict[s
         "met": figure["ratio"] <= README_TARGET,
         "outbox_only_ratio": outbox["ratio"],
         "outbox_only_rounds_range": outbox["rounds_range"],
-        # Events still pending or sending when a round's checkouts had returned: 0 every time
-        # would mean the checkout itself waited for the provider.
-        "events_undelivered_when_checkouts_returned": undelivered_at_return,
-        "events": events.count(),
-        "events_delivered": delivered,
-        "median_s_until_delivered_after_round": median(waits),
     }
 
 
@@ -194,21 +203,9 @@ def bench_shop_checkout(rounds: int, per_round: int, latency: float) -> dict[str
             env={**os.environ, "CONVERSIONS_BENCH_RUN_PID": str(os.getpid())},
         )
     raw = json.loads(found.stdout.splitlines()[-1])
-    seconds = raw["seconds"]
-    figure = paired(seconds["2 sites"], seconds["no sites"])
-    outbox = paired(seconds["2 sites, outbox only"], seconds["no sites"])
     return {
-        "provider_latency_s": latency,
-        "checkouts_per_side": rounds * per_round,
+        **_readme_sides(raw["seconds"], rounds, per_round, latency),
         "checkouts_per_round": per_round,
-        "ms_per_checkout": {
-            name: round(1000 * median(times, 6) / per_round, 3) for name, times in seconds.items()
-        },
-        **figure,
-        "target": f"<= {README_TARGET}",
-        "met": figure["ratio"] <= README_TARGET,
-        "outbox_only_ratio": outbox["ratio"],
-        "outbox_only_rounds_range": outbox["rounds_range"],
         "events_undelivered_when_checkouts_returned": raw[
             "events_undelivered_when_checkouts_returned"
         ],

@@ -176,7 +176,6 @@ def _checkout(c: dict[str, Any]) -> list[str]:
 
 
 def _readme(d: dict[str, Any]) -> list[str]:
-    ms = d["ms_per_checkout"]
     inline = all(n == 0 for n in d["events_undelivered_when_checkouts_returned"])
     how = (
         "Every event was already delivered when its checkout returned: the checkout waited "
@@ -200,14 +199,7 @@ def _readme(d: dict[str, Any]) -> list[str]:
         "delivered, so that delivery never overlaps another side's measurement. Every side's",
         "first checkout reads the list of active sites again (the sites were just switched).",
         "",
-        "| side | ms per checkout (median) | ratio to no site | rounds' range | target | met |",
-        "|---|---|---|---|---|---|",
-        f"| no active site | {ms['no sites']} | | | | |",
-        f"| 2 sites, README defaults, provider {d['provider_latency_s']} s | {ms['2 sites']} | "
-        f"**{d['ratio']}x** | {_range(d)} | {d['target']} | {_met(d['met'])} |",
-        f"| 2 sites, outbox write alone | {ms['2 sites, outbox only']} | "
-        f"{d['outbox_only_ratio']}x | {d['outbox_only_rounds_range'][0]}-"
-        f"{d['outbox_only_rounds_range'][1]}x | | |",
+        *_sides_table(d),
         "",
         f"Events delivered: {d['events_delivered']} of {d['events']}. {how}",
         "",
@@ -225,8 +217,22 @@ def _readme(d: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _shop(d: dict[str, Any]) -> list[str]:
+def _sides_table(d: dict[str, Any]) -> list[str]:
+    """No site, README's defaults and the outbox write alone, with their ratios."""
     ms = d["ms_per_checkout"]
+    return [
+        "| side | ms per checkout (median) | ratio to no site | rounds' range | target | met |",
+        "|---|---|---|---|---|---|",
+        f"| no active site | {ms['no sites']} | | | | |",
+        f"| 2 sites, README defaults, provider {d['provider_latency_s']} s | {ms['2 sites']} | "
+        f"**{d['ratio']}x** | {_range(d)} | {d['target']} | {_met(d['met'])} |",
+        f"| 2 sites, outbox write alone | {ms['2 sites, outbox only']} | "
+        f"{d['outbox_only_ratio']}x | {d['outbox_only_rounds_range'][0]}-"
+        f"{d['outbox_only_rounds_range'][1]}x | | |",
+    ]
+
+
+def _shop(d: dict[str, Any]) -> list[str]:
     lines = [
         "### The example shop's checkout request",
         "",
@@ -239,14 +245,7 @@ def _shop(d: dict[str, Any]) -> list[str]:
         "back to back: the background thread starts delivering half a second after the",
         "first handover (`tasks.GATHER_SECONDS`), while the round's later checkouts run.",
         "",
-        "| side | ms per checkout (median) | ratio to no site | rounds' range | target | met |",
-        "|---|---|---|---|---|---|",
-        f"| no active site | {ms['no sites']} | | | | |",
-        f"| 2 sites, README defaults, provider {d['provider_latency_s']} s | {ms['2 sites']} | "
-        f"**{d['ratio']}x** | {_range(d)} | {d['target']} | {_met(d['met'])} |",
-        f"| 2 sites, outbox write alone | {ms['2 sites, outbox only']} | "
-        f"{d['outbox_only_ratio']}x | {d['outbox_only_rounds_range'][0]}-"
-        f"{d['outbox_only_rounds_range'][1]}x | | |",
+        *_sides_table(d),
         "",
         f"Events delivered: {d['events_delivered']} of {d['events']}; still undelivered when",
         "each round's checkouts had returned: "
