@@ -15,15 +15,9 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from benchmarks.common import (
-    clear_database,
-    conversion,
-    make_site,
-    median,
-    paired,
-    profile_top,
-)
+from benchmarks.common import clear_database, conversion, median, paired, profile_top
 from benchmarks.settings import BACKLOG_ALIAS, BenchRouter
+from benchmarks.sites import make_site
 from django_conversions import track
 from django_conversions.conf import conversions_settings
 from django_conversions.delivery import claim

@@ -22,14 +22,13 @@ from benchmarks.common import (
     checkouts,
     clear_database,
     local_server,
-    make_site,
     median,
     no_network,
     paired,
     profile_top,
-    set_active,
     unfinished,
 )
+from benchmarks.sites import make_site, set_active
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 
 CHECKOUT_TARGETS = {"2 sites": 1.6, "5 sites": 2.0}

@@ -22,7 +22,7 @@ from typing import Any
 from django.db import transaction
 
 from django_conversions import Conversion, Customer, LineItem, track
-from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from tests.testapp.models import Order, OrderItem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,28 +139,6 @@ def clear_database() -> None:
     ConversionEvent.objects.all().delete()
     TrackingSite.objects.all().delete()
     Order.objects.all().delete()
-
-
-def make_site(provider: str, url: str, n: int = 0, *, active: bool = True) -> TrackingSite:
-    site = TrackingSite.objects.create(
-        name=f"bench {provider} {n}",
-        provider=provider,
-        provider_site_id=f"site_bench_{n}",
-        endpoint_url=url,
-        is_active=active,
-    )
-    ApiKey.objects.create(site=site, key=f"{provider}_bench_key_{n}_0123456789")
-    return site
-
-
-def set_active(sites: list[TrackingSite], active: set[int]) -> None:
-    """Make exactly the sites whose pk is in ``active`` active (saving clears the app's cache
-    of active sites in this process)."""
-    for site in sites:
-        wanted = site.pk in active
-        if site.is_active != wanted:
-            site.is_active = wanted
-            site.save(update_fields=["is_active", "updated_at"])
 
 
 def checkout(n: int) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 
 from django.db import connection
 
-from benchmarks.common import clear_database, local_server, make_site, record_events, set_active
+from benchmarks.common import clear_database, local_server, record_events
+from benchmarks.sites import make_site, set_active
 from django_conversions.delivery import deliver_due
 from django_conversions.models import (
     ConversionEvent,

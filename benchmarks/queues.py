@@ -45,7 +45,8 @@ from django.test import override_settings  # noqa: E402
 from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from benchmarks.common import clear_database, conversion, make_site  # noqa: E402
+from benchmarks.common import clear_database, conversion  # noqa: E402
+from benchmarks.sites import make_site  # noqa: E402
 from django_conversions import track  # noqa: E402
 from django_conversions.conf import conversions_settings  # noqa: E402
 from django_conversions.models import ConversionEvent, EventStatus  # noqa: E402

@@ -44,11 +44,11 @@ from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     clear_database,
     local_server,
-    make_site,
     median,
     paired,
     record_events,
 )
+from benchmarks.sites import make_site  # noqa: E402
 from django_conversions.conf import conversions_settings  # noqa: E402
 from django_conversions.models import ConversionEvent, DeliveryAttempt, EventStatus  # noqa: E402
 

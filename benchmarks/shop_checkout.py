@@ -39,7 +39,8 @@ from django.test import Client, override_settings  # noqa: E402
 from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 from shop.models import Product  # noqa: E402
 
-from django_conversions.models import ApiKey, ConversionEvent, EventStatus, TrackingSite  # noqa: E402
+from benchmarks.sites import make_site, set_active  # noqa: E402
+from django_conversions.models import ConversionEvent, EventStatus  # noqa: E402
 from django_conversions.tasks import background  # noqa: E402
 
 SIDES = ("no sites", "2 sites", "2 sites, outbox only")
@@ -70,7 +71,10 @@ def main() -> None:
 def run(url: str, rounds: int, per_round: int) -> dict[str, Any]:
     for n in range(2):
         Product.objects.create(sku=f"BENCH-{n}", name=f"Product {n}", price=Decimal("19.90"))
-    sites = [_site(provider, url, n) for n, provider in enumerate(("scanova", "vtmarketing"))]
+    sites = [
+        make_site(provider, url, n, active=False)
+        for n, provider in enumerate(("scanova", "vtmarketing"))
+    ]
     readme = dict(settings.CONVERSIONS)
     conversions = {
         "no sites": readme,
@@ -88,7 +92,7 @@ def run(url: str, rounds: int, per_round: int) -> dict[str, Any]:
         by = n % len(SIDES)
         for side in SIDES[by:] + SIDES[:by]:
             with override_settings(CONVERSIONS=conversions[side]):
-                _set_active(sites, side != "no sites")
+                set_active(sites, set() if side == "no sites" else {site.pk for site in sites})
                 seconds[side].append(sum(_checkout(client) for _ in range(per_round)))
                 events = ConversionEvent.objects.filter(site__in=sites)
                 if side == "2 sites":
@@ -104,26 +108,6 @@ def run(url: str, rounds: int, per_round: int) -> dict[str, Any]:
         "events_undelivered_when_checkouts_returned": undelivered_at_return,
         "seconds_until_delivered_after_round": waits,
     }
-
-
-def _site(provider: str, url: str, n: int) -> TrackingSite:
-    site = TrackingSite.objects.create(
-        name=f"bench {provider}",
-        provider=provider,
-        provider_site_id=f"bench-{n}",
-        endpoint_url=url,
-        is_active=False,
-    )
-    ApiKey.objects.create(site=site, key=f"bench_{provider}_key_0123456789abcdef")
-    return site
-
-
-def _set_active(sites: list[TrackingSite], active: bool) -> None:
-    """Saving a site clears the app's cache of active sites in this process."""
-    for site in sites:
-        if site.is_active != active:
-            site.is_active = active
-            site.save(update_fields=["is_active", "updated_at"])
 
 
 def _checkout(client: Client) -> float:

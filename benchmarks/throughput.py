@@ -16,15 +16,14 @@ from django.utils import timezone
 from benchmarks.common import (
     clear_database,
     local_server,
-    make_site,
     median,
     paired,
     profile_top,
     record_events,
     recorded_requests,
-    set_active,
     unfinished,
 )
+from benchmarks.sites import make_site, set_active
 from django_conversions.conf import conversions_settings
 from django_conversions.delivery import DeliveryReport, claim, deliver_due
 from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
