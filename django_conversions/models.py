@@ -48,6 +48,15 @@ def provider_choices() -> list[tuple[str, str]]:
     return choices
 
 
+class TrackingSiteQuerySet(models.QuerySet["TrackingSite"]):
+    def sendable(self, now: datetime | None = None) -> TrackingSiteQuerySet:
+        """The one rule for "may be sent to now": active, not paused, not held back."""
+        now = now or timezone.now()
+        return self.filter(is_active=True, paused_at__isnull=True).filter(
+            models.Q(held_until__isnull=True) | models.Q(held_until__lte=now)
+        )
+
+
 class TrackingSite(models.Model):
     """A destination: one site (account) at one provider, with its API keys."""
 
@@ -115,6 +124,8 @@ class TrackingSite(models.Model):
             "instructions give it. $account_id and $order_id are replaced (as JSON values)."
         ),
     )
+
+    objects = TrackingSiteQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("tracking site")

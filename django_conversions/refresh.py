@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from django_conversions.adapters import get_adapter
 from django_conversions.conversion import Conversion
-from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.models import ConversionEvent, EventStatus, TrackingSite
 from django_conversions.snapshots import verdict
 
 logger = logging.getLogger("django_conversions")
@@ -73,6 +73,13 @@ def refresh_marked(event_ids: Iterable[int] | None = None, *, limit: int = REFRE
 
     At most ``limit`` orders per call: what is left stays marked for the next call (the sweep
     runs one per pass; the sender rebuilds a marked event it is about to send).
+
+    Without ``event_ids`` (the sweep), a pending event is taken only when it is due on a site
+    that may send now: one on a paused or held site, or waiting for its retry, is rebuilt by
+    the sender when it is sent, so such events (whose rebuild may keep failing) never fill the
+    calls ahead of other orders.
+    Every other event leaves the selection whatever its rebuild does: a skipped one is
+    unmarked, a pending one is sent or failed by the delivery that follows the sweep's call.
     """
     using = router.db_for_write(ConversionEvent)
     marked = ConversionEvent.objects.using(using).filter(
@@ -80,6 +87,9 @@ def refresh_marked(event_ids: Iterable[int] | None = None, *, limit: int = REFRE
     )
     if event_ids is not None:
         marked = marked.filter(pk__in=list(event_ids))
+    else:
+        sendable = TrackingSite.objects.using(using).sendable().values("pk")
+        marked = marked.filter(models.Q(status=EventStatus.SKIPPED) | models.Q(site__in=sendable))
     orders = (
         marked.order_by().values_list("source_content_type", "source_object_id").distinct()[:limit]
     )

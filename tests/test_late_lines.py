@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 
 from django_conversions.delivery import deliver_due
 from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.refresh import mark_for_rebuild, refresh_marked
 from django_conversions.sweep import sweep
 from tests.testapp.models import Order, OrderItem
 
@@ -134,6 +135,48 @@ def test_the_worker_fails_an_event_whose_order_can_no_longer_be_built(scanova_si
     assert event.status == EventStatus.FAILED
     assert "Could not build the conversion" in event.last_error
     assert not [c for c in mocked_http.calls if c.request.url == SCANOVA_URL]
+
+
+def test_a_paused_sites_unbuildable_orders_never_hold_back_the_sweeps_rebuilds(
+    scanova_site, make_site, mocked_http
+):
+    # given: three orders whose events wait on a paused site, marked, and can't be rebuilt
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    with override_settings(CONVERSIONS={**_settings(), "TASK_BACKEND": None}):
+        scanova_site.is_active = False
+        scanova_site.save()
+        paused = make_site("scanova", name="paused site")
+        for n in range(3):
+            with transaction.atomic():
+                Order.objects.create(number=f"B-{n}", status="paid", scan_session_id=SCAN)
+        paused.pause("maintenance")
+        scanova_site.is_active = True
+        scanova_site.save()
+        Order.objects.filter(number__startswith="B-").update(currency="XXQ")
+        # and: a later order skipped for want of a scan, then attributed to one
+        order = Order.objects.create(number="L-9", status="paid", total=Decimal("5"))
+        skipped = ConversionEvent.objects.get(site=scanova_site)
+        assert skipped.status == EventStatus.SKIPPED
+        Order.objects.filter(pk=order.pk).update(scan_session_id=SCAN)
+        mark_for_rebuild(order)
+        # when: one rebuild call with room for one order
+        assert refresh_marked(limit=1) == 1
+        # then: that order was the attributed one, not a paused site's
+        rebuilt = ConversionEvent.objects.get(pk=skipped.pk)
+        assert (rebuilt.status, rebuilt.rebuild_before_send) == (EventStatus.PENDING, False)
+        waiting = ConversionEvent.objects.filter(
+            site=paused,
+            source_object_id__in=[
+                str(pk)
+                for pk in Order.objects.filter(number__startswith="B-").values_list("pk", flat=True)
+            ],
+        )
+        assert [e.rebuild_before_send for e in waiting] == [True] * 3
+        # when: the sweep runs
+        _, report = sweep()
+    # then: the attributed order went out
+    assert report.delivered == 1
+    assert ConversionEvent.objects.get(pk=skipped.pk).status == EventStatus.DELIVERED
 
 
 def _settings() -> dict:

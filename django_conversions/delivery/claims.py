@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connections, router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_conversions.conf import conversions_settings
@@ -168,12 +168,7 @@ def site_claim_step(batch_size: int) -> int:
 
 def sendable_sites(using: str, now: datetime) -> QuerySet[TrackingSite]:
     """Sites that may be sent to now: active, not paused, not held back."""
-    return (
-        TrackingSite.objects.using(using)
-        .filter(is_active=True, paused_at__isnull=True)
-        .filter(Q(held_until__isnull=True) | Q(held_until__lte=now))
-        .order_by("pk")
-    )
+    return TrackingSite.objects.using(using).sendable(now).order_by("pk")
 
 
 def claim(limit: int, event_ids: Iterable[int] | None = None) -> Lease:
