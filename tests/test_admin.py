@@ -726,23 +726,40 @@ def test_event_search_by_event_id_dedup_key_and_order_reference(admin_client, sc
         response = admin_client.get(event_url("changelist"), {"q": term})
         return [e.order_reference for e in response.context["cl"].result_list]
 
-    # when / then
+    # when / then: exact values, each read through an index (a part matches nothing)
     assert search(str(wanted.event_id)) == ["A-1001"]
-    assert search("order:A-1001") == ["A-1001"]
+    assert search(" purchase:order:A-1001 ") == ["A-1001"]
     assert search("A-1001") == ["A-1001"]
+    assert search("order:A-1001") == []
     assert search("nothing-like-this") == []
 
 
-def test_event_list_has_a_date_hierarchy(admin_client, scanova_site):
-    # given: events in two different years
+def test_event_list_filters_by_creation_date(admin_client, scanova_site):
+    # given: an event of last year and one of today
     now = timezone.now()
-    make_event(scanova_site, created_at=now - timedelta(days=400))
-    make_event(scanova_site, created_at=now)
+    make_event(scanova_site, order_id="old", created_at=now - timedelta(days=400))
+    make_event(scanova_site, order_id="new", created_at=now)
+    page = html(admin_client.get(event_url("changelist")))
+    assert "created_at__gte=" in page  # the date filter's choices
+    # when: the past 7 days
+    since = (now - timedelta(days=7)).isoformat()
+    response = admin_client.get(event_url("changelist"), {"created_at__gte": since})
+    # then
+    assert [e.order_reference for e in response.context["cl"].result_list] == ["new"]
+
+
+def test_the_event_name_filter_offers_the_sites_names_and_the_newest_events(
+    admin_client, scanova_site
+):
+    # given: a site set up for "lead", and a "signup" event
+    scanova_site.event_names = "purchase,lead"
+    scanova_site.save()
+    make_event(scanova_site, order_id="s", event_name="signup")
     # when
     page = html(admin_client.get(event_url("changelist")))
-    # then: the hierarchy offers both years
-    for when in (now - timedelta(days=400), now):
-        assert f"created_at__year={when.year}" in page
+    # then
+    for name in ("lead", "purchase", "signup"):
+        assert f"?event_name={name}" in page
 
 
 def test_events_cannot_be_added_or_edited_by_hand(admin_client, scanova_site):

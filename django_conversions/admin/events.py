@@ -37,6 +37,11 @@ from django_conversions.admin.display import (
     site_links,
     time_field,
 )
+from django_conversions.admin.large_lists import (
+    CappedPaginator,
+    EventNameFilter,
+    search_events,
+)
 from django_conversions.admin.overview import build_overview
 from django_conversions.masking import (
     can_see_personal_data,
@@ -103,13 +108,20 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
         "next_or_delivered",
         "reason",
     )
-    list_filter = (StatusFilter, "site", ProviderFilter, "event_name")
+    # The outbox grows to tens of millions of rows: no filter, count or search here reads the
+    # whole table (see ``large_lists``).
+    list_filter = (
+        StatusFilter,
+        "site",
+        ProviderFilter,
+        EventNameFilter,
+        ("created_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("site",)
-    date_hierarchy = "created_at"
-    # The outbox grows large: don't count the whole table on every filtered page.
+    paginator = CappedPaginator
     show_full_result_count = False
-    search_fields = ("=event_id", "dedup_key", "order_reference")
-    search_help_text = _("Event id (exact), dedup key or order reference.")
+    search_fields = ("event_id", "order_reference", "dedup_key")  # see get_search_results
+    search_help_text = _("An event id, an order reference or a dedup key, exactly as stored.")
     fieldsets = (
         (
             None,
@@ -143,6 +155,11 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[ConversionEvent]:
         unmasked = Value(can_see_personal_data(request), output_field=BooleanField())
         return super().get_queryset(request).annotate(**{UNMASKED: unmasked})
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ConversionEvent], search_term: str
+    ) -> tuple[QuerySet[ConversionEvent], bool]:
+        return search_events(queryset, search_term), False
 
     # --- permissions: written by the app, read here -------------------------------------------
 
