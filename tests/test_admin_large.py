@@ -1,6 +1,7 @@
-"""The event list stays fast on a production-size outbox: on PostgreSQL with 100k events, every
-query a page view of the list runs (plain, filtered, searched) reads a bounded number of the
-events table's rows, checked with EXPLAIN ANALYZE of the statements the page really sent.
+"""The event lists stay fast on a production-size outbox: on PostgreSQL with 100k events, every
+query a view of the admin's list or a page of the API's runs (plain, filtered, searched) reads a
+bounded number of the events table's rows, checked with EXPLAIN ANALYZE of the statements the
+page really sent.
 
 Django's defaults read the whole table on each view (the paginator's count, the event-name
 filter's DISTINCT, the date drill-down, icontains searches): at tens of millions of rows a
@@ -19,8 +20,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_conversions.admin.large_lists import COUNT_LIMIT
 from django_conversions.models import ConversionEvent, TrackingSite
+from django_conversions.pagination import COUNT_LIMIT
+from tests.test_api_support import EVENTS as API_EVENTS
+from tests.test_api_support import logged_in, make_user
 from tests.test_query_plans import nodes
 
 EVENTS = 100_000
@@ -136,3 +139,28 @@ def test_the_overview_reads_only_its_weeks_events(admin_client, large_outbox):
     assert bound < EVENTS // 2  # the fixture keeps far more than a week
     for sql in statements_on_events("admin:django_conversions_overview", admin_client):
         assert rows_read(sql) <= bound, sql[:300]
+
+
+def test_the_apis_event_list_counts_up_to_its_limit_and_reads_no_more(large_outbox):
+    client = logged_in(make_user("viewer", perms=("view_conversionevent",)))
+    for query, count, exact in (
+        ({}, COUNT_LIMIT, False),
+        ({"status": "failed"}, EVENTS // 1000, True),
+        ({"order_id": "L-4242"}, 1, True),
+    ):
+        # when
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(API_EVENTS, query)
+        # then: the count stops at the limit and says so
+        assert response.status_code == 200, query
+        answer = response.json()
+        assert (answer["count"], answer["count_exact"]) == (count, exact), query
+        assert len(answer["results"]) == min(count, 50)
+        # and: no statement read the table beyond it
+        statements = [
+            q["sql"]
+            for q in captured.captured_queries
+            if TABLE in q["sql"] and "SELECT" in q["sql"]
+        ]
+        for sql in statements:
+            assert rows_read(sql) <= MOST_ROWS_READ, (query, sql[:300])

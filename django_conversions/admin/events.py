@@ -37,11 +37,7 @@ from django_conversions.admin.display import (
     site_links,
     time_field,
 )
-from django_conversions.admin.large_lists import (
-    CappedPaginator,
-    EventNameFilter,
-    search_events,
-)
+from django_conversions.admin.large_lists import EventNameFilter, search_events
 from django_conversions.admin.overview import build_overview
 from django_conversions.masking import (
     can_see_personal_data,
@@ -49,6 +45,7 @@ from django_conversions.masking import (
     mask_snapshot,
 )
 from django_conversions.models import ConversionEvent, EventStatus
+from django_conversions.pagination import CappedPaginator
 from django_conversions.providers import registry
 from django_conversions.states import STATE_LABELS, event_state, in_state
 

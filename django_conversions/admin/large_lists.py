@@ -5,7 +5,8 @@ Django's defaults each read the whole table on every page view: the paginator's 
 a ``DISTINCT`` over all event names for the event-name filter, the date drill-down's
 ``DISTINCT DATE_TRUNC`` and ``icontains`` searches. Here:
 
-- ``CappedPaginator`` counts at most ``COUNT_LIMIT`` rows, and the page says when more match;
+- ``pagination.CappedPaginator`` counts at most 10,000 rows, and the page says when
+  more match;
 - ``EventNameFilter`` offers the names the sites are set up for and those of the newest events;
 - ``search_events`` matches exact values on indexed columns (event id, order reference, dedup
   key per site);
@@ -20,37 +21,14 @@ import uuid
 from typing import Any
 
 from django.contrib import admin
-from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
-from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
 from django_conversions.models import ConversionEvent, TrackingSite
 
-#: Most rows the event list counts; a list with more says "more than" this many.
-COUNT_LIMIT = 10_000
 #: The newest events whose names the event-name filter offers (beside the sites' own).
 RECENT_NAMES = 1_000
-
-
-class CappedPaginator(Paginator):
-    """Counts at most ``COUNT_LIMIT`` rows: ``SELECT COUNT(*)`` over a ``LIMIT`` subquery."""
-
-    @cached_property
-    def counted(self) -> int:
-        """Rows found, up to one more than ``COUNT_LIMIT`` (that one says "more")."""
-        rows: QuerySet[Any] = self.object_list  # type: ignore[assignment]
-        return rows.order_by()[: COUNT_LIMIT + 1].count()
-
-    @cached_property
-    def count(self) -> int:
-        return min(self.counted, COUNT_LIMIT)
-
-    @property
-    def capped(self) -> bool:
-        """More rows match than were counted."""
-        return self.counted > COUNT_LIMIT
 
 
 class EventNameFilter(admin.SimpleListFilter):
