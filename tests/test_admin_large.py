@@ -113,9 +113,9 @@ def test_every_view_of_the_event_list_reads_a_bounded_number_of_rows(admin_clien
             assert rows_read(sql) <= MOST_ROWS_READ, (query, sql[:300])
 
 
-def statements_on_events(name: str, admin_client: Any) -> list[str]:
+def statements_on_events(name: str, admin_client: Any, *args: Any) -> list[str]:
     with CaptureQueriesContext(connection) as captured:
-        response = admin_client.get(reverse(name))
+        response = admin_client.get(reverse(name, args=args))
     assert response.status_code == 200
     found = [
         q["sql"] for q in captured.captured_queries if TABLE in q["sql"] and "SELECT" in q["sql"]
@@ -124,11 +124,17 @@ def statements_on_events(name: str, admin_client: Any) -> list[str]:
     return found
 
 
-def test_the_sites_list_reads_a_bounded_number_of_rows(admin_client, large_outbox):
-    for sql in statements_on_events(
-        "admin:django_conversions_trackingsite_changelist", admin_client
+def test_the_sites_pages_and_an_events_page_read_a_bounded_number_of_rows(
+    admin_client, large_outbox
+):
+    site, event = large_outbox
+    for name, args in (
+        ("admin:django_conversions_trackingsite_changelist", ()),
+        ("admin:django_conversions_trackingsite_change", (site.pk,)),
+        ("admin:django_conversions_conversionevent_change", (event.pk,)),
     ):
-        assert rows_read(sql) <= MOST_ROWS_READ, sql[:300]
+        for sql in statements_on_events(name, admin_client, *args):
+            assert rows_read(sql) <= MOST_ROWS_READ, (name, sql[:300])
 
 
 def test_the_overview_reads_only_its_weeks_events(admin_client, large_outbox):
