@@ -34,3 +34,8 @@ class CappedPaginator(Paginator):
     def capped(self) -> bool:
         """More rows match than were counted."""
         return self.counted > COUNT_LIMIT
+
+
+def over_count_limit(rows: QuerySet[Any]) -> bool:
+    """Do more than ``COUNT_LIMIT`` rows match (read no further than one past it)?"""
+    return rows.order_by()[: COUNT_LIMIT + 1].count() > COUNT_LIMIT

@@ -1017,3 +1017,30 @@ def test_staff_with_change_permission_can_retry(staff_client, scanova_site, mock
     event.refresh_from_db()
     assert event.status == EventStatus.DELIVERED
     assert json.loads(mocked_http.calls[0].request.body)["event_id"] == str(event.event_id)
+
+
+@pytest.mark.parametrize("action", ["retry_selected", "skip_selected"])
+def test_an_action_on_more_events_than_the_list_counts_changes_nothing(
+    admin_client, scanova_site, monkeypatch, action
+):
+    # given: three failed events and a list that counts up to two
+    monkeypatch.setattr("django_conversions.pagination.COUNT_LIMIT", 2)
+    events = [make_event(scanova_site, status=EventStatus.FAILED) for _ in range(3)]
+    page = html(admin_client.get(event_url("changelist")))
+    assert "More than 2 events match" in page
+    # when: the action is asked for all of them
+    response = admin_client.post(
+        event_url("changelist"),
+        {"action": action, "select_across": "1", "_selected_action": [events[0].pk]},
+        follow=True,
+    )
+    # then: refused with the reason, every event as it was
+    assert "More than 2 events are selected: nothing was changed" in " ".join(messages_of(response))
+    assert set(ConversionEvent.objects.values_list("status", flat=True)) == {EventStatus.FAILED}
+    # when: two of them, within the limit
+    admin_client.post(
+        event_url("changelist"),
+        {"action": action, "_selected_action": [events[0].pk, events[1].pk]},
+    )
+    # then: they changed
+    assert ConversionEvent.objects.exclude(status=EventStatus.FAILED).count() == 2

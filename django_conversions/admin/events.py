@@ -23,6 +23,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from django_conversions import pagination
 from django_conversions.actions import in_chunks, retry_events, skip_events
 from django_conversions.admin.attempts import DeliveryAttemptInline
 from django_conversions.admin.display import (
@@ -45,7 +46,7 @@ from django_conversions.masking import (
     mask_snapshot,
 )
 from django_conversions.models import ConversionEvent, EventStatus
-from django_conversions.pagination import CappedPaginator
+from django_conversions.pagination import CappedPaginator, over_count_limit
 from django_conversions.providers import registry
 from django_conversions.states import STATE_LABELS, event_state, in_state
 
@@ -256,6 +257,8 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Retry selected events now"), permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> None:
+        if self._too_many(request, queryset):
+            return
         # Queued, never sent here: a worker delivers them after this request has answered.
         outcome = retry_events(queryset)
         self._log(request, outcome.queued, gettext("Retry requested: queued for delivery."))
@@ -265,6 +268,8 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Mark selected events as skipped"), permissions=["change"])
     def skip_selected(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> None:
+        if self._too_many(request, queryset):
+            return
         user = request.user.get_username()  # type: ignore[union-attr]
         reason = gettext("skipped by %(user)s in the admin") % {"user": user}
         skipped = skip_events(queryset, reason)
@@ -276,6 +281,18 @@ class ConversionEventAdmin(OverviewLinkMixin, admin.ModelAdmin):
                 "%(count)d were left alone (delivered, already skipped, or being sent)."
             ) % {"count": untouched}
         self.message_user(request, text, messages.SUCCESS)
+
+    def _too_many(self, request: HttpRequest, queryset: QuerySet[ConversionEvent]) -> bool:
+        """Refuse an action on "all" of a list longer than it counts: it runs in the request,
+        and on millions of events would hold it (and their rows) for minutes."""
+        if not over_count_limit(queryset):
+            return False
+        text = gettext(
+            "More than %(limit)s events are selected: nothing was changed. Narrow the list "
+            "with a filter or a search; manage.py conversions_retry takes any number."
+        ) % {"limit": f"{pagination.COUNT_LIMIT:,}"}
+        self.message_user(request, text, messages.ERROR)
+        return True
 
     def _log(self, request: HttpRequest, event_ids: list[int], message: str) -> None:
         """An entry in each event's history, written a bounded number at a time."""
