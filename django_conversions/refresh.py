@@ -88,8 +88,10 @@ def refresh_marked(event_ids: Iterable[int] | None = None, *, limit: int = REFRE
     if event_ids is not None:
         marked = marked.filter(pk__in=list(event_ids))
     else:
-        sendable = TrackingSite.objects.using(using).sendable().values("pk")
-        marked = marked.filter(models.Q(status=EventStatus.SKIPPED) | models.Q(site__in=sendable))
+        now = timezone.now()
+        sendable = TrackingSite.objects.using(using).sendable(now).values("pk")
+        due_to_send = models.Q(site__in=sendable, next_attempt_at__lte=now)
+        marked = marked.filter(models.Q(status=EventStatus.SKIPPED) | due_to_send)
     orders = (
         marked.order_by().values_list("source_content_type", "source_object_id").distinct()[:limit]
     )

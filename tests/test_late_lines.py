@@ -7,6 +7,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from django_conversions.delivery import deliver_due
 from django_conversions.models import ConversionEvent, EventStatus
@@ -152,10 +154,16 @@ def test_a_paused_sites_unbuildable_orders_never_hold_back_the_sweeps_rebuilds(
         paused.pause("maintenance")
         scanova_site.is_active = True
         scanova_site.save()
+        # and: one on the active site, waiting for its retry
+        with transaction.atomic():
+            Order.objects.create(number="B-retry", status="paid", scan_session_id=SCAN)
+        ConversionEvent.objects.filter(site=scanova_site).update(
+            next_attempt_at=timezone.now() + timedelta(hours=1)
+        )
         Order.objects.filter(number__startswith="B-").update(currency="XXQ")
         # and: a later order skipped for want of a scan, then attributed to one
         order = Order.objects.create(number="L-9", status="paid", total=Decimal("5"))
-        skipped = ConversionEvent.objects.get(site=scanova_site)
+        skipped = ConversionEvent.objects.get(site=scanova_site, source_object_id=str(order.pk))
         assert skipped.status == EventStatus.SKIPPED
         Order.objects.filter(pk=order.pk).update(scan_session_id=SCAN)
         mark_for_rebuild(order)
@@ -165,13 +173,14 @@ def test_a_paused_sites_unbuildable_orders_never_hold_back_the_sweeps_rebuilds(
         rebuilt = ConversionEvent.objects.get(pk=skipped.pk)
         assert (rebuilt.status, rebuilt.rebuild_before_send) == (EventStatus.PENDING, False)
         waiting = ConversionEvent.objects.filter(
-            site=paused,
+            site__in=[paused, scanova_site],
             source_object_id__in=[
                 str(pk)
                 for pk in Order.objects.filter(number__startswith="B-").values_list("pk", flat=True)
             ],
         )
-        assert [e.rebuild_before_send for e in waiting] == [True] * 3
+        assert waiting.count() == 5  # B-0 to B-2 on the paused site, B-retry on both sites
+        assert all(e.rebuild_before_send for e in waiting)
         # when: the sweep runs
         _, report = sweep()
     # then: the attributed order went out
