@@ -23,8 +23,7 @@ class CappedPaginator(Paginator):
     @cached_property
     def counted(self) -> int:
         """Rows found, up to one more than ``COUNT_LIMIT`` (that one says "more")."""
-        rows: QuerySet[Any] = self.object_list  # type: ignore[assignment]
-        return rows.order_by()[: COUNT_LIMIT + 1].count()
+        return count_past_limit(self.object_list)  # type: ignore[arg-type]
 
     @cached_property
     def count(self) -> int:
@@ -36,6 +35,11 @@ class CappedPaginator(Paginator):
         return self.counted > COUNT_LIMIT
 
 
+def count_past_limit(rows: QuerySet[Any]) -> int:
+    """How many rows match, reading no further than one past ``COUNT_LIMIT``."""
+    return rows.order_by()[: COUNT_LIMIT + 1].count()
+
+
 def over_count_limit(rows: QuerySet[Any]) -> bool:
-    """Do more than ``COUNT_LIMIT`` rows match (read no further than one past it)?"""
-    return rows.order_by()[: COUNT_LIMIT + 1].count() > COUNT_LIMIT
+    """Do more than ``COUNT_LIMIT`` rows match?"""
+    return count_past_limit(rows) > COUNT_LIMIT
