@@ -121,7 +121,7 @@ def run(*, quick: bool) -> dict[str, Any]:
         profile=full,
     )
     if settings.BENCH_DB == "postgres":
-        results["disk"] = disk.bench_disk(count=2000 if full else 200)
+        results["disk"] = disk.bench_disk(count=10_000 if full else 200)
     return results
 
 
