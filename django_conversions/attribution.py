@@ -146,7 +146,7 @@ def attribute_order(
     if marked:
         # Delivery rebuilds them from the committed order, then sends what is eligible.
         transaction.on_commit(
-            lambda: enqueue_delivery(marked),
+            lambda: enqueue_delivery(marked, rebuild_ids=marked),
             using=router.db_for_write(OrderAttribution),
             robust=True,
         )

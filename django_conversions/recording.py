@@ -301,11 +301,12 @@ def _after_commit(events: list[ConversionEvent], using: str) -> None:
     # Marked events go to delivery too, skipped ones included: it rebuilds them from the
     # committed order first, and sends those that turned out eligible.
     pending = [e.pk for e in events if e.status == EventStatus.PENDING or e.rebuild_before_send]
+    marked = [e.pk for e in events if e.rebuild_before_send]
 
     def enqueue_and_notify() -> None:
         try:
             if pending:
-                enqueue_delivery(pending)
+                enqueue_delivery(pending, rebuild_ids=marked)
         except Exception:
             # The sweep (conversions_deliver) delivers whatever this failed to start.
             logger.exception("Could not start delivery after commit")

@@ -43,9 +43,15 @@ logger = logging.getLogger("django_conversions.tasks")
 
 
 @task()
-def deliver_task(event_ids: list[int] | None = None) -> dict[str, int]:
-    """Deliver the given events (or everything due) and schedule the retries."""
-    report = deliver_events(event_ids) if event_ids else deliver_due()
+def deliver_task(
+    event_ids: list[int] | None = None, rebuild_ids: list[int] | None = None
+) -> dict[str, int]:
+    """Deliver the given events (or everything due) and schedule the retries.
+
+    ``rebuild_ids``: those of the events marked to be rebuilt from their orders first, as the
+    caller knew them; None: they are looked up.
+    """
+    report = deliver_events(event_ids, rebuild_ids=rebuild_ids) if event_ids else deliver_due()
     schedule_retries(report.retry_at)
     return report.counts()
 
@@ -64,27 +70,37 @@ def background_delivery_enabled() -> bool:
     return bool(conversions_settings.BACKGROUND_DELIVERY)
 
 
-def enqueue_delivery(event_ids: Sequence[int], run_after: datetime | None = None) -> Any:
+def enqueue_delivery(
+    event_ids: Sequence[int],
+    run_after: datetime | None = None,
+    *,
+    rebuild_ids: Sequence[int] | None = None,
+) -> Any:
     """Start delivery of ``event_ids`` (at ``run_after``, or now) without sending anything
     from the calling thread, unless ``BACKGROUND_DELIVERY`` is off. With no TASK_BACKEND, or
-    a backend that can't defer a retry, this does nothing: the sweep delivers."""
+    a backend that can't defer a retry, this does nothing: the sweep delivers.
+
+    ``rebuild_ids``: those of them marked ``rebuild_before_send``, when the caller knows (the
+    outbox does); delivery then skips looking them up. None: delivery looks them up.
+    """
+    rebuild = None if rebuild_ids is None else list(rebuild_ids)
     alias = _backend_alias()
     if not alias:
         return None
     backend = task_backends[alias]
     if runs_in_caller(backend):
         if background_delivery_enabled():
-            background.submit(event_ids, at=run_after)
+            background.submit(event_ids, at=run_after, rebuild_ids=rebuild)
             return None
         if run_after is not None:
             return None  # the sweep retries it when it is due
-        return deliver_task.using(backend=alias).enqueue(list(event_ids))
+        return deliver_task.using(backend=alias).enqueue(list(event_ids), rebuild)
     configured = deliver_task.using(backend=alias)
     if run_after is not None:
         if not backend.supports_defer:
             return None  # the sweep retries it when it is due
         configured = configured.using(run_after=run_after)
-    return configured.enqueue(list(event_ids))
+    return configured.enqueue(list(event_ids), rebuild)
 
 
 def schedule_retries(retry_at: Sequence[tuple[int, datetime]]) -> None:
@@ -97,7 +113,9 @@ def schedule_retries(retry_at: Sequence[tuple[int, datetime]]) -> None:
         by_time.setdefault(_whole_second_after(when), []).append(event_id)
     for when, ids in by_time.items():
         try:
-            enqueue_delivery(ids, run_after=when)
+            # Sent before: the sender rebuilt whatever was marked (an order attributed
+            # since enqueues its own rebuild).
+            enqueue_delivery(ids, run_after=when, rebuild_ids=())
         except Exception:
             logger.exception("Could not enqueue a retry; the sweep will pick it up")
 
@@ -134,11 +152,21 @@ class BackgroundDelivery:
         self._lock = threading.Condition()
         self._due: set[int] = set()
         self._later: list[tuple[datetime, int]] = []  # (when, event pk), a heap
+        self._rebuild: set[int] = set()  # of those, the ones to rebuild first (if marked)
         self._running = False
         self._thread: threading.Thread | None = None
 
-    def submit(self, event_ids: Iterable[int], *, at: datetime | None = None) -> None:
+    def submit(
+        self,
+        event_ids: Iterable[int],
+        *,
+        at: datetime | None = None,
+        rebuild_ids: Iterable[int] | None = None,
+    ) -> None:
+        """Deliver these events (at ``at``); ``rebuild_ids`` as ``enqueue_delivery`` takes it."""
+        event_ids = list(event_ids)
         with self._lock:
+            self._rebuild.update(event_ids if rebuild_ids is None else rebuild_ids)
             if at is None or at <= timezone.now():
                 self._due.update(event_ids)
             else:
@@ -158,10 +186,10 @@ class BackgroundDelivery:
 
     def _run(self) -> None:
         while True:
-            ids = self._next_due()
+            ids, rebuild = self._next_due()
             try:
                 close_old_connections()
-                report = deliver_events(ids)
+                report = deliver_events(ids, rebuild_ids=rebuild)
                 with self._lock:
                     for event_id, when in report.retry_at:
                         heapq.heappush(self._later, (when, event_id))
@@ -174,9 +202,9 @@ class BackgroundDelivery:
                     self._running = False
                     self._lock.notify_all()
 
-    def _next_due(self) -> list[int]:
+    def _next_due(self) -> tuple[list[int], list[int]]:
         """Wait until some events are due, then ``GATHER_SECONDS`` for more (a claim's worth at
-        most), take them, and mark a run as going."""
+        most), take them (and which of them to rebuild first), and mark a run as going."""
         with self._lock:
             gathering_since: float | None = None
             while True:
@@ -191,9 +219,11 @@ class BackgroundDelivery:
                         self._lock.wait(left)
                         continue
                     ids = sorted(self._due)
+                    rebuild = sorted(self._rebuild.intersection(ids))
+                    self._rebuild.difference_update(ids)
                     self._due.clear()
                     self._running = True
-                    return ids
+                    return ids, rebuild
                 wait = (self._later[0][0] - now).total_seconds() if self._later else None
                 self._lock.wait(wait)
 

@@ -12,15 +12,17 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_conversions.delivery import deliver_due
+from django_conversions.delivery import deliver_due, deliver_events
 from django_conversions.models import ConversionEvent, EventStatus
 from django_conversions.refresh import mark_for_rebuild, refresh_marked
 from django_conversions.sweep import sweep
+from django_conversions.tasks import background
 from tests.testapp.models import Order, OrderItem
 
 SCAN = "550e8400-e29b-41d4-a716-446655440000"
@@ -123,6 +125,61 @@ def test_an_order_saved_in_autocommit_is_not_marked(scanova_site, mocked_http):
     event = ConversionEvent.objects.get()
     assert not event.rebuild_before_send
     assert sent_products(mocked_http) == ["sku-1"]
+
+
+@pytest.mark.parametrize("path", ["inline", "background thread", "database worker"])
+def test_a_skipped_event_the_rest_of_its_transaction_makes_eligible_is_sent_after_commit(
+    scanova_site, mocked_http, path
+):
+    # given: delivery after commit by each path the outbox hands events to
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    paths = {
+        "inline": {},
+        "background thread": {"CONVERSIONS": {**_settings(), "BACKGROUND_DELIVERY": True}},
+        "database worker": {"TASKS": {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}},
+    }
+    with override_settings(**paths[path]):
+        # when: an order is saved paid before it has its scan id (Scanova skips it), and
+        # gets the scan id later in the same transaction (no save: nothing records it again)
+        with transaction.atomic():
+            order = Order.objects.create(number="S-1", status="paid", total=Decimal("30"))
+            OrderItem.objects.create(order=order, sku="sku-1", quantity=1, price=Decimal("30"))
+            assert ConversionEvent.objects.get().status == EventStatus.SKIPPED
+            Order.objects.filter(pk=order.pk).update(scan_session_id=SCAN)
+        if path == "background thread":
+            assert background.wait_idle(timeout=30)
+        elif path == "database worker":
+            call_command("db_worker", "--batch", "--no-startup-delay", verbosity=0)
+    # then: the delivery started after commit rebuilt it first (the sender never takes a
+    # skipped event), and sent it without waiting for the sweep
+    event = ConversionEvent.objects.get()
+    assert (event.status, event.rebuild_before_send) == (EventStatus.DELIVERED, False)
+    assert sent_products(mocked_http) == ["sku-1"]
+
+
+def test_delivery_after_an_autocommit_save_looks_up_no_marks(scanova_site, mocked_http):
+    # given: an order saved paid outside a transaction: its event is not marked
+    mocked_http.post(SCANOVA_URL, json={"success": True})
+    order = Order.objects.create(number="A-2", status="new", scan_session_id=SCAN)
+    OrderItem.objects.create(order=order, sku="sku-1")
+    # when: it is paid, and delivered after commit (inline in the test settings)
+    order.status = "paid"
+    with CaptureQueriesContext(connection) as queries:
+        order.save()
+    # then: sent, and delivery did not look for marked events (the outbox said there were none)
+    assert ConversionEvent.objects.get().status == EventStatus.DELIVERED
+    lookups = [q["sql"] for q in queries.captured_queries if _is_mark_lookup(q["sql"])]
+    assert lookups == []
+    # and: delivery asked to look them up (no list from the caller) does
+    event = ConversionEvent.objects.get()
+    with CaptureQueriesContext(connection) as queries:
+        deliver_events([event.pk])
+    assert [q for q in queries.captured_queries if _is_mark_lookup(q["sql"])]
+
+
+def _is_mark_lookup(sql: str) -> bool:
+    """``refresh_marked()``'s read: the orders of marked events."""
+    return sql.startswith("SELECT DISTINCT") and '"rebuild_before_send"' in sql
 
 
 def test_the_worker_fails_an_event_whose_order_can_no_longer_be_built(scanova_site, mocked_http):

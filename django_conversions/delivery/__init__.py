@@ -61,16 +61,23 @@ def deliver_due(
 
 
 def deliver_events(
-    event_ids: Iterable[int], *, should_stop: StopCheck | None = None
+    event_ids: Iterable[int],
+    *,
+    rebuild_ids: Iterable[int] | None = None,
+    should_stop: StopCheck | None = None,
 ) -> DeliveryReport:
     """Deliver these events now if they are due (after commit; a scheduled retry).
 
     Those marked to be rebuilt from their committed order are rebuilt first (a skipped one
-    that turns out eligible is then sent too).
+    that turns out eligible is then sent too): ``rebuild_ids`` when the caller knows which
+    may be marked (none: no query), else all of them are looked up. A marked event left out
+    is still rebuilt by the sender before it is sent.
     """
     report = recorder.write_unwritten()
     ids = list(event_ids)
-    refresh_marked(ids)
+    marked = ids if rebuild_ids is None else list(rebuild_ids)
+    if marked:
+        refresh_marked(marked)
     batch = max(1, conversions_settings.CLAIM_BATCH_SIZE)
     for start in range(0, len(ids), batch):
         more_due = True
